@@ -1,0 +1,75 @@
+"""Listing stored reports and showing one in full (warnings and raw JSON included)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+from tlswatch.analytics.queries import Filters
+from tlswatch.errors import NotFoundError
+from tlswatch.store import Store
+
+
+def list_reports(store: Store, filters: Filters, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Stored reports, newest day first, with per-report session totals (counting rule)."""
+    where, params = filters.where(failure_rows=False)
+    return store.rows(f"""
+        WITH per_type AS (
+            SELECT report_pk, policy_domain, policy_type, sum(successful_sessions) AS ok,
+                   sum(failed_sessions) AS failed
+            FROM policies{where} GROUP BY ALL
+        ), per_domain AS (
+            SELECT report_pk, policy_domain, max(ok) AS ok, max(failed) AS failed
+            FROM per_type GROUP BY ALL
+        ), per_report AS (
+            SELECT report_pk, list(policy_domain ORDER BY policy_domain) AS policy_domains,
+                   sum(ok)::BIGINT AS successful_sessions, sum(failed)::BIGINT AS failed_sessions
+            FROM per_domain GROUP BY report_pk
+        )
+        SELECT r.report_pk AS id, r.day, r.organization_name, r.report_id, p.policy_domains,
+               p.successful_sessions, p.failed_sessions, len(r.warnings) AS warnings
+        FROM reports r JOIN per_report p USING (report_pk)
+        ORDER BY r.day DESC, r.organization_name, r.report_id
+        LIMIT {int(limit)}
+    """, params)
+
+
+def find_report(store: Store, ident: str) -> int:
+    """The stored key of a report named by its number (``id``) or its report-id."""
+    if ident.isdigit():
+        rows = store.rows("SELECT report_pk FROM reports WHERE report_pk = ?", [int(ident)])
+        if rows:
+            return int(rows[0]["report_pk"])
+    rows = store.rows("SELECT report_pk, organization_name FROM reports WHERE report_id = ?",
+                      [ident])
+    if len(rows) == 1:
+        return int(rows[0]["report_pk"])
+    if len(rows) > 1:
+        names = ", ".join(f"{r['report_pk']} ({r['organization_name']})" for r in rows)
+        raise NotFoundError(f"report-id {ident!r} is used by several organisations: give the "
+                            f"id instead: {names}")
+    raise NotFoundError(f"no report with id or report-id {ident!r}")
+
+
+def show_report(store: Store, ident: str) -> dict[str, Any]:
+    """One report: its stored fields, policies, failure details, warnings and raw JSON."""
+    pk = find_report(store, ident)
+    report = store.rows("SELECT * EXCLUDE (report_pk) FROM reports WHERE report_pk = ?", [pk])[0]
+    policies = store.rows("""
+        SELECT policy_index, policy_type, policy_domain, policy_string, mx_host,
+               successful_sessions, failed_sessions
+        FROM policies WHERE report_pk = ? ORDER BY policy_index""", [pk])
+    details = store.rows("""
+        SELECT p.policy_index, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
+               f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
+               f.additional_information, f.failure_reason_code
+        FROM failure_details f JOIN policies p USING (policy_pk)
+        WHERE f.report_pk = ? ORDER BY p.policy_index""", [pk])
+    raw = store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?", [pk])[0]["raw_gzip"]
+    for policy in policies:
+        policy["failure_details"] = [
+            {k: v for k, v in d.items() if k != "policy_index"}
+            for d in details if d["policy_index"] == policy["policy_index"]]
+    return {"id": pk, **report, "policies": policies,
+            "raw_json": json.loads(gzip.decompress(raw))}

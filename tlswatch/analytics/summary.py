@@ -1,0 +1,197 @@
+"""Per-domain summaries: figures, the change from the previous period, plain-language text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from tlswatch.analytics.explain import explain
+from tlswatch.analytics.queries import Filters, day_bounds, failure_groups, session_totals
+from tlswatch.store import Store
+
+TOP_N = 5
+
+
+@dataclass
+class Period:
+    since: date | None
+    until: date | None
+    reports: int
+    successful_sessions: int
+    failed_sessions: int
+    success_rate: float | None
+
+
+@dataclass
+class DomainSummary:
+    policy_domain: str
+    reports: int
+    organizations: list[str]
+    successful_sessions: int
+    failed_sessions: int
+    success_rate: float | None
+    failures_by_result_type: dict[str, int]
+    failure_sources: list[dict[str, Any]] = field(default_factory=list)
+    sending_ips: list[dict[str, Any]] = field(default_factory=list)
+    previous: Period | None = None
+    change_failed_sessions: int | None = None
+    change_success_rate: float | None = None
+
+    @property
+    def total_sessions(self) -> int:
+        return self.successful_sessions + self.failed_sessions
+
+
+@dataclass
+class Summary:
+    since: date | None
+    until: date | None
+    domains: list[DomainSummary]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["since"] = _iso(self.since)
+        data["until"] = _iso(self.until)
+        for domain in data["domains"]:
+            prev = domain["previous"]
+            if prev is not None:
+                prev["since"], prev["until"] = _iso(prev["since"]), _iso(prev["until"])
+            for row in domain["failure_sources"]:
+                for key in ("first_day", "last_day"):
+                    row[key] = _iso(row.get(key))
+        return data
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def rate(ok: int, failed: int) -> float | None:
+    total = ok + failed
+    return round(ok / total, 6) if total else None
+
+
+def summarize(store: Store, filters: Filters = Filters()) -> Summary:
+    """Everything ``tlswatch summary`` shows, for the filters' period and the one before it."""
+    totals = session_totals(store, filters)
+    by_type = _by_domain(failure_groups(store, filters, ("policy_domain", "result_type")))
+    sources = _by_domain(failure_groups(
+        store, filters, ("policy_domain", "organization_name", "result_type",
+                         "receiving_mx_hostname", "receiving_ip")))
+    ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip")))
+    previous = _previous_period(store, filters)
+    domains = []
+    for row in totals:
+        name = row["policy_domain"]
+        ok, failed = int(row["successful_sessions"]), int(row["failed_sessions"])
+        summary = DomainSummary(
+            policy_domain=name, reports=int(row["reports"]), organizations=row["organizations"],
+            successful_sessions=ok, failed_sessions=failed, success_rate=rate(ok, failed),
+            failures_by_result_type={r["result_type"]: int(r["failed_sessions"])
+                                     for r in by_type.get(name, [])},
+            failure_sources=[_strip(r) for r in sources.get(name, [])[:TOP_N]],
+            sending_ips=[{"sending_mta_ip": r["sending_mta_ip"],
+                          "failed_sessions": int(r["failed_sessions"])}
+                         for r in ips.get(name, []) if r["sending_mta_ip"]][:TOP_N],
+        )
+        if previous is not None:
+            _add_change(summary, previous.get(name), previous["__period__"])
+        domains.append(summary)
+    return Summary(since=filters.since, until=filters.until, domains=domains)
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k != "policy_domain"}
+    out["failed_sessions"] = int(out["failed_sessions"])
+    return out
+
+
+def _by_domain(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(row["policy_domain"], []).append(row)
+    return out
+
+
+def _previous_period(store: Store, filters: Filters) -> dict[str, Any] | None:
+    """Totals for the period of the same length just before the asked one."""
+    since, until = filters.since, filters.until
+    if since is None or until is None:
+        first, last = day_bounds(store, filters)
+        since, until = since or first, until or last
+    if since is None or until is None or (filters.since is None and filters.until is None):
+        return None  # the whole history was asked for: nothing comes before it
+    length = (until - since).days + 1
+    prev = filters.with_dates(since - timedelta(days=length), since - timedelta(days=1))
+    out: dict[str, Any] = {r["policy_domain"]: r for r in session_totals(store, prev)}
+    out["__period__"] = (prev.since, prev.until)
+    return out
+
+
+def _add_change(summary: DomainSummary, row: dict[str, Any] | None,
+                period: tuple[date, date]) -> None:
+    ok = int(row["successful_sessions"]) if row else 0
+    failed = int(row["failed_sessions"]) if row else 0
+    summary.previous = Period(since=period[0], until=period[1],
+                              reports=int(row["reports"]) if row else 0,
+                              successful_sessions=ok, failed_sessions=failed,
+                              success_rate=rate(ok, failed))
+    if row:
+        summary.change_failed_sessions = summary.failed_sessions - failed
+        if summary.success_rate is not None and summary.previous.success_rate is not None:
+            summary.change_success_rate = round(
+                summary.success_rate - summary.previous.success_rate, 6)
+
+
+# -- plain language ---------------------------------------------------------------------------
+_ORG_SUFFIX = re.compile(r",?\s+(Inc\.?|Corporation|Corp\.?|LLC|Ltd\.?|GmbH|AG|S\.A\.)$", re.I)
+
+
+def short_org(name: str) -> str:
+    return _ORG_SUFFIX.sub("", name).strip() or name
+
+
+def percent(value: float | None, *, failures: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    pct = value * 100
+    text = f"{pct:.1f}"
+    if failures and text == "100.0":
+        text = f"{pct:.2f}" if f"{pct:.2f}" != "100.00" else ">99.99"
+    return text.removesuffix(".0") + "%"
+
+
+def _where(row: dict[str, Any]) -> str:
+    host, ip = row.get("receiving_mx_hostname"), row.get("receiving_ip")
+    if host and ip:
+        return f" on {host} ({ip})"
+    if host or ip:
+        return f" on {host or ip}"
+    return ""
+
+
+def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
+    """One plain-English paragraph: how much mail used TLS, what failed where, what to do."""
+    total = d.total_sessions
+    parts = [f"{d.policy_domain}: {percent(d.success_rate, failures=d.failed_sessions)} of "
+             f"{total:,} session{'s' if total != 1 else ''} used TLS"
+             f" ({d.reports:,} report{'s' if d.reports != 1 else ''} from "
+             f"{', '.join(short_org(o) for o in d.organizations)})."]
+    if d.previous is not None and d.previous.success_rate is not None:
+        parts.append(f"The period before: {percent(d.previous.success_rate)} of "
+                     f"{d.previous.successful_sessions + d.previous.failed_sessions:,}.")
+    if not d.failed_sessions:
+        parts.append("No failures were reported.")
+    for row in d.failure_sources[:max_causes]:
+        e = explain(row["result_type"])
+        n = int(row["failed_sessions"])
+        codes = row.get("failure_reason_codes") or []
+        code = f" (reason given: {codes[0]!r})" if codes else ""
+        parts.append(f"{short_org(row['organization_name'])} saw {n:,} session"
+                     f"{'s' if n != 1 else ''} fail with {row['result_type']}{_where(row)}"
+                     f"{code}: {e.fix}.")
+    if len(d.failure_sources) > max_causes:
+        parts.append(f"More causes: tlswatch failures --domain {d.policy_domain}.")
+    return " ".join(parts)

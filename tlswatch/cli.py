@@ -1,0 +1,337 @@
+"""The ``tlswatch`` command line: parse options, call one library function, print.
+
+Exit codes (DESIGN.md): 0 success, 1 something was rejected or failed (the rest still
+done), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tlswatch import __version__
+from tlswatch.analytics.queries import Filters, failure_groups
+from tlswatch.analytics.render import Format, render_rows, to_json
+from tlswatch.analytics.reports import list_reports, show_report
+from tlswatch.analytics.summary import Summary, paragraph, percent, summarize
+from tlswatch.config import Settings, describe, load_settings
+from tlswatch.errors import ReportError, TlsWatchError
+from tlswatch.ingest.decode import Limits, decode
+from tlswatch.ingest.loader import IngestResult, load
+from tlswatch.ingest.sources import Input, count_files, iter_inputs
+from tlswatch.ingest.validate import schema_errors, validate
+from tlswatch.store import Store
+
+app = typer.Typer(help="Receive, store and explain SMTP TLS reports (RFC 8460).",
+                  no_args_is_help=True, add_completion=False)
+report_app = typer.Typer(help="One stored report.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+err = Console(stderr=True)
+
+
+@dataclass
+class State:
+    settings: Settings
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.obj
+    assert isinstance(state, State)
+    return state
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tlswatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[Path | None, typer.Option("--db", envvar="TLSWATCH_DB",
+                                             help="DuckDB database file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", envvar="TLSWATCH_CONFIG",
+                                                 help="TOML settings file.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    with _errors():
+        ctx.obj = State(load_settings(config, db=db))
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn tlswatch's named errors into a one-line message and exit code 1."""
+    try:
+        yield
+    except TlsWatchError as exc:
+        err.print(f"tlswatch: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(max_input_bytes=settings.max_input_bytes,
+                  max_inflated_bytes=settings.max_inflated_bytes,
+                  max_json_depth=settings.max_json_depth)
+
+
+def _format(fmt: Format | None) -> Format:
+    if fmt is not None:
+        return fmt
+    return Format.table if sys.stdout.isatty() else Format.json
+
+
+def _day(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date like 2026-11-27") from None
+
+
+FormatOpt = Annotated[Format | None, typer.Option(
+    "--format", "-f", help="table, json, csv or markdown (table on a terminal, else json).")]
+SinceOpt = Annotated[str | None, typer.Option(help="First report day (UTC), inclusive.")]
+UntilOpt = Annotated[str | None, typer.Option(help="Last report day (UTC), inclusive.")]
+DomainOpt = Annotated[list[str] | None, typer.Option("--domain", "-d", help="Policy domain.")]
+OrgOpt = Annotated[list[str] | None, typer.Option("--org", help="Reporting organisation.")]
+
+
+# -- ingest and validate ----------------------------------------------------------------------
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(
+        help="Files, directories, .eml, mbox, Maildir; '-' reads standard input.")],
+    fmt: FormatOpt = None,
+) -> None:
+    """Decode, validate and load reports; duplicates are counted once, rejects quarantined."""
+    settings = _state(ctx).settings
+    with _errors(), Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
+        items = iter_inputs(paths, max_bytes=settings.max_input_bytes)
+        result = _load_with_progress(items, store, settings, paths)
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        typer.echo(to_json(result.as_dict()))
+    else:
+        _print_ingest(result)
+    raise typer.Exit(1 if result.rejected else 0)
+
+
+def _load_with_progress(items: Iterator[Input | ReportError], store: Store, settings: Settings,
+                        paths: list[str]) -> IngestResult:
+    kwargs: dict[str, Any] = {"limits": _limits(settings), "batch_size": settings.batch_size}
+    if not err.is_terminal or "-" in paths:
+        return load(items, store, **kwargs)
+    total = count_files(paths)
+    if total < 20:
+        return load(items, store, **kwargs)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("ingesting", total=total)
+        return load(items, store, progress=lambda: bar.advance(task), **kwargs)
+
+
+def _print_ingest(result: IngestResult) -> None:
+    typer.echo(f"accepted {result.accepted:,}, duplicates {result.duplicates:,}, "
+               f"rejected {result.rejected:,}")
+    for rejection in result.rejections:
+        err.print(f"rejected {rejection.source}: {rejection.reason}", markup=False,
+                  highlight=False)
+
+
+@app.command("validate")
+def validate_command(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Files or directories to check.")],
+    fmt: FormatOpt = None,
+) -> None:
+    """Check reports without loading them; print every error with its JSON path."""
+    settings = _state(ctx).settings
+    results = [_check(item, _limits(settings))
+               for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)]
+    results = [r for group in results for r in group]
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        typer.echo(to_json(results))
+    else:
+        for r in results:
+            if r["valid"]:
+                typer.echo(f"{r['source']}: valid ({len(r['warnings'])} warnings)")
+            for e in r["errors"]:
+                where = f"{e['path']}: " if e["path"] else ""
+                typer.echo(f"{r['source']}: {where}{e['message']}")
+    raise typer.Exit(0 if all(r["valid"] for r in results) else 1)
+
+
+def _check(item: Input | ReportError, limits: Limits) -> list[dict[str, Any]]:
+    def bad(exc: ReportError, source: str) -> dict[str, Any]:
+        return {"source": source, "valid": False, "warnings": [],
+                "errors": [{"path": exc.path, "message": exc.reason}]}
+
+    if isinstance(item, ReportError):
+        return [bad(item, item.source)]
+    try:
+        docs = decode(item.data, source=item.source, filename=item.filename, limits=limits)
+    except ReportError as exc:
+        return [bad(exc, item.source)]
+    out = []
+    for doc in docs:
+        try:
+            valid = validate(doc)
+        except ReportError as exc:
+            errors = [{"path": p, "message": m} for p, m in schema_errors(doc.data)]
+            out.append({"source": doc.source, "valid": False, "warnings": [],
+                        "errors": errors or [{"path": exc.path, "message": exc.reason}]})
+            continue
+        out.append({"source": doc.source, "valid": True, "warnings": valid.warnings,
+                    "errors": []})
+    return out
+
+
+# -- reading ----------------------------------------------------------------------------------
+def _read_store(settings: Settings) -> Store:
+    return Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout)
+
+
+SUMMARY_COLUMNS = ["policy_domain", "reports", "successful_sessions", "failed_sessions",
+                   "success_rate", "change_success_rate", "failures_by_result_type"]
+
+
+@app.command()
+def summary(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    fmt: Annotated[Format | None, typer.Option(
+        "--format", "-f", help="table, text, json, csv or markdown.")] = None,
+) -> None:
+    """Per policy domain: sessions, success rate, failures and their causes, the change."""
+    settings = _state(ctx).settings
+    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
+    with _errors(), _read_store(settings) as store:
+        result = summarize(store, filters)
+    typer.echo(render_summary(result, _format(fmt)), nl=False)
+
+
+def render_summary(result: Summary, fmt: Format) -> str:
+    if fmt is Format.json:
+        return to_json(result.as_dict()) + "\n"
+    if fmt is Format.text:
+        if not result.domains:
+            return "No reports in this period.\n"
+        return "\n\n".join(paragraph(d) for d in result.domains) + "\n"
+    rows = []
+    for d in result.domains:
+        row = {c: getattr(d, c) for c in SUMMARY_COLUMNS}
+        row["organizations"] = d.organizations
+        if fmt is Format.table:
+            row["success_rate"] = percent(d.success_rate, failures=d.failed_sessions)
+            change = d.change_success_rate
+            row["change_success_rate"] = "" if change is None else f"{change * 100:+.2f} pp"
+        rows.append(row)
+    period = f"{result.since or 'start'} .. {result.until or 'end'}"
+    return render_rows(rows, fmt, title=f"TLS-RPT summary, {period}")
+
+
+@app.command()
+def failures(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    result_type: Annotated[list[str] | None, typer.Option(help="Result type.")] = None,
+    org: OrgOpt = None,
+    mx: Annotated[list[str] | None, typer.Option(help="Receiving MX host name.")] = None,
+    sending_ip: Annotated[list[str] | None, typer.Option(help="Sending MTA IP.")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    fmt: FormatOpt = None,
+) -> None:
+    """Failed sessions grouped by domain, reporter, result type, MX, receiving and sending IP."""
+    settings = _state(ctx).settings
+    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
+                      organizations=tuple(org or ()), result_types=tuple(result_type or ()),
+                      mx_hosts=tuple(mx or ()), sending_ips=tuple(sending_ip or ()))
+    dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
+            "receiving_ip", "sending_mta_ip")
+    with _errors(), _read_store(settings) as store:
+        rows = failure_groups(store, filters, dims, limit=limit)
+    typer.echo(render_rows(rows, _format(fmt), title="Failed sessions"), nl=False)
+
+
+@app.command()
+def reports(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    org: OrgOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    fmt: FormatOpt = None,
+) -> None:
+    """List stored reports, newest first."""
+    settings = _state(ctx).settings
+    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
+                      organizations=tuple(org or ()))
+    with _errors(), _read_store(settings) as store:
+        rows = list_reports(store, filters, limit=limit)
+    typer.echo(render_rows(rows, _format(fmt), title="Reports"), nl=False)
+
+
+@report_app.command("show")
+def report_show(
+    ctx: typer.Context,
+    ident: Annotated[str, typer.Argument(metavar="ID", help="The id from 'tlswatch reports' "
+                                                             "or the report-id.")],
+    fmt: FormatOpt = None,
+) -> None:
+    """One report: envelope facts, warnings, policies, failure details and the raw JSON."""
+    settings = _state(ctx).settings
+    with _errors(), _read_store(settings) as store:
+        data = show_report(store, ident)
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        typer.echo(to_json(data))
+        return
+    head = {k: v for k, v in data.items() if k not in ("policies", "raw_json", "warnings")}
+    out = [render_rows([{"field": k, "value": v} for k, v in head.items()], chosen,
+                       title="Report")]
+    out.append(render_rows([{"warning": w} for w in data["warnings"]] or [{"warning": "none"}],
+                           chosen, title="Warnings"))
+    policies = [{k: v for k, v in p.items() if k != "failure_details"} for p in data["policies"]]
+    out.append(render_rows(policies, chosen, title="Policies"))
+    details = [{"policy_index": p["policy_index"], **d} for p in data["policies"]
+               for d in p["failure_details"]]
+    if details:
+        out.append(render_rows(details, chosen, title="Failure details"))
+    out.append(("Raw JSON:\n" if chosen is Format.table else "") + to_json(data["raw_json"]))
+    typer.echo("\n".join(out))
+
+
+@app.command("config")
+def config_command(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """Show every setting: its value now, its default and what it does."""
+    settings = _state(ctx).settings
+    rows = [{"setting": name, "value": getattr(settings, name), "default": default,
+             "help": text} for name, default, text in describe()]
+    typer.echo(render_rows(rows, _format(fmt), title="Settings"), nl=False)
+
+
+def main() -> None:
+    app()

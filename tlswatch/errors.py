@@ -1,0 +1,47 @@
+"""The exceptions tlswatch raises on purpose.
+
+Every error names the input it is about.  ``terminal`` decides what happens to the bytes:
+a terminal error goes to quarantine, a transient one is retried later.
+"""
+
+from __future__ import annotations
+
+
+class TlsWatchError(Exception):
+    """Root of every error tlswatch raises on purpose."""
+
+    terminal = True
+
+
+class ConfigError(TlsWatchError):
+    """The settings file or an environment variable is unusable."""
+
+
+class ReportError(TlsWatchError):
+    """An input is not a loadable TLS-RPT report; the message names input, place and reason."""
+
+    def __init__(self, source: str, reason: str, *, path: str = "") -> None:
+        self.source = source
+        self.path = path
+        self.reason = reason
+        where = f"{path}: " if path else ""
+        super().__init__(f"{source}: {where}{reason}")
+
+    @property
+    def detail(self) -> str:
+        """The place and reason without the input's name."""
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class StoreError(TlsWatchError):
+    """The database could not be used."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the database's write lock and did not let go in time."""
+
+    terminal = False
+
+
+class NotFoundError(TlsWatchError):
+    """A report or other named thing is not in the store."""

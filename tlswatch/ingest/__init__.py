@@ -1,0 +1,1 @@
+"""Getting reports in: decode bytes, validate documents, load them into the store."""

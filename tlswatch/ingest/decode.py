@@ -1,0 +1,202 @@
+"""Bytes in, report documents out: sniff gzip / zip / JSON / e-mail by content, never by label.
+
+Pure: no I/O.  Hostile input is expected: sizes are capped before and *while* inflating,
+JSON nesting is capped, and every failure is a ``ReportError`` naming input, place, reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tlswatch.errors import ReportError
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
+UTF8_BOM = b"\xef\xbb\xbf"
+_MESSAGE_START = re.compile(rb"^(From |[!-9;-~]+:)")
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps applied to every input (defaults match the settings' defaults)."""
+
+    max_input_bytes: int = 10 * 1024 * 1024
+    max_inflated_bytes: int = 50 * 1024 * 1024
+    max_json_depth: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """What the envelope said about a report; the JSON stays authoritative (RFC 8460 s5.3)."""
+
+    filename: str | None = None
+    content_type: str | None = None
+    report_domain: str | None = None
+    submitter: str | None = None
+    subject_report_id: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One report as parsed JSON, with its exact JSON bytes and where it came from."""
+
+    source: str
+    data: dict[str, Any]
+    raw_json: bytes
+    raw_gzip: bytes | None
+    container: Container
+
+
+def decode(
+    data: bytes, *, source: str, filename: str | None = None, limits: Limits = Limits()
+) -> list[Document]:
+    """Turn one input (a report file or an e-mail message) into its report documents."""
+    if len(data) > limits.max_input_bytes:
+        raise ReportError(
+            source, f"input is {len(data):,} bytes, over the limit of {limits.max_input_bytes:,}"
+        )
+    if not data.strip():
+        raise ReportError(source, "empty input")
+    if _is_report_payload(data):
+        return [decode_payload(data, source=source, container=Container(filename=filename),
+                               limits=limits)]
+    if _MESSAGE_START.match(data):
+        from tlswatch.ingest.mail import parse_message
+
+        message = parse_message(data, source=source)
+        return [
+            decode_payload(part.payload, source=f"{source} [{part.label}]",
+                           container=replace(message.container, filename=part.filename,
+                                             content_type=part.content_type),
+                           limits=limits)
+            for part in message.parts
+        ]
+    raise ReportError(source, "not a TLS-RPT report: neither JSON, gzip, zip nor an e-mail message")
+
+
+def _is_report_payload(data: bytes) -> bool:
+    head = data[:3].lstrip() if not data.startswith(UTF8_BOM) else data[3:].lstrip()[:1]
+    return data.startswith((GZIP_MAGIC, ZIP_MAGIC)) or head[:1] in (b"{", b"[")
+
+
+def decode_payload(
+    data: bytes, *, source: str, container: Container = Container(), limits: Limits = Limits()
+) -> Document:
+    """Decode one report payload: gzip, zip with one report, or JSON."""
+    raw_gzip: bytes | None = None
+    if data.startswith(GZIP_MAGIC):
+        raw_gzip = data
+        data = gunzip(data, source=source, limit=limits.max_inflated_bytes)
+    elif data.startswith(ZIP_MAGIC):
+        data = unzip_one(data, source=source, limit=limits.max_inflated_bytes)
+        if data.startswith(GZIP_MAGIC):
+            raw_gzip = data
+            data = gunzip(data, source=source, limit=limits.max_inflated_bytes)
+    elif not data.strip():
+        raise ReportError(source, "empty report")
+    parsed = parse_json(data, source=source, max_depth=limits.max_json_depth)
+    return Document(source=source, data=parsed, raw_json=data, raw_gzip=raw_gzip,
+                    container=container)
+
+
+def gunzip(data: bytes, *, source: str, limit: int) -> bytes:
+    """Inflate gzip (all members), refusing as soon as the output would pass ``limit``."""
+    out = io.BytesIO()
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            pending = rest
+            while pending:
+                chunk = inflater.decompress(pending, _CHUNK)
+                out.write(chunk)
+                if out.tell() > limit:
+                    raise ReportError(source, f"inflates to more than {limit:,} bytes (refused "
+                                      "while inflating; a compression bomb?)")
+                pending = inflater.unconsumed_tail
+            out.write(inflater.flush())  # all input is consumed: what is left is small
+        except zlib.error as exc:
+            raise ReportError(source, f"corrupt gzip data ({exc})") from exc
+        if not inflater.eof:
+            raise ReportError(source, f"truncated gzip data: the stream ends after "
+                              f"{len(data):,} compressed bytes without its end marker")
+        rest = inflater.unused_data.lstrip(b"\x00")
+        if rest and not rest.startswith(GZIP_MAGIC):
+            raise ReportError(source, "unexpected bytes after the end of the gzip data")
+    return out.getvalue()
+
+
+def unzip_one(data: bytes, *, source: str, limit: int) -> bytes:
+    """Read the one report file in a zip archive, capped while reading."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist()
+                   if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
+        if len(members) != 1:
+            names = ", ".join(repr(m.filename) for m in members[:5]) or "none"
+            raise ReportError(source, f"zip archive must hold exactly one report file, "
+                              f"holds {len(members)} ({names})")
+        with archive.open(members[0]) as fh:
+            content = fh.read(limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+        raise ReportError(source, f"corrupt zip archive ({exc})") from exc
+    except RuntimeError as exc:  # encrypted member
+        raise ReportError(source, f"unreadable zip archive ({exc})") from exc
+    if len(content) > limit:
+        raise ReportError(source, f"zip member {members[0].filename!r} inflates to more than "
+                          f"{limit:,} bytes (refused while inflating)")
+    return content
+
+
+def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
+    """Parse UTF-8 JSON (BOM allowed) into an object no deeper than ``max_depth``."""
+    if data.startswith(UTF8_BOM):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportError(source, f"not UTF-8 text: invalid byte at offset {exc.start}") from exc
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(source, f"not valid JSON: {exc.msg} at line {exc.lineno}, "
+                          f"column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise ReportError(source, f"JSON nested deeper than {max_depth} levels") from exc
+    if not isinstance(value, dict):
+        raise ReportError(source, f"JSON is {_json_kind(value)}, not a report object")
+    path = _too_deep(value, max_depth)
+    if path is not None:
+        raise ReportError(source, f"JSON nested deeper than {max_depth} levels", path=path)
+    return value
+
+
+def _too_deep(value: Any, max_depth: int) -> str | None:
+    """The path of the first container nested deeper than ``max_depth``, else None."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > max_depth:
+            return path or "$"
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1, f"{path}.{key}" if path else key))
+        else:
+            for index, child in enumerate(node):
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1, f"{path}[{index}]"))
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")

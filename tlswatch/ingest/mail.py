@@ -1,0 +1,100 @@
+"""Find the TLS-RPT report parts of an e-mail message (RFC 8460 section 5.3). Pure."""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+from tlswatch.errors import ReportError
+from tlswatch.ingest.decode import Container
+
+# Types real senders label the report with (NOTES.md); content is sniffed regardless.
+REPORT_TYPES = frozenset(
+    {
+        "application/tlsrpt+gzip",
+        "application/tlsrpt+json",
+        "application/tlsrpt",
+        "application/gzip",
+        "application/x-gzip",
+        "application/json",
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/octet-stream",
+    }
+)
+REPORT_SUFFIXES = (".json", ".json.gz", ".gz", ".zip")
+_SUBJECT_ID = re.compile(r"Report-ID:\s*<?\s*([^<>\s]+)\s*>?", re.IGNORECASE)
+_PARSER = BytesParser(policy=email.policy.default)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One candidate report attachment."""
+
+    label: str
+    filename: str | None
+    content_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    container: Container
+    parts: list[Part]
+
+
+def parse_message(data: bytes, *, source: str) -> Message:
+    """Parse a message; every attachment that may be a report is returned, in order."""
+    try:
+        msg = _PARSER.parsebytes(data)
+        container = _container(msg)
+        parts = list(_report_parts(msg))
+    except ReportError:
+        raise
+    except Exception as exc:  # the email package raises many kinds on hostile input
+        raise ReportError(source, f"unreadable e-mail message ({type(exc).__name__}: {exc})") \
+            from exc
+    if not parts:
+        raise ReportError(source, "no TLS-RPT report in message (no report attachment found)")
+    return Message(container=container, parts=parts)
+
+
+def _header(msg: EmailMessage, name: str) -> str | None:
+    value = msg.get(name)
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    return text or None
+
+
+def _container(msg: EmailMessage) -> Container:
+    subject = _header(msg, "Subject") or ""
+    match = _SUBJECT_ID.search(subject)
+    message_id = _header(msg, "Message-ID")
+    return Container(
+        report_domain=_header(msg, "TLS-Report-Domain"),
+        submitter=_header(msg, "TLS-Report-Submitter"),
+        subject_report_id=match.group(1) if match else None,
+        message_id=message_id.strip("<>") if message_id else None,
+    )
+
+
+def _report_parts(msg: EmailMessage) -> list[Part]:
+    found: list[Part] = []
+    for index, part in enumerate(msg.walk()):
+        if part.is_multipart() or part.get_content_maintype() == "message":
+            continue
+        ctype = part.get_content_type()
+        filename = part.get_filename()
+        by_name = bool(filename) and filename.lower().endswith(REPORT_SUFFIXES)
+        if ctype not in REPORT_TYPES and not by_name:
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        label = f"attachment {filename!r}" if filename else f"part {index} ({ctype})"
+        found.append(Part(label=label, filename=filename, content_type=ctype, payload=payload))
+    return found

@@ -1,0 +1,116 @@
+"""Turn the PATHs given to ``tlswatch ingest`` into (source name, bytes) inputs.
+
+Files, directories (recursively, in name order), Maildir folders, mbox files and ``-`` for
+standard input.  Sizes are checked before reading, so a huge file is refused unread.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlswatch.errors import ReportError
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    source: str
+    data: bytes
+    filename: str | None = None
+
+
+def _is_maildir(path: Path) -> bool:
+    return all((path / sub).is_dir() for sub in ("cur", "new", "tmp"))
+
+
+def _is_mbox(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(5)
+    return head == b"From "
+
+
+def iter_inputs(paths: list[str], *, max_bytes: int) -> Iterator[Input | ReportError]:
+    """Yield every input named by ``paths``; unreadable ones as a ``ReportError``."""
+    for name in paths:
+        if name == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+            yield Input(source="<stdin>", data=data)
+            continue
+        path = Path(name)
+        if path.is_dir():
+            yield from _iter_dir(path, max_bytes=max_bytes)
+        elif path.exists():
+            yield from _iter_file(path, max_bytes=max_bytes)
+        else:
+            yield ReportError(name, "no such file or directory")
+
+
+def count_files(paths: list[str]) -> int:
+    """How many files the paths name (for a progress bar); mbox messages count once."""
+    total = 0
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            total += sum(len(files) for _, _, files in os.walk(path))
+        else:
+            total += 1
+    return total
+
+
+def _iter_dir(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
+    if _is_maildir(path):
+        yield from _iter_maildir(path, max_bytes=max_bytes)
+        return
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        here = Path(root)
+        if here != path and _is_maildir(here):
+            dirs.clear()
+            yield from _iter_maildir(here, max_bytes=max_bytes)
+            continue
+        for file in sorted(files):
+            if not file.startswith("."):
+                yield from _iter_file(here / file, max_bytes=max_bytes)
+
+
+def _iter_file(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
+    source = str(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            yield ReportError(source, f"input is {size:,} bytes, over the limit of {max_bytes:,}")
+            return
+        if size > 0 and _is_mbox(path):
+            yield from _iter_mbox(path, max_bytes=max_bytes)
+            return
+        data = path.read_bytes()
+    except OSError as exc:
+        yield ReportError(source, f"cannot read: {exc.strerror or exc}")
+        return
+    yield Input(source=source, data=data, filename=path.name)
+
+
+def _iter_mbox(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
+    box = mailbox.mbox(path, create=False)
+    try:
+        for index, key in enumerate(box.iterkeys(), start=1):
+            data = box.get_bytes(key)
+            yield Input(source=f"{path} (message {index})", data=data)
+    finally:
+        box.close()
+
+
+def _iter_maildir(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
+    box = mailbox.Maildir(path, factory=None, create=False)
+    for key in sorted(box.iterkeys()):
+        source = f"{path} (message {key})"
+        try:
+            data = box.get_bytes(key)
+        except OSError as exc:
+            yield ReportError(source, f"cannot read: {exc}")
+            continue
+        yield Input(source=source, data=data)

@@ -1,0 +1,94 @@
+"""Pydantic models of an RFC 8460 section 4 report, accepting what the JSON Schema accepts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictStr
+
+# IANA "STARTTLS Validation Result Types" registry as defined by RFC 8460 section 4.3.
+RFC8460_RESULT_TYPES = frozenset(
+    {
+        "starttls-not-supported",
+        "certificate-host-mismatch",
+        "certificate-expired",
+        "certificate-not-trusted",
+        "validation-failure",
+        "tlsa-invalid",
+        "dnssec-invalid",
+        "dane-required",
+        "sts-policy-fetch-error",
+        "sts-policy-invalid",
+        "sts-webpki-invalid",
+    }
+)
+
+DATETIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?$"
+)
+
+
+def _count(value: Any) -> int:
+    # JSON Schema's "integer" admits 5.0 and refuses booleans; so do we.
+    if isinstance(value, bool):
+        raise ValueError("must be a non-negative integer")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise ValueError("must be a non-negative integer")
+    return value
+
+
+Count = Annotated[int, PlainValidator(_count)]
+NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+StringOrList = StrictStr | list[StrictStr]
+DateTimeText = Annotated[StrictStr, Field(pattern=DATETIME_PATTERN)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class DateRange(_Model):
+    start_datetime: DateTimeText = Field(alias="start-datetime")
+    end_datetime: DateTimeText = Field(alias="end-datetime")
+
+
+class Policy(_Model):
+    policy_type: Literal["tlsa", "sts", "no-policy-found"] = Field(alias="policy-type")
+    policy_string: list[StrictStr] | None = Field(default=None, alias="policy-string")
+    policy_domain: NonEmpty | None = Field(default=None, alias="policy-domain")
+    mx_host: StringOrList | None = Field(default=None, alias="mx-host")
+    mx_host_pattern: StringOrList | None = Field(default=None, alias="mx-host-pattern")
+
+
+class Summary(_Model):
+    total_successful_session_count: Count = Field(alias="total-successful-session-count")
+    total_failure_session_count: Count = Field(alias="total-failure-session-count")
+
+
+class FailureDetail(_Model):
+    result_type: NonEmpty = Field(alias="result-type")
+    sending_mta_ip: StrictStr | None = Field(default=None, alias="sending-mta-ip")
+    receiving_mx_hostname: StrictStr | None = Field(default=None, alias="receiving-mx-hostname")
+    receiving_mx_helo: StrictStr | None = Field(default=None, alias="receiving-mx-helo")
+    receiving_ip: StrictStr | None = Field(default=None, alias="receiving-ip")
+    failed_session_count: Count = Field(alias="failed-session-count")
+    additional_information: StrictStr | None = Field(default=None, alias="additional-information")
+    additional_info_uri: StrictStr | None = Field(default=None, alias="additional-info-uri")
+    failure_reason_code: StrictStr | None = Field(default=None, alias="failure-reason-code")
+
+
+class PolicyEntry(_Model):
+    policy: Policy
+    summary: Summary
+    failure_details: list[FailureDetail] | None = Field(default=None, alias="failure-details")
+
+
+class Report(_Model):
+    organization_name: NonEmpty = Field(alias="organization-name")
+    date_range: DateRange = Field(alias="date-range")
+    contact_info: StrictStr | None = Field(default=None, alias="contact-info")
+    report_id: NonEmpty = Field(alias="report-id")
+    policies: list[PolicyEntry]

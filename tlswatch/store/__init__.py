@@ -1,0 +1,175 @@
+"""The DuckDB store: opening (with lock waits), migrations, batch writes, read queries.
+
+DuckDB lets one process write a file at a time.  A command that finds the file locked
+waits up to ``lock_timeout`` seconds and then names the process in the way (DuckDB's own
+message says which PID holds the lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from tlswatch.errors import StoreError, StoreLockedError
+from tlswatch.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+class Store:
+    """One open DuckDB database file."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool) -> None:
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False, lock_timeout: float = 10.0) -> Store:
+        """Open (creating and migrating when writable), waiting for another writer's lock."""
+        path = Path(path)
+        if read_only and not path.exists():
+            raise StoreError(f"{path}: no database here yet; load reports first with "
+                             f"'tlswatch --db {path} ingest PATH'")
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{path}: the database is locked by another process and was not "
+                        f"released within {lock_timeout:g}s ({exc}). Stop that process or "
+                        "retry when it is done.") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        store = cls(con, path, read_only=read_only)
+        if read_only:
+            store._check_migrated()
+        else:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet recorded; return their names."""
+        self.con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                         "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)").fetchall()
+        done = {row[0] for row in self.con.execute("SELECT name FROM schema_migrations").fetchall()}
+        applied = []
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction():
+                self.con.execute(sql).fetchall()
+                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?)",
+                                 [name, _now()]).fetchall()
+            log.info("applied migration %s to %s", name, self.path)
+            applied.append(name)
+        return applied
+
+    def _check_migrated(self) -> None:
+        try:
+            names = {r[0] for r in self.con.execute("SELECT name FROM schema_migrations").fetchall()}
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: not a tlswatch database ({exc})") from exc
+        missing = [name for name, _ in MIGRATIONS if name not in names]
+        if missing:
+            raise StoreError(f"{self.path}: database needs migrations {missing}; run any "
+                             "writing command (e.g. 'tlswatch ingest') to apply them")
+
+    # -- writing (used by ingest.loader only) ---------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.begin()
+        try:
+            yield
+        except BaseException:
+            self.con.rollback()
+            raise
+        self.con.commit()
+
+    def next_pk(self, table: str, column: str) -> int:
+        rows = self.con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchall()
+        return int(rows[0][0])
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        """Append an Arrow table whose columns are named like the table's."""
+        if data.num_rows == 0:
+            return
+        self.con.register("_batch", data)
+        try:
+            columns = ", ".join(data.column_names)
+            self.con.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch").fetchall()
+        finally:
+            self.con.unregister("_batch")
+
+    def existing_reports(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (organization_name, report_id) pairs are stored already."""
+        if not keys:
+            return set()
+        probe = pa.table({"organization_name": [k[0] for k in keys],
+                          "report_id": [k[1] for k in keys]})
+        self.con.register("_probe", probe)
+        try:
+            rows = self.con.execute(
+                "SELECT r.organization_name, r.report_id FROM reports r "
+                "JOIN _probe p USING (organization_name, report_id)").fetchall()
+        finally:
+            self.con.unregister("_probe")
+        return {(a, b) for a, b in rows}
+
+    def existing_quarantine(self, digests: Sequence[str]) -> set[str]:
+        if not digests:
+            return set()
+        self.con.register("_probe", pa.table({"sha256": list(digests)}))
+        try:
+            rows = self.con.execute(
+                "SELECT q.sha256 FROM quarantine q JOIN _probe USING (sha256)").fetchall()
+        finally:
+            self.con.unregister("_probe")
+        return {r[0] for r in rows}
+
+    # -- reading ----------------------------------------------------------------------------
+    def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        cur = self.con.execute(sql, params)
+        names = [d[0] for d in cur.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def now_utc() -> datetime:
+    """The current time as naive UTC, the form timestamps are stored in."""
+    return _now()
