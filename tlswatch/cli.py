@@ -78,7 +78,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except TlsWatchError as exc:
-        err.print(f"tlswatch: {exc}", markup=False, highlight=False)
+        typer.echo(f"tlswatch: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -151,8 +151,7 @@ def _print_ingest(result: IngestResult) -> None:
     typer.echo(f"accepted {result.accepted:,}, duplicates {result.duplicates:,}, "
                f"rejected {result.rejected:,}")
     for rejection in result.rejections:
-        err.print(f"rejected {rejection.source}: {rejection.reason}", markup=False,
-                  highlight=False)
+        typer.echo(f"rejected {rejection.source}: {rejection.reason}", err=True)
 
 
 @app.command("validate")
@@ -163,9 +162,8 @@ def validate_command(
 ) -> None:
     """Check reports without loading them; print every error with its JSON path."""
     settings = _state(ctx).settings
-    results = [_check(item, _limits(settings))
-               for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)]
-    results = [r for group in results for r in group]
+    results = [r for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)
+               for r in _check(item, _limits(settings))]
     chosen = _format(fmt)
     if chosen is Format.json:
         typer.echo(to_json(results))

@@ -27,7 +27,8 @@ class Settings:
         default=10 * MiB, metadata=_help("Largest input (file, message, POST body) accepted.")
     )
     max_inflated_bytes: int = field(
-        default=50 * MiB, metadata=_help("Largest report after gunzip/unzip; checked while inflating.")
+        default=50 * MiB,
+        metadata=_help("Largest report after gunzip/unzip; checked while inflating."),
     )
     max_json_depth: int = field(default=64, metadata=_help("Deepest JSON nesting accepted."))
     lock_timeout: float = field(

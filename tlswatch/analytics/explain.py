@@ -77,11 +77,15 @@ EXPLANATIONS: dict[str, Explanation] = {
 }
 
 
-def explain(result_type: str) -> Explanation:
-    """The explanation of a result type; a sensible one for types not in the registry."""
+def explain(result_type: str, *, domain: str | None = None) -> Explanation:
+    """The explanation of a result type (a sensible one for types outside the registry),
+    with ``<domain>`` filled in when the policy domain is known."""
     known = EXPLANATIONS.get(result_type)
     if known is not None:
-        return known
+        if domain is None:
+            return known
+        return Explanation(*(t.replace("<domain>", domain)
+                             for t in (known.title, known.meaning, known.fix)))
     return Explanation(
         result_type,
         f"the sender reported '{result_type}', a result type outside the RFC 8460 registry",

@@ -73,8 +73,9 @@ def rate(ok: int, failed: int) -> float | None:
     return round(ok / total, 6) if total else None
 
 
-def summarize(store: Store, filters: Filters = Filters()) -> Summary:
+def summarize(store: Store, filters: Filters | None = None) -> Summary:
     """Everything ``tlswatch summary`` shows, for the filters' period and the one before it."""
+    filters = filters or Filters()
     totals = session_totals(store, filters)
     by_type = _by_domain(failure_groups(store, filters, ("policy_domain", "result_type")))
     sources = _by_domain(failure_groups(
@@ -172,6 +173,10 @@ def _where(row: dict[str, Any]) -> str:
     return ""
 
 
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
     """One plain-English paragraph: how much mail used TLS, what failed where, what to do."""
     total = d.total_sessions
@@ -185,10 +190,10 @@ def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
     if not d.failed_sessions:
         parts.append("No failures were reported.")
     for row in d.failure_sources[:max_causes]:
-        e = explain(row["result_type"])
+        e = explain(row["result_type"], domain=d.policy_domain)
         n = int(row["failed_sessions"])
         codes = row.get("failure_reason_codes") or []
-        code = f" (reason given: {codes[0]!r})" if codes else ""
+        code = f" (reason given: {_clip(codes[0])!r})" if codes else ""
         parts.append(f"{short_org(row['organization_name'])} saw {n:,} session"
                      f"{'s' if n != 1 else ''} fail with {row['result_type']}{_where(row)}"
                      f"{code}: {e.fix}.")

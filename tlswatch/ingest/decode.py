@@ -32,6 +32,9 @@ class Limits:
     max_json_depth: int = 64
 
 
+DEFAULT_LIMITS = Limits()
+
+
 @dataclass(frozen=True, slots=True)
 class Container:
     """What the envelope said about a report; the JSON stays authoritative (RFC 8460 s5.3)."""
@@ -56,7 +59,7 @@ class Document:
 
 
 def decode(
-    data: bytes, *, source: str, filename: str | None = None, limits: Limits = Limits()
+    data: bytes, *, source: str, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> list[Document]:
     """Turn one input (a report file or an e-mail message) into its report documents."""
     if len(data) > limits.max_input_bytes:
@@ -88,10 +91,11 @@ def _is_report_payload(data: bytes) -> bool:
 
 
 def decode_payload(
-    data: bytes, *, source: str, container: Container = Container(), limits: Limits = Limits()
+    data: bytes, *, source: str, container: Container | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> Document:
     """Decode one report payload: gzip, zip with one report, or JSON."""
     raw_gzip: bytes | None = None
+    container = container or Container()
     if data.startswith(GZIP_MAGIC):
         raw_gzip = data
         data = gunzip(data, source=source, limit=limits.max_inflated_bytes)
@@ -185,7 +189,7 @@ def _too_deep(value: Any, max_depth: int) -> str | None:
     while stack:
         node, depth, path = stack.pop()
         if depth > max_depth:
-            return path or "$"
+            return (path[:60] + "...") if len(path) > 60 else (path or "$")
         if isinstance(node, dict):
             for key, child in node.items():
                 if isinstance(child, dict | list):

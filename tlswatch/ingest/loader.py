@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from tlswatch.errors import ReportError
-from tlswatch.ingest.decode import Limits, decode
+from tlswatch.ingest.decode import DEFAULT_LIMITS, Limits, decode
 from tlswatch.ingest.sources import Input
 from tlswatch.ingest.validate import ValidReport, validate
 from tlswatch.store import Store, now_utc
@@ -60,7 +60,8 @@ class _Quarantined:
 class Loader:
     """Collects decoded reports and rejects, writing them to the store a batch at a time."""
 
-    def __init__(self, store: Store, *, limits: Limits = Limits(), batch_size: int = 2000) -> None:
+    def __init__(self, store: Store, *, limits: Limits = DEFAULT_LIMITS,
+                 batch_size: int = 2000) -> None:
         self.store = store
         self.limits = limits
         self.batch_size = batch_size
@@ -69,7 +70,7 @@ class Loader:
         self._quarantine: list[_Quarantined] = []
 
     def add(self, item: Input | ReportError) -> None:
-        """Decode and validate one input; good reports are queued, the input quarantined on error."""
+        """Decode and validate one input: good reports are queued, bad input quarantined."""
         if isinstance(item, ReportError):
             self.reject(item, b"")
             return
@@ -122,7 +123,7 @@ class Loader:
         return fresh
 
 
-def load(items: Iterable[Input | ReportError], store: Store, *, limits: Limits = Limits(),
+def load(items: Iterable[Input | ReportError], store: Store, *, limits: Limits = DEFAULT_LIMITS,
          batch_size: int = 2000, progress: Callable[[], None] | None = None) -> IngestResult:
     """Decode, validate and store every input; return what happened to each."""
     loader = Loader(store, limits=limits, batch_size=batch_size)

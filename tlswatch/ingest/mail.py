@@ -89,7 +89,7 @@ def _report_parts(msg: EmailMessage) -> list[Part]:
             continue
         ctype = part.get_content_type()
         filename = part.get_filename()
-        by_name = bool(filename) and filename.lower().endswith(REPORT_SUFFIXES)
+        by_name = filename is not None and filename.lower().endswith(REPORT_SUFFIXES)
         if ctype not in REPORT_TYPES and not by_name:
             continue
         payload = part.get_payload(decode=True)

@@ -205,19 +205,21 @@ _KIND = {"integer": "an integer", "string": "a string", "array": "an array",
 def _message(error: jsonschema.ValidationError) -> str:
     got = _show(error.instance)
     keyword = error.validator
+    value: Any = error.validator_value
+    schema: Any = error.schema
+    instance: Any = error.instance
     if keyword == "required":
-        missing = [k for k in error.validator_value if k not in error.instance]
+        missing = [k for k in value if k not in instance]
         return f"missing required field {missing[0]!r}" if missing else error.message
-    if error.schema.get("$ref") == "#/$defs/count" or (
-        keyword in ("type", "minimum") and error.schema.get("minimum") == 0
+    if schema.get("$ref") == "#/$defs/count" or (
+        keyword in ("type", "minimum") and schema.get("minimum") == 0
     ):
         return f"must be a non-negative integer, got {got}"
     if keyword == "type":
-        kinds = error.validator_value if isinstance(error.validator_value, list) else [
-            error.validator_value]
-        return f"must be {' or '.join(_KIND.get(k, k) for k in kinds)}, got {got}"
+        kinds: list[str] = value if isinstance(value, list) else [value]
+        return f"must be {' or '.join(_KIND.get(k, str(k)) for k in kinds)}, got {got}"
     if keyword == "enum":
-        allowed = ", ".join(repr(v) for v in error.validator_value)
+        allowed = ", ".join(repr(v) for v in value)
         return f"must be one of {allowed}, got {got}"
     if keyword == "pattern":
         return f"not a valid RFC 3339 date-time, got {got}"

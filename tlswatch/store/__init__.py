@@ -98,9 +98,10 @@ class Store:
 
     def _check_migrated(self) -> None:
         try:
-            names = {r[0] for r in self.con.execute("SELECT name FROM schema_migrations").fetchall()}
+            rows = self.con.execute("SELECT name FROM schema_migrations").fetchall()
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: not a tlswatch database ({exc})") from exc
+        names = {r[0] for r in rows}
         missing = [name for name, _ in MIGRATIONS if name not in names]
         if missing:
             raise StoreError(f"{self.path}: database needs migrations {missing}; run any "
