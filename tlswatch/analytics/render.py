@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
+from pathlib import PurePath
 from typing import Any
 
 from rich.console import Console
@@ -36,6 +37,8 @@ def _json_default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, PurePath):
+        return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 

@@ -86,8 +86,10 @@ def decode(
 
 
 def _is_report_payload(data: bytes) -> bool:
-    head = data[:3].lstrip() if not data.startswith(UTF8_BOM) else data[3:].lstrip()[:1]
-    return data.startswith((GZIP_MAGIC, ZIP_MAGIC)) or head[:1] in (b"{", b"[")
+    if data.startswith((GZIP_MAGIC, ZIP_MAGIC)):
+        return True
+    head = data[3:67] if data.startswith(UTF8_BOM) else data[:64]
+    return head.lstrip()[:1] in (b"{", b"[")
 
 
 def decode_payload(
@@ -104,7 +106,7 @@ def decode_payload(
         if data.startswith(GZIP_MAGIC):
             raw_gzip = data
             data = gunzip(data, source=source, limit=limits.max_inflated_bytes)
-    elif not data.strip():
+    if not data.strip():
         raise ReportError(source, "empty report")
     parsed = parse_json(data, source=source, max_depth=limits.max_json_depth)
     return Document(source=source, data=parsed, raw_json=data, raw_gzip=raw_gzip,
@@ -113,20 +115,22 @@ def decode_payload(
 
 def gunzip(data: bytes, *, source: str, limit: int) -> bytes:
     """Inflate gzip (all members), refusing as soon as the output would pass ``limit``."""
-    out = io.BytesIO()
+    chunks: list[bytes] = []
+    size = 0
     rest = data
     while rest:
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        pending = rest
         try:
-            pending = rest
             while pending:
                 chunk = inflater.decompress(pending, _CHUNK)
-                out.write(chunk)
-                if out.tell() > limit:
+                size += len(chunk)
+                if size > limit:
                     raise ReportError(source, f"inflates to more than {limit:,} bytes (refused "
                                       "while inflating; a compression bomb?)")
+                chunks.append(chunk)
                 pending = inflater.unconsumed_tail
-            out.write(inflater.flush())  # all input is consumed: what is left is small
+            chunks.append(inflater.flush())  # all input is consumed: what is left is small
         except zlib.error as exc:
             raise ReportError(source, f"corrupt gzip data ({exc})") from exc
         if not inflater.eof:
@@ -135,7 +139,7 @@ def gunzip(data: bytes, *, source: str, limit: int) -> bytes:
         rest = inflater.unused_data.lstrip(b"\x00")
         if rest and not rest.startswith(GZIP_MAGIC):
             raise ReportError(source, "unexpected bytes after the end of the gzip data")
-    return out.getvalue()
+    return b"".join(chunks)
 
 
 def unzip_one(data: bytes, *, source: str, limit: int) -> bytes:

@@ -1,0 +1,93 @@
+"""The counting rule of DESIGN.md, checked through the CLI a user runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import Cli, detail, make_report, policy, write_json
+
+
+def domain(summary: dict, name: str) -> dict:
+    (row,) = [d for d in summary["domains"] if d["policy_domain"] == name]
+    return row
+
+
+def test_sessions_under_sts_and_tlsa_are_counted_once(cli: Cli, tmp_path: Path) -> None:
+    fails = [detail("starttls-not-supported", 7)]
+    doc = make_report(org="Microsoft Corporation", policies=[
+        policy("example.com", 100, 7, fails, ptype="sts"),
+        policy("example.com", 100, 7, fails, ptype="tlsa"),
+    ])
+    cli.json("ingest", str(write_json(tmp_path / "ms.json", doc)))
+    row = domain(cli.json("summary"), "example.com")
+    assert (row["successful_sessions"], row["failed_sessions"]) == (100, 7)
+    assert row["failures_by_result_type"] == {"starttls-not-supported": 7}
+    assert row["success_rate"] == round(100 / 107, 6)
+    failures = cli.json("failures")
+    assert [f["failed_sessions"] for f in failures] == [7]
+
+
+def test_entries_of_one_type_are_summed_then_the_larger_type_taken(
+        cli: Cli, tmp_path: Path) -> None:
+    doc = make_report(policies=[
+        policy("example.com", 40, 1, [detail("certificate-expired", 1, mx="mx1.example.com")]),
+        policy("example.com", 50, 2, [detail("certificate-expired", 2, mx="mx2.example.com")]),
+        policy("example.com", 80, 0, [], ptype="tlsa"),
+        policy("other.example", 5, 0),
+    ])
+    cli.json("ingest", str(write_json(tmp_path / "r.json", doc)))
+    summary = cli.json("summary")
+    row = domain(summary, "example.com")
+    assert (row["successful_sessions"], row["failed_sessions"]) == (90, 3)
+    assert row["failures_by_result_type"] == {"certificate-expired": 3}
+    assert domain(summary, "other.example")["successful_sessions"] == 5
+
+
+def test_a_report_seen_twice_counts_once(cli: Cli, tmp_path: Path) -> None:
+    doc = make_report(policies=[policy("example.com", 10, 1, [detail("certificate-expired", 1)])])
+    a = write_json(tmp_path / "a.json", doc)
+    b = write_json(tmp_path / "b.json.gz", doc, gz=True)
+    first = cli.json("ingest", str(a), str(b))
+    assert (first["accepted"], first["duplicates"]) == (1, 1)
+    assert first["duplicate_reports"][0]["source"] == str(b)
+    again = cli.json("ingest", str(a))
+    assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, 1, 0)
+    row = domain(cli.json("summary"), "example.com")
+    assert (row["reports"], row["successful_sessions"], row["failed_sessions"]) == (1, 10, 1)
+
+
+def test_same_report_id_from_two_organisations_is_two_reports(cli: Cli, tmp_path: Path) -> None:
+    one = write_json(tmp_path / "1.json", make_report(org="A", rid="same"))
+    two = write_json(tmp_path / "2.json", make_report(org="B", rid="same"))
+    assert cli.json("ingest", str(one), str(two))["accepted"] == 2
+
+
+def test_period_filters_and_change_from_previous_period(cli: Cli, tmp_path: Path) -> None:
+    files = []
+    for i, (day, ok, failed) in enumerate([("2026-11-20", 90, 10), ("2026-11-21", 95, 5),
+                                           ("2026-11-22", 99, 1), ("2026-11-23", 100, 0)]):
+        doc = make_report(rid=f"d{i}", day=day, policies=[
+            policy("example.com", ok, failed, [detail("certificate-expired", failed)])])
+        files.append(str(write_json(tmp_path / f"{i}.json", doc)))
+    cli.json("ingest", *files)
+    out = cli.json("summary", "--since", "2026-11-22", "--until", "2026-11-23")
+    assert (out["since"], out["until"]) == ("2026-11-22", "2026-11-23")
+    row = domain(out, "example.com")
+    assert (row["reports"], row["successful_sessions"], row["failed_sessions"]) == (2, 199, 1)
+    prev = row["previous"]
+    assert (prev["since"], prev["until"]) == ("2026-11-20", "2026-11-21")
+    assert (prev["successful_sessions"], prev["failed_sessions"]) == (185, 15)
+    assert row["change_failed_sessions"] == -14
+    assert row["change_success_rate"] == round(199 / 200 - 185 / 200, 6)
+    whole = cli.json("summary")
+    assert domain(whole, "example.com")["reports"] == 4
+    assert domain(whole, "example.com")["previous"] is None
+
+
+def test_report_day_is_the_utc_date_of_the_start(cli: Cli, tmp_path: Path) -> None:
+    doc = make_report()
+    doc["date-range"] = {"start-datetime": "2026-11-25T23:30:00-02:00",
+                         "end-datetime": "2026-11-26T23:29:59-02:00"}
+    cli.json("ingest", str(write_json(tmp_path / "r.json", doc)))
+    assert cli.json("summary", "--since", "2026-11-26", "--until", "2026-11-26")["domains"]
+    assert not cli.json("summary", "--since", "2026-11-25", "--until", "2026-11-25")["domains"]

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import VALID, Cli, detail, make_report, policy, write_json
+from tlswatch.analytics.explain import EXPLANATIONS, explain
+from tlswatch.schemas import RFC8460_RESULT_TYPES
+
+
+def test_every_registered_result_type_has_an_explanation_and_fix() -> None:
+    assert set(EXPLANATIONS) == RFC8460_RESULT_TYPES
+    for name in RFC8460_RESULT_TYPES:
+        e = explain(name, domain="example.com")
+        assert e.meaning and e.fix and "<domain>" not in e.fix + e.meaning
+
+
+def test_unknown_result_type_gets_a_sensible_text() -> None:
+    e = explain("tls-version-too-old")
+    assert "tls-version-too-old" in e.meaning and "outside the RFC 8460 registry" in e.meaning
+
+
+def test_text_summary_names_reporter_hosts_ips_and_fix(cli: Cli, tmp_path: Path) -> None:
+    doc = make_report(org="Google Inc.", policies=[policy("example.com", 12258, 87, [
+        detail("certificate-expired", 87, mx="mx2.example.com", ip="192.0.2.5")])])
+    cli.json("ingest", str(write_json(tmp_path / "g.json", doc)))
+    text = cli("summary", "--format", "text").stdout
+    assert text.startswith("example.com: 99.3% of 12,345 sessions used TLS (1 report from "
+                           "Google).")
+    assert ("Google saw 87 sessions fail with certificate-expired on mx2.example.com "
+            "(192.0.2.5): renew that certificate and check its auto-renewal.") in text
+
+
+def test_text_summary_over_the_samples_reads_well(cli: Cli) -> None:
+    cli.json("ingest", str(VALID))
+    text = cli("summary", "--format", "text").stdout
+    paragraphs = text.strip().split("\n\n")
+    assert [p.split(":")[0] for p in paragraphs] == ["example.com", "example.net", "example.org"]
+    assert "Mail.ru saw 2 sessions fail with sts-webpki-invalid" in text
+    assert "mta-sts.example.net" in text  # the fix names the real policy host

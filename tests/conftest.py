@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tlswatch.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_reports"
+VALID = SAMPLES / "valid"
+INVALID = SAMPLES / "invalid"
+EXPECTED = json.loads((SAMPLES / "invalid-expected.json").read_text())
+REFERENCE = ROOT.parent / "shared" / "reference" / "reports"
+
+
+def make_report(*, org: str = "Tester Inc.", rid: str = "r-1", day: str = "2026-11-25",
+                policies: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A minimal valid report; tests change what they are about."""
+    return {
+        "organization-name": org,
+        "date-range": {"start-datetime": f"{day}T00:00:00Z", "end-datetime": f"{day}T23:59:59Z"},
+        "contact-info": "tls@tester.example",
+        "report-id": rid,
+        "policies": policies if policies is not None else [policy("example.com", 10, 0)],
+    }
+
+
+def policy(domain: str, ok: int, failed: int, details: list[dict[str, Any]] | None = None,
+           ptype: str = "sts") -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "policy": {"policy-type": ptype, "policy-domain": domain,
+                   "policy-string": ["version: STSv1", "mode: enforce", "mx: mx.example.com",
+                                     "max_age: 86400"]},
+        "summary": {"total-successful-session-count": ok, "total-failure-session-count": failed},
+    }
+    if details is not None:
+        entry["failure-details"] = details
+    return entry
+
+
+def detail(rtype: str, n: int, mx: str = "mx.example.com", ip: str = "192.0.2.1",
+           sip: str = "198.51.100.1") -> dict[str, Any]:
+    return {"result-type": rtype, "sending-mta-ip": sip, "receiving-mx-hostname": mx,
+            "receiving-ip": ip, "failed-session-count": n}
+
+
+def write_json(path: Path, doc: Any, *, gz: bool = False) -> Path:
+    data = json.dumps(doc).encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+class Cli:
+    """Runs the real Typer app in-process against one database file."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: bytes | None = None, code: int | None = 0) -> Any:
+        result = self.runner.invoke(app, ["--db", str(self.db), *args], input=input,
+                                    catch_exceptions=False)
+        if code is not None:
+            assert result.exit_code == code, (result.stdout, result.stderr)
+        return result
+
+    def json(self, *args: str, code: int | None = 0, input: bytes | None = None) -> Any:
+        return json.loads(self(*args, "--format", "json", code=code, input=input).stdout)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "tlswatch.duckdb"
+
+
+@pytest.fixture
+def cli(db: Path) -> Cli:
+    return Cli(db)

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import detail, make_report, policy
+from tlswatch.errors import ReportError
+from tlswatch.ingest.decode import Container, Document
+from tlswatch.ingest.validate import schema_errors, validate
+
+
+def doc(data: dict[str, Any], **container: Any) -> Document:
+    return Document(source="r07.json", data=data, raw_json=json.dumps(data).encode(),
+                    raw_gzip=None, container=Container(**container))
+
+
+def warnings_of(data: dict[str, Any], **container: Any) -> list[str]:
+    return validate(doc(data, **container)).warnings
+
+
+def test_clean_report_has_no_warnings() -> None:
+    data = make_report(policies=[policy("example.com", 5, 1, [detail("certificate-expired", 1)])])
+    assert warnings_of(data) == []
+
+
+def test_real_world_deviations_load_with_warnings() -> None:
+    data = make_report(policies=[
+        policy("example.com", 5, 9, [
+            {"result-type": "certificate-expired", "failed-session-count": 2,
+             "additional-info-uri": "https://x.example/info"},
+            detail("brand-new-type", 1),
+        ]),
+        {"policy": {"policy-type": "tlsa", "policy-domain": "example.com",
+                    "policy-string": ['["3 1 1 abcd", "3 1 1 ef01"]'], "mx-host": "mx.example.com"},
+         "summary": {"total-successful-session-count": 5, "total-failure-session-count": 0}},
+        {"policy": {"policy-type": "sts", "policy-domain": "example.com",
+                    "mx-host-pattern": ["*.example.com"]},
+         "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0}},
+    ])
+    data["contact-info"] = None
+    data["date-range"]["start-datetime"] = "2026-11-25T00:00:00"
+    result = validate(doc(data))
+    text = "\n".join(result.warnings)
+    for expected in [
+        "contact-info: null",
+        "date-range.start-datetime: no time zone; read as UTC",
+        "policies[0].summary.total-failure-session-count: 9 but the failure-details add up to 3",
+        "policies[0].failure-details[0]: additional-info-uri used for additional-information",
+        "policies[0].failure-details[0]: no sending-mta-ip, receiving-mx-hostname, receiving-ip",
+        "policies[0].failure-details[1].result-type: 'brand-new-type' is not in the RFC 8460",
+        "policies[1].policy.policy-string: one string holding a JSON array; unpacked",
+        "policies[1].policy.mx-host: a string, read as a one-item list",
+        "policies[2].policy.policy-string: missing",
+        "policies[2].policy.mx-host-pattern: older name for mx-host",
+    ]:
+        assert expected in text
+    assert result.policies[1].policy_string == ["3 1 1 abcd", "3 1 1 ef01"]
+    assert result.policies[1].mx_host == ["mx.example.com"]
+    assert result.start.isoformat() == "2026-11-25T00:00:00"
+
+
+def test_zoned_datetimes_are_converted_to_utc() -> None:
+    data = make_report()
+    data["date-range"] = {"start-datetime": "2026-11-25T02:00:00+02:00",
+                          "end-datetime": "2026-11-26T01:59:59+02:00"}
+    result = validate(doc(data))
+    assert result.start.isoformat() == "2026-11-25T00:00:00"
+
+
+def test_missing_policy_domain_comes_from_the_envelope() -> None:
+    data = make_report(policies=[{"policy": {"policy-type": "no-policy-found"},
+                                  "summary": {"total-successful-session-count": 3,
+                                              "total-failure-session-count": 0}}])
+    assert validate(doc(data, report_domain="Example.NET")).policies[0].policy_domain == \
+        "example.net"
+    by_name = validate(doc(data, filename="google.com!example.org!1!2!001.json.gz"))
+    assert by_name.policies[0].policy_domain == "example.org"
+    with pytest.raises(ReportError, match=r"policies\[0\].policy: policy-domain is missing"):
+        validate(doc(data))
+
+
+def mutated(fn: Any) -> dict[str, Any]:
+    data = make_report(policies=[policy("example.com", 1, 1, [detail("starttls-not-supported",
+                                                                     1)])])
+    fn(data)
+    return data
+
+
+BAD = {
+    "count text": (lambda d: d["policies"][0]["summary"].update(
+        {"total-successful-session-count": "many"}),
+        'r07.json: policies[0].summary.total-successful-session-count: must be a '
+        'non-negative integer, got "many"'),
+    "count float": (lambda d: d["policies"][0]["failure-details"][0].update(
+        {"failed-session-count": 1.5}), "failure-details[0].failed-session-count: must be a "
+        "non-negative integer, got 1.5"),
+    "count bool": (lambda d: d["policies"][0]["summary"].update(
+        {"total-failure-session-count": True}), "must be a non-negative integer, got true"),
+    "no org": (lambda d: d.pop("organization-name"),
+               "r07.json: missing required field 'organization-name'"),
+    "policies object": (lambda d: d.update(policies={}), "policies: must be an array, got {}"),
+    "policy type": (lambda d: d["policies"][0]["policy"].update({"policy-type": "x"}),
+                    "policies[0].policy.policy-type: must be one of 'tlsa', 'sts', "
+                    "'no-policy-found', got \"x\""),
+    "datetime": (lambda d: d["date-range"].update({"end-datetime": "26/11/2026"}),
+                 'date-range.end-datetime: not a valid RFC 3339 date-time, got "26/11/2026"'),
+    "reversed": (lambda d: d["date-range"].update({"end-datetime": "2020-01-01T00:00:00Z"}),
+                 "date-range: end-datetime is before start-datetime"),
+    "org number": (lambda d: d.update({"organization-name": 7}),
+                   "organization-name: must be a string, got 7"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_errors_name_input_field_and_reason(case: str) -> None:
+    fn, message = BAD[case]
+    with pytest.raises(ReportError) as caught:
+        validate(doc(mutated(fn)))
+    assert message in str(caught.value)
+
+
+def test_integral_float_counts_are_accepted_like_the_schema_does() -> None:
+    data = mutated(lambda d: d["policies"][0]["summary"].update(
+        {"total-successful-session-count": 5.0}))
+    assert validate(doc(data)).report.policies[0].summary.total_successful_session_count == 5
+    assert schema_errors(data) == []
+
+
+def test_schema_and_models_agree_on_every_mutation() -> None:
+    """The fast pydantic path must accept exactly what the JSON Schema accepts."""
+    base = make_report(policies=[policy("example.com", 1, 1, [detail("x", 1)])])
+    values: list[Any] = [None, "", "text", -1, 0, 1.0, 2.5, True, [], {}, ["a"], [1]]
+    paths = [["organization-name"], ["report-id"], ["contact-info"], ["policies"],
+             ["date-range", "start-datetime"], ["policies", 0, "policy", "policy-type"],
+             ["policies", 0, "policy", "policy-string"], ["policies", 0, "policy", "mx-host"],
+             ["policies", 0, "policy", "policy-domain"], ["date-range"],
+             ["policies", 0, "summary", "total-failure-session-count"],
+             ["policies", 0, "failure-details"],
+             ["policies", 0, "failure-details", 0, "result-type"],
+             ["policies", 0, "failure-details", 0, "sending-mta-ip"],
+             ["policies", 0, "failure-details", 0, "failed-session-count"]]
+    checked = 0
+    for path in paths:
+        for value in values:
+            data = copy.deepcopy(base)
+            target: Any = data
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+            by_schema = not schema_errors(data)
+            try:
+                validate(doc(data, report_domain="example.com"))
+                by_model = True
+            except ReportError:
+                by_model = False
+            assert by_schema == by_model, (path, value)
+            checked += 1
+    assert checked == len(paths) * len(values)

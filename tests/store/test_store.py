@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VALID, Cli
+from tlswatch.errors import StoreError, StoreLockedError
+from tlswatch.store import Store
+from tlswatch.store.migrations import MIGRATIONS
+
+
+def test_migrations_are_recorded_and_applied_once(db: Path) -> None:
+    with Store.open(db) as store:
+        names = [r["name"] for r in store.rows("SELECT name FROM schema_migrations")]
+        assert names == [name for name, _ in MIGRATIONS]
+    with Store.open(db) as store:
+        assert store.migrate() == []
+
+
+def test_read_only_open_of_a_missing_database_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no database here yet; load reports first"):
+        Store.open(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_raw_report_is_kept_so_tables_can_be_rebuilt(cli: Cli, db: Path) -> None:
+    cli.json("ingest", str(VALID))
+    with Store.open(db) as store:
+        counts = store.rows("SELECT (SELECT count(*) FROM reports) AS reports, "
+                            "(SELECT count(*) FROM report_raw) AS raw")[0]
+    assert counts["reports"] == counts["raw"] == 20
+
+
+HOLDER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+def hold_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_locked_database_names_the_process_in_the_way(db: Path) -> None:
+    Store.open(db).close()
+    proc = hold_lock(db, 30)
+    try:
+        with pytest.raises(StoreLockedError) as caught:
+            Store.open(db, lock_timeout=0.3)
+        message = str(caught.value)
+        assert "locked by another process" in message and str(proc.pid) in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_briefly_held_lock_is_waited_for(db: Path) -> None:
+    Store.open(db).close()
+    proc = hold_lock(db, 0.5)
+    try:
+        with Store.open(db, lock_timeout=20) as store:  # opens once the holder lets go
+            assert store.migrate() == []
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_cli_reports_the_lock_cleanly(cli: Cli, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Store.open(db).close()
+    proc = hold_lock(db, 30)
+    monkeypatch.setenv("TLSWATCH_LOCK_TIMEOUT", "0.2")
+    try:
+        result = cli("ingest", str(VALID), code=1)
+        assert "is locked by another process" in result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+    finally:
+        proc.kill()
+        proc.wait()

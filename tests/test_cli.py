@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import gzip
+import json
+import mailbox
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import INVALID, VALID, Cli, make_report, write_json
+
+INGEST_KEYS = {"accepted", "duplicates", "rejected", "rejections"}
+
+
+def test_ingest_json_has_the_promised_shape_and_exit_codes(cli: Cli, tmp_path: Path) -> None:
+    good = write_json(tmp_path / "good.json", make_report())
+    out = cli.json("ingest", str(good))
+    assert set(out) >= INGEST_KEYS and out["accepted"] == 1
+    bad = INVALID / "count-is-text.json"
+    mixed = cli.json("ingest", str(bad), str(write_json(tmp_path / "g2.json",
+                                                          make_report(rid="r-2"))), code=1)
+    assert (mixed["accepted"], mixed["rejected"]) == (1, 1)  # the good one loads anyway
+    assert mixed["rejections"] == [{"source": str(bad), "reason":
+                                    'policies[0].summary.total-successful-session-count: must '
+                                    'be a non-negative integer, got "many"'}]
+
+
+def test_ingest_table_output_and_missing_path(cli: Cli, tmp_path: Path) -> None:
+    result = cli("ingest", "--format", "table", str(tmp_path / "nope.json"), code=1)
+    assert "accepted 0, duplicates 0, rejected 1" in result.stdout
+    assert f"rejected {tmp_path / 'nope.json'}: no such file or directory" in result.stderr
+
+
+def test_ingest_reads_standard_input(cli: Cli) -> None:
+    data = (VALID / "google" / "example.com-2026-11-20.eml").read_bytes()
+    assert cli.json("ingest", "-", input=data)["accepted"] == 1
+
+
+def test_ingest_reads_mbox_and_maildir(cli: Cli, tmp_path: Path) -> None:
+    out = cli.json("ingest", str(VALID / "mbox" / "reports.mbox"), str(VALID / "maildir"))
+    assert out["accepted"] == 3
+    (tmp_path / "tree").mkdir()
+    box = mailbox.Maildir(tmp_path / "tree" / "md", create=True)  # a Maildir inside a tree
+    box.add(mailbox.MaildirMessage((VALID / "misc" / "application-gzip.eml").read_bytes()))
+    assert cli.json("ingest", str(tmp_path / "tree"))["accepted"] == 1
+
+
+def test_console_script_in_a_pipe(tmp_path: Path) -> None:
+    """As in an /etc/aliases pipe: the installed command reads a message on stdin."""
+    exe = shutil.which("tlswatch", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    data = (VALID / "misc" / "application-gzip.eml").read_bytes()
+    db = tmp_path / "pipe.duckdb"
+    env = {**os.environ, "TLSWATCH_DB": str(db)}
+    done = subprocess.run([exe, "ingest", "-", "--format", "json"], input=data,
+                          capture_output=True, env=env, check=True)
+    assert json.loads(done.stdout)["accepted"] == 1
+    summary = subprocess.run([exe, "summary", "--format", "json"], capture_output=True,
+                             env=env, check=True)
+    assert json.loads(summary.stdout)["domains"][0]["policy_domain"] == "example.net"
+
+
+def test_validate_prints_each_error_with_its_path(cli: Cli, tmp_path: Path) -> None:
+    doc = make_report()
+    doc["policies"][0]["summary"]["total-successful-session-count"] = "many"
+    del doc["report-id"]
+    path = write_json(tmp_path / "two-errors.json", doc)
+    result = cli("validate", "--format", "table", str(path), str(VALID / "misc"), code=1)
+    assert f"{path}: missing required field 'report-id'" in result.stdout
+    assert (f"{path}: policies[0].summary.total-successful-session-count: must be a "
+            'non-negative integer, got "many"') in result.stdout
+    assert "bare-tlsrpt-type.eml [attachment 'report.json.gz']: valid (" in result.stdout
+    assert not Path(cli.db).exists()  # validate loads nothing
+    ok = cli.json("validate", str(VALID / "misc" / "with-bom.json"))
+    assert ok == [{"source": str(VALID / "misc" / "with-bom.json"), "valid": True,
+                   "warnings": [], "errors": []}]
+
+
+def test_summary_json_shape(cli: Cli) -> None:
+    cli.json("ingest", str(VALID))
+    out = cli.json("summary", "--domain", "example.org")
+    assert set(out) >= {"since", "until", "domains"}
+    (d,) = out["domains"]
+    assert {"policy_domain", "reports", "successful_sessions", "failed_sessions",
+            "success_rate", "failures_by_result_type"} <= set(d)
+    assert d["policy_domain"] == "example.org" and d["reports"] == 4
+    assert d["failures_by_result_type"]["starttls-not-supported"] == 201
+
+
+def test_summary_of_an_empty_period(cli: Cli) -> None:
+    cli.json("ingest", str(VALID))
+    out = cli("summary", "--since", "2020-01-01", "--until", "2020-01-02", "--format", "text")
+    assert out.stdout == "No reports in this period.\n"
+
+
+def test_failures_filters(cli: Cli) -> None:
+    cli.json("ingest", str(VALID))
+    rows = cli.json("failures", "--domain", "example.org", "--result-type", "certificate-expired")
+    assert {r["result_type"] for r in rows} == {"certificate-expired"}
+    assert sum(r["failed_sessions"] for r in rows) == 103
+    by_mx = cli.json("failures", "--mx", "mx2.example.com")
+    assert [(r["organization_name"], r["failed_sessions"]) for r in by_mx] == [("Google Inc.", 91)]
+    by_ip = cli.json("failures", "--sending-ip", "209.85.220.41", "--org", "Google Inc.")
+    assert by_ip and all(r["sending_mta_ip"] == "209.85.220.41" for r in by_ip)
+    dated = cli.json("failures", "--since", "2026-11-26", "--until", "2026-11-26",
+                     "--domain", "example.com")
+    assert {(r["organization_name"], r["failed_sessions"]) for r in dated} == {
+        ("Google Inc.", 46), ("Microsoft Corporation", 12)}
+
+
+def test_reports_list_and_show(cli: Cli) -> None:
+    cli.json("ingest", str(VALID))
+    listed = cli.json("reports", "--org", "Microsoft Corporation")
+    assert len(listed) == 3 and all(r["failed_sessions"] == 12 for r in listed)
+    shown = cli.json("report", "show", str(listed[0]["id"]))
+    assert shown["organization_name"] == "Microsoft Corporation"
+    assert any("no time zone" in w for w in shown["warnings"])
+    assert [p["policy_type"] for p in shown["policies"]] == ["sts", "tlsa"]
+    assert shown["raw_json"]["report-id"] == listed[0]["report_id"]
+    by_rid = cli("report", "show", listed[0]["report_id"], "--format", "table").stdout
+    assert "Warnings" in by_rid and "Raw JSON:" in by_rid
+    missing = cli("report", "show", "no-such-report", code=1)
+    assert "no report with id or report-id 'no-such-report'" in missing.stderr
+
+
+def test_read_commands_before_any_ingest_say_what_to_do(cli: Cli) -> None:
+    result = cli("summary", code=1)
+    assert "no database here yet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_date_is_a_usage_error(cli: Cli) -> None:
+    assert cli("summary", "--since", "yesterday", code=2).exit_code == 2
+
+
+def test_settings_from_toml_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "tlswatch.toml"
+    config.write_text('db = "%s"\nmax_input_bytes = 200\n' % (tmp_path / "cfg.duckdb"))
+    cli = Cli(tmp_path / "ignored.duckdb")
+    big = write_json(tmp_path / "big.json", make_report())
+    result = cli.runner.invoke(__import__("tlswatch.cli").cli.app,
+                               ["--config", str(config), "ingest", "--format", "json", str(big)])
+    assert result.exit_code == 1
+    assert "over the limit of 200" in json.loads(result.stdout)["rejections"][0]["reason"]
+    assert (tmp_path / "cfg.duckdb").exists()
+    shown = cli.runner.invoke(__import__("tlswatch.cli").cli.app,
+                              ["--config", str(config), "config", "--format", "json"])
+    settings = {r["setting"]: r for r in json.loads(shown.stdout)}
+    assert settings["max_input_bytes"]["value"] == 200 and settings["max_json_depth"]["help"]
+
+
+def test_gzip_file_named_by_the_rfc_convention(cli: Cli, tmp_path: Path) -> None:
+    doc = make_report()
+    del doc["policies"][0]["policy"]["policy-domain"]
+    name = tmp_path / "sender.example!example.org!1795132800!1795219199!01.json.gz"
+    name.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    cli.json("ingest", str(name))
+    assert cli.json("summary")["domains"][0]["policy_domain"] == "example.org"
