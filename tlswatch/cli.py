@@ -27,7 +27,7 @@ from tlswatch.config import Settings, describe, load_settings
 from tlswatch.errors import ReportError, TlsWatchError
 from tlswatch.ingest.decode import Limits, decode
 from tlswatch.ingest.loader import IngestResult, load
-from tlswatch.ingest.sources import Input, count_files, iter_inputs
+from tlswatch.ingest.sources import Input, Item, count_files, expand, iter_inputs
 from tlswatch.ingest.validate import schema_errors, validate
 from tlswatch.store import Store
 
@@ -132,9 +132,10 @@ def ingest(
     raise typer.Exit(1 if result.rejected else 0)
 
 
-def _load_with_progress(items: Iterator[Input | ReportError], store: Store, settings: Settings,
+def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,
                         paths: list[str]) -> IngestResult:
-    kwargs: dict[str, Any] = {"limits": _limits(settings), "batch_size": settings.batch_size}
+    kwargs: dict[str, Any] = {"limits": _limits(settings), "batch_size": settings.batch_size,
+                              "workers": settings.workers}
     if not err.is_terminal or "-" in paths:
         return load(items, store, **kwargs)
     total = count_files(paths)
@@ -144,7 +145,7 @@ def _load_with_progress(items: Iterator[Input | ReportError], store: Store, sett
 
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("ingesting", total=total)
-        return load(items, store, progress=lambda: bar.advance(task), **kwargs)
+        return load(items, store, progress=lambda n: bar.advance(task, n), **kwargs)
 
 
 def _print_ingest(result: IngestResult) -> None:
@@ -163,7 +164,8 @@ def validate_command(
     """Check reports without loading them; print every error with its JSON path."""
     settings = _state(ctx).settings
     results = [r for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)
-               for r in _check(item, _limits(settings))]
+               for part in expand(item, max_bytes=settings.max_input_bytes)
+               for r in _check(part, _limits(settings))]
     chosen = _format(fmt)
     if chosen is Format.json:
         typer.echo(to_json(results))
@@ -269,7 +271,7 @@ def failures(
     dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
-        rows = failure_groups(store, filters, dims, limit=limit)
+        rows = failure_groups(store, filters, dims, limit=limit, details=True)
     typer.echo(render_rows(rows, _format(fmt), title="Failed sessions"), nl=False)
 
 

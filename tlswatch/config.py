@@ -34,7 +34,11 @@ class Settings:
     lock_timeout: float = field(
         default=10.0, metadata=_help("Seconds to wait for another process's database lock.")
     )
-    batch_size: int = field(default=2000, metadata=_help("Reports written to DuckDB per batch."))
+    batch_size: int = field(default=5000, metadata=_help("Reports written to DuckDB per batch."))
+    workers: int = field(
+        default=min(4, os.cpu_count() or 1),
+        metadata=_help("Processes that decode and validate a large ingest (1: no workers)."),
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -3,7 +3,8 @@
 A report lists one entry per policy it applied, and some senders (Microsoft) report the
 same sessions under both ``sts`` and ``tlsa``.  So, per report and policy domain, sessions
 are summed within a policy type and the largest sum across policy types is taken; failure
-counts likewise per result type (and per any finer grouping asked for).
+counts likewise per result type.  The loader marks the rows that count (``counted*``
+columns, see store/migrations.py), so every query here is one filtered scan.
 """
 
 from __future__ import annotations
@@ -64,59 +65,87 @@ def session_totals(store: Store, filters: Filters) -> list[dict[str, Any]]:
     """Per policy domain: reports, organisations, successful and failed sessions."""
     where, params = filters.where(failure_rows=False)
     return store.rows(f"""
-        WITH per_type AS (
-            SELECT report_pk, policy_domain, policy_type,
-                   any_value(organization_name) AS organization_name,
-                   sum(successful_sessions) AS ok, sum(failed_sessions) AS failed
-            FROM policies{where}
-            GROUP BY report_pk, policy_domain, policy_type
-        ), per_report AS (
-            SELECT report_pk, policy_domain, any_value(organization_name) AS organization_name,
-                   max(ok) AS ok, max(failed) AS failed
-            FROM per_type GROUP BY report_pk, policy_domain
-        )
-        SELECT policy_domain, count(*) AS reports,
+        SELECT policy_domain, count(DISTINCT report_pk) AS reports,
                list(DISTINCT organization_name ORDER BY organization_name) AS organizations,
-               sum(ok)::BIGINT AS successful_sessions, sum(failed)::BIGINT AS failed_sessions
-        FROM per_report GROUP BY policy_domain ORDER BY policy_domain
+               coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT
+                   AS successful_sessions,
+               coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT
+                   AS failed_sessions
+        FROM policies{where}
+        GROUP BY policy_domain ORDER BY policy_domain
     """, params)
 
 
 def failure_groups(
-    store: Store, filters: Filters, dimensions: tuple[str, ...], *, limit: int | None = None
+    store: Store, filters: Filters, dimensions: tuple[str, ...], *, limit: int | None = None,
+    top_per_domain: int | None = None, details: bool = False, example_code: bool = False,
 ) -> list[dict[str, Any]]:
-    """Failed sessions grouped by ``dimensions`` (any of FAILURE_DIMENSIONS), most first."""
+    """Failed sessions grouped by ``dimensions`` (any of FAILURE_DIMENSIONS), most first.
+
+    Grouping by ``policy_type`` gives the per-type figures (no counting rule); otherwise
+    only the rows that count are summed.  ``top_per_domain`` keeps the largest N groups of
+    each policy domain; ``details`` adds the number of reports, first and last day and up
+    to three failure reason codes; ``example_code`` (cheaper) adds one reason code.
+    """
     unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
     if unknown:
         raise ValueError(f"cannot group failures by {sorted(unknown)}")
     dims = list(dict.fromkeys(dimensions))
-    # The rule works per report and policy domain whatever the caller groups by.
-    base = ["report_pk", "policy_domain", *[d for d in dims if d not in ("policy_domain",
-                                                                         "policy_type")]]
-    inner = ", ".join([*base, "policy_type"])
-    outer = ", ".join([*base, "policy_type"] if "policy_type" in dims else base)
-    final = ", ".join(dims)
+    if top_per_domain and "policy_domain" not in dims:
+        raise ValueError("top_per_domain needs policy_domain among the dimensions")
+    # Group by the integer ids, keep the top groups, then read their strings from names.
+    keys = [_ID_COLUMN.get(d, d) for d in dims]
+    key_sql = ", ".join(keys)
     where, params = filters.where(failure_rows=True)
+    if "policy_type" not in dims:
+        where = f"{where} AND counted" if where else " WHERE counted"
+    extra = ""
+    if details:
+        extra += (", count(DISTINCT report_pk) AS reports, min(day) AS first_day, "
+                  "max(day) AS last_day, list_distinct(list(failure_reason_code) FILTER "
+                  "(failure_reason_code IS NOT NULL))[1:3] AS failure_reason_codes")
+    qualify = ""
+    if top_per_domain:
+        qualify = (" QUALIFY row_number() OVER (PARTITION BY domain_id ORDER BY "
+                   f"sum(failed_session_count) DESC, {key_sql}) <= {int(top_per_domain)}")
+    joins = "".join(f" LEFT JOIN names n{i} ON n{i}.name_id = g.{key}"
+                    for i, key in enumerate(keys) if key in _ID_COLUMN.values())
+    names = ", ".join(f"n{i}.value AS {dim}" if key in _ID_COLUMN.values() else f"g.{dim}"
+                      for i, (dim, key) in enumerate(zip(dims, keys, strict=True)))
+    code_cte = code_join = code = ""
+    if example_code:  # one reason code for each kept group, from rows that carry one
+        match = " AND ".join(f"f.{k} IS NOT DISTINCT FROM g.{k}" for k in keys)
+        code_cte = (f", codes AS (SELECT {', '.join(f'g.{k}' for k in keys)}, "
+                    "max(f.failure_reason_code) AS failure_reason_code "
+                    f"FROM failure_details f JOIN g ON {match} "
+                    "WHERE f.failure_reason_code IS NOT NULL AND f.counted "
+                    f"GROUP BY {', '.join(f'g.{k}' for k in keys)})")
+        code_join = " LEFT JOIN codes c ON " + " AND ".join(
+            f"c.{k} IS NOT DISTINCT FROM g.{k}" for k in keys)
+        code = ", c.failure_reason_code"
     limit_sql = f" LIMIT {int(limit)}" if limit else ""
+    extra_out = "".join(f", g.{c}" for c in ("reports", "first_day", "last_day",
+                                              "failure_reason_codes") if details)
     return store.rows(f"""
-        WITH per_type AS (
-            SELECT {inner}, sum(failed_session_count) AS n, min(day) AS first_day,
-                   max(day) AS last_day,
-                   list(DISTINCT failure_reason_code) FILTER (failure_reason_code IS NOT NULL)
-                       AS codes
+        WITH g AS (
+            SELECT {key_sql}, sum(failed_session_count)::BIGINT AS failed_sessions{extra}
             FROM failure_details{where}
-            GROUP BY {inner}
-        ), per_report AS (
-            SELECT {outer}, max(n) AS n, min(first_day) AS first_day,
-                   max(last_day) AS last_day, flatten(list(codes)) AS codes
-            FROM per_type GROUP BY {outer}
-        )
-        SELECT {final}, sum(n)::BIGINT AS failed_sessions, count(DISTINCT report_pk) AS reports,
-               min(first_day) AS first_day, max(last_day) AS last_day,
-               list_distinct(flatten(list(codes)))[1:3] AS failure_reason_codes
-        FROM per_report GROUP BY {final}
-        ORDER BY failed_sessions DESC, {final}{limit_sql}
+            GROUP BY {key_sql}{qualify}
+        ){code_cte}
+        SELECT {names}, g.failed_sessions{extra_out}{code}
+        FROM g{joins}{code_join}
+        ORDER BY g.failed_sessions DESC, {", ".join(dims)}{limit_sql}
     """, params)
+
+
+_ID_COLUMN = {
+    "policy_domain": "domain_id",
+    "organization_name": "organization_name_id",
+    "result_type": "result_type_id",
+    "receiving_mx_hostname": "receiving_mx_hostname_id",
+    "receiving_ip": "receiving_ip_id",
+    "sending_mta_ip": "sending_mta_ip_id",
+}
 
 
 def day_bounds(store: Store, filters: Filters) -> tuple[date | None, date | None]:

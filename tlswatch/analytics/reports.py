@@ -15,17 +15,14 @@ def list_reports(store: Store, filters: Filters, *, limit: int = 100) -> list[di
     """Stored reports, newest day first, with per-report session totals (counting rule)."""
     where, params = filters.where(failure_rows=False)
     return store.rows(f"""
-        WITH per_type AS (
-            SELECT report_pk, policy_domain, policy_type, sum(successful_sessions) AS ok,
-                   sum(failed_sessions) AS failed
-            FROM policies{where} GROUP BY ALL
-        ), per_domain AS (
-            SELECT report_pk, policy_domain, max(ok) AS ok, max(failed) AS failed
-            FROM per_type GROUP BY ALL
-        ), per_report AS (
-            SELECT report_pk, list(policy_domain ORDER BY policy_domain) AS policy_domains,
-                   sum(ok)::BIGINT AS successful_sessions, sum(failed)::BIGINT AS failed_sessions
-            FROM per_domain GROUP BY report_pk
+        WITH per_report AS (
+            SELECT report_pk,
+                   list(DISTINCT policy_domain ORDER BY policy_domain) AS policy_domains,
+                   coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT
+                       AS successful_sessions,
+                   coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT
+                       AS failed_sessions
+            FROM policies{where} GROUP BY report_pk
         )
         SELECT r.report_pk AS id, r.day, r.organization_name, r.report_id, p.policy_domains,
                p.successful_sessions, p.failed_sessions, len(r.warnings) AS warnings
@@ -58,12 +55,12 @@ def show_report(store: Store, ident: str) -> dict[str, Any]:
     report = store.rows("SELECT * EXCLUDE (report_pk) FROM reports WHERE report_pk = ?", [pk])[0]
     policies = store.rows("""
         SELECT policy_index, policy_type, policy_domain, policy_string, mx_host,
-               successful_sessions, failed_sessions
+               successful_sessions, failed_sessions, counted_successful, counted_failed
         FROM policies WHERE report_pk = ? ORDER BY policy_index""", [pk])
     details = store.rows("""
         SELECT p.policy_index, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
                f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
-               f.additional_information, f.failure_reason_code
+               f.additional_information, f.failure_reason_code, f.counted
         FROM failure_details f JOIN policies p USING (policy_pk)
         WHERE f.report_pk = ? ORDER BY p.policy_index""", [pk])
     raw = store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?", [pk])[0]["raw_gzip"]

@@ -58,9 +58,6 @@ class Summary:
             prev = domain["previous"]
             if prev is not None:
                 prev["since"], prev["until"] = _iso(prev["since"]), _iso(prev["until"])
-            for row in domain["failure_sources"]:
-                for key in ("first_day", "last_day"):
-                    row[key] = _iso(row.get(key))
         return data
 
 
@@ -80,8 +77,10 @@ def summarize(store: Store, filters: Filters | None = None) -> Summary:
     by_type = _by_domain(failure_groups(store, filters, ("policy_domain", "result_type")))
     sources = _by_domain(failure_groups(
         store, filters, ("policy_domain", "organization_name", "result_type",
-                         "receiving_mx_hostname", "receiving_ip")))
-    ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip")))
+                         "receiving_mx_hostname", "receiving_ip"),
+        top_per_domain=TOP_N, example_code=True))
+    ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip"),
+                                    top_per_domain=TOP_N + 1))
     previous = _previous_period(store, filters)
     domains = []
     for row in totals:
@@ -192,8 +191,8 @@ def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
     for row in d.failure_sources[:max_causes]:
         e = explain(row["result_type"], domain=d.policy_domain)
         n = int(row["failed_sessions"])
-        codes = row.get("failure_reason_codes") or []
-        code = f" (reason given: {_clip(codes[0])!r})" if codes else ""
+        example = row.get("failure_reason_code")
+        code = f" (reason given: {_clip(example)!r})" if example else ""
         parts.append(f"{short_org(row['organization_name'])} saw {n:,} session"
                      f"{'s' if n != 1 else ''} fail with {row['result_type']}{_where(row)}"
                      f"{code}: {e.fix}.")

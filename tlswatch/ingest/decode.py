@@ -181,6 +181,9 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
         raise ReportError(source, f"JSON nested deeper than {max_depth} levels") from exc
     if not isinstance(value, dict):
         raise ReportError(source, f"JSON is {_json_kind(value)}, not a report object")
+    # Nesting can be no deeper than the number of brackets: most reports need no walk.
+    if data.count(b"{") + data.count(b"[") <= max_depth:
+        return value
     path = _too_deep(value, max_depth)
     if path is not None:
         raise ReportError(source, f"JSON nested deeper than {max_depth} levels", path=path)

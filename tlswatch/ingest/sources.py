@@ -23,18 +23,22 @@ class Input:
     filename: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A file not read yet: whoever decodes it reads it (a worker process, in parallel)."""
+
+    path: str
+
+
+Item = Input | FileRef | ReportError
+
+
 def _is_maildir(path: Path) -> bool:
     return all((path / sub).is_dir() for sub in ("cur", "new", "tmp"))
 
 
-def _is_mbox(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(5)
-    return head == b"From "
-
-
-def iter_inputs(paths: list[str], *, max_bytes: int) -> Iterator[Input | ReportError]:
-    """Yield every input named by ``paths``; unreadable ones as a ``ReportError``."""
+def iter_inputs(paths: list[str], *, max_bytes: int) -> Iterator[Item]:
+    """Yield every input named by ``paths``; files as ``FileRef`` (see ``read_file``)."""
     for name in paths:
         if name == "-":
             data = sys.stdin.buffer.read(max_bytes + 1)
@@ -44,7 +48,7 @@ def iter_inputs(paths: list[str], *, max_bytes: int) -> Iterator[Input | ReportE
         if path.is_dir():
             yield from _iter_dir(path, max_bytes=max_bytes)
         elif path.exists():
-            yield from _iter_file(path, max_bytes=max_bytes)
+            yield FileRef(str(path))
         else:
             yield ReportError(name, "no such file or directory")
 
@@ -61,7 +65,7 @@ def count_files(paths: list[str]) -> int:
     return total
 
 
-def _iter_dir(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
+def _iter_dir(path: Path, *, max_bytes: int) -> Iterator[Item]:
     if _is_maildir(path):
         yield from _iter_maildir(path, max_bytes=max_bytes)
         return
@@ -74,24 +78,35 @@ def _iter_dir(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
             continue
         for file in sorted(files):
             if not file.startswith("."):
-                yield from _iter_file(here / file, max_bytes=max_bytes)
+                yield FileRef(str(here / file))
 
 
-def _iter_file(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
-    source = str(path)
+def expand(item: Item, *, max_bytes: int) -> Iterator[Input | ReportError]:
+    """The inputs an item stands for: a file is read (and an mbox split) here."""
+    if isinstance(item, FileRef):
+        yield from read_file(item, max_bytes=max_bytes)
+    else:
+        yield item
+
+
+def read_file(ref: FileRef, *, max_bytes: int) -> Iterator[Input | ReportError]:
+    """Read one file: refused unread when over the size limit; an mbox gives its messages."""
+    source = ref.path
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            yield ReportError(source, f"input is {size:,} bytes, over the limit of {max_bytes:,}")
-            return
-        if size > 0 and _is_mbox(path):
-            yield from _iter_mbox(path, max_bytes=max_bytes)
-            return
-        data = path.read_bytes()
+        with open(source, "rb") as fh:  # plain os calls: this runs once per report
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                yield ReportError(source, f"input is {size:,} bytes, over the limit of "
+                                  f"{max_bytes:,}")
+                return
+            data = fh.read()
     except OSError as exc:
         yield ReportError(source, f"cannot read: {exc.strerror or exc}")
         return
-    yield Input(source=source, data=data, filename=path.name)
+    if data.startswith(b"From "):  # an mbox file: one input per message
+        yield from _iter_mbox(Path(source), max_bytes=max_bytes)
+        return
+    yield Input(source=source, data=data, filename=os.path.basename(source))
 
 
 def _iter_mbox(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:

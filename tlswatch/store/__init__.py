@@ -23,6 +23,10 @@ from tlswatch.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
+# The failure-detail strings numbered in ``names`` (see migrations.py).
+NAMED_COLUMNS = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
+                 "receiving_ip", "sending_mta_ip")
+
 
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
@@ -148,6 +152,32 @@ class Store:
         finally:
             self.con.unregister("_probe")
         return {(a, b) for a, b in rows}
+
+    def insert_failure_details(self, data: pa.Table) -> None:
+        """Append failure details, numbering their names in ``names`` (in SQL, vectorised)."""
+        if data.num_rows == 0:
+            return
+        self.con.register("_batch", data)
+        try:
+            self.con.execute(f"""
+                INSERT INTO names
+                SELECT (SELECT coalesce(max(name_id), 0) FROM names)
+                       + row_number() OVER (ORDER BY value), value
+                FROM (SELECT DISTINCT unnest([{", ".join(NAMED_COLUMNS)}]) AS value FROM _batch)
+                WHERE value IS NOT NULL AND value NOT IN (SELECT value FROM names)
+            """).fetchall()
+            joins = "".join(f" LEFT JOIN names n{i} ON n{i}.value = b.{column}"
+                            for i, column in enumerate(NAMED_COLUMNS))
+            ids = ", ".join(f"n{i}.name_id" for i in range(len(NAMED_COLUMNS)))
+            columns = ", ".join(data.column_names)
+            id_columns = ", ".join(f"{c}_id" if c != "policy_domain" else "domain_id"
+                                   for c in NAMED_COLUMNS)
+            self.con.execute(
+                f"INSERT INTO failure_details ({columns}, {id_columns}) "
+                f"SELECT {', '.join(f'b.{c}' for c in data.column_names)}, {ids} "
+                f"FROM _batch b{joins}").fetchall()
+        finally:
+            self.con.unregister("_batch")
 
     def existing_quarantine(self, digests: Sequence[str]) -> set[str]:
         if not digests:

@@ -3,6 +3,16 @@
 Columns that every summary filters or groups on (day, policy domain, organisation, policy
 type) are copied onto ``failure_details`` so that a summary over millions of failure rows
 is one scan with no join.
+
+The counting rule of DESIGN.md is decided once, when a report is loaded, because it only
+looks inside one report: ``policies.counted_successful`` / ``counted_failed`` mark the
+policy type whose sum counts for that report and domain, ``failure_details.counted`` the
+policy type whose sum counts for that report, domain and result type.  Every query then
+sums the flagged rows; the other rows keep the per-policy-type figures.
+
+``names`` numbers every distinct domain, organisation, result type, host and IP seen in
+failure details; the ``*_id`` columns beside the strings let summaries group by integers,
+about three times faster than by strings at 10M rows (bench/summary_bench.py).
 """
 
 from __future__ import annotations
@@ -30,11 +40,11 @@ MIGRATIONS: list[tuple[str, str]] = [
             UNIQUE (organization_name, report_id)
         );
         CREATE TABLE report_raw (
-            report_pk BIGINT PRIMARY KEY,
+            report_pk BIGINT NOT NULL,
             raw_gzip BLOB NOT NULL
         );
         CREATE TABLE policies (
-            policy_pk BIGINT PRIMARY KEY,
+            policy_pk BIGINT NOT NULL,
             report_pk BIGINT NOT NULL,
             policy_index INTEGER NOT NULL,
             day DATE NOT NULL,
@@ -44,7 +54,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             policy_string VARCHAR[],
             mx_host VARCHAR[],
             successful_sessions BIGINT NOT NULL,
-            failed_sessions BIGINT NOT NULL
+            failed_sessions BIGINT NOT NULL,
+            counted_successful BOOLEAN NOT NULL,
+            counted_failed BOOLEAN NOT NULL
         );
         CREATE TABLE failure_details (
             report_pk BIGINT NOT NULL,
@@ -60,7 +72,18 @@ MIGRATIONS: list[tuple[str, str]] = [
             receiving_ip VARCHAR,
             failed_session_count BIGINT NOT NULL,
             additional_information VARCHAR,
-            failure_reason_code VARCHAR
+            failure_reason_code VARCHAR,
+            counted BOOLEAN NOT NULL,
+            domain_id INTEGER NOT NULL,
+            organization_name_id INTEGER NOT NULL,
+            result_type_id INTEGER NOT NULL,
+            receiving_mx_hostname_id INTEGER,
+            receiving_ip_id INTEGER,
+            sending_mta_ip_id INTEGER
+        );
+        CREATE TABLE names (
+            name_id INTEGER PRIMARY KEY,
+            value VARCHAR NOT NULL UNIQUE
         );
         CREATE TABLE quarantine (
             quarantine_pk BIGINT PRIMARY KEY,

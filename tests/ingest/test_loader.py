@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import detail, make_report, policy, write_json
+from tlswatch.errors import ReportError
+from tlswatch.ingest.loader import CHUNK, load
+from tlswatch.ingest.sources import Input, iter_inputs
+from tlswatch.store import Store
+
+
+def corpus(folder: Path, count: int) -> list[str]:
+    folder.mkdir()
+    for i in range(count):
+        doc = make_report(org=f"Org {i % 7}", rid=f"r{i}", day=f"2026-11-{1 + i % 28:02d}",
+                          policies=[policy(f"d{i % 5}.example", 100, 2,
+                                           [detail("certificate-expired", 2)])])
+        write_json(folder / f"{i:05d}.json", doc, gz=i % 2 == 0)
+    (folder / "bad.json").write_text("{oops")
+    write_json(folder / "dup.json", make_report(org="Org 0", rid="r0"))
+    return [str(folder)]
+
+
+def table_dump(db: Path) -> list[tuple[object, ...]]:
+    with Store.open(db, read_only=True) as store:
+        return store.con.execute(
+            "SELECT r.organization_name, r.report_id, p.policy_domain, f.result_type, "
+            "f.failed_session_count, f.counted, n.value FROM reports r "
+            "JOIN policies p USING (report_pk) JOIN failure_details f USING (policy_pk) "
+            "JOIN names n ON n.name_id = f.domain_id ORDER BY r.report_id").fetchall()
+
+
+def test_worker_processes_load_exactly_what_one_process_loads(tmp_path: Path) -> None:
+    paths = corpus(tmp_path / "in", 3 * CHUNK + 17)
+    results = {}
+    for workers in (1, 2):
+        db = tmp_path / f"w{workers}.duckdb"
+        seen: list[int] = []
+        with Store.open(db) as store:
+            result = load(iter_inputs(paths, max_bytes=1 << 20), store, workers=workers,
+                          batch_size=300, progress=seen.append)
+        assert (result.accepted, result.duplicates, result.rejected) == (3 * CHUNK + 17, 1, 1)
+        assert sum(seen) == 3 * CHUNK + 19  # every input reported to the progress bar
+        results[workers] = table_dump(db)
+    assert results[1] == results[2]
+    assert len(results[1]) == 3 * CHUNK + 17
+
+
+def test_unreadable_inputs_are_rejected_not_fatal(tmp_path: Path) -> None:
+    items: list[Input | ReportError] = [ReportError("gone.json", "cannot read: Permission denied"),
+                                        Input("ok.json", write_json(tmp_path / "ok.json",
+                                                                    make_report()).read_bytes())]
+    with Store.open(tmp_path / "x.duckdb") as store:
+        result = load(items, store)
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert result.rejections[0].reason == "cannot read: Permission denied"
