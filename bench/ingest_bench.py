@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generate import write_reports
-from tlswatch.ingest.loader import load
+from tlswatch.ingest.decode import DEFAULT_LIMITS
+from tlswatch.ingest.loader import load, prepare
 from tlswatch.ingest.sources import iter_inputs
 from tlswatch.store import Store
 
@@ -67,6 +68,13 @@ def main() -> None:
         base = median_rate("baseline: read + gunzip + json.loads", args.reports, args.runs,
                            parse_only)
 
+        def parse_validate(_: int) -> None:
+            for item in iter_inputs([str(folder)], max_bytes=10 << 20):
+                prepare(item, DEFAULT_LIMITS)
+
+        checked = median_rate("tlswatch read+decode+validate, no store", args.reports,
+                              args.runs, parse_validate)
+
         def ours(workers: int) -> Callable[[int], None]:
             def run(index: int) -> None:
                 with Store.open(Path(tmp) / f"inproc{workers}-{index}.duckdb") as store:
@@ -107,11 +115,13 @@ def main() -> None:
 
             theirs = median_rate("parsedmarc parse_report_file (parse only)", args.reports,
                                  max(1, args.runs // 2), pm)
-        print(f"ratios: 1 process / baseline parse = {one / base:.2f}; "
+        print(f"ratios: validate-only / baseline parse = {checked / base:.2f}; "
+              f"1 process / baseline parse = {one / base:.2f}; "
               f"{workers} workers / baseline parse = {mine / base:.2f}; "
               f"CLI / baseline = {cli_rate / base:.2f}", end="")
         if theirs:
-            print(f"; tlswatch workers / parsedmarc = {mine / theirs:.2f}; "
+            print(f"; validate-only / parsedmarc = {checked / theirs:.2f}; "
+                  f"tlswatch workers / parsedmarc = {mine / theirs:.2f}; "
                   f"CLI / parsedmarc = {cli_rate / theirs:.2f}")
         else:
             print()

@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
+import duckdb
 import typer
 from rich.console import Console
 
@@ -32,7 +33,7 @@ from tlswatch.ingest.validate import schema_errors, validate
 from tlswatch.store import Store
 
 app = typer.Typer(help="Receive, store and explain SMTP TLS reports (RFC 8460).",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 report_app = typer.Typer(help="One stored report.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 err = Console(stderr=True)
@@ -79,6 +80,9 @@ def _errors() -> Iterator[None]:
         yield
     except TlsWatchError as exc:
         typer.echo(f"tlswatch: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except duckdb.Error as exc:  # a database this version cannot read, a full disk, ...
+        typer.echo(f"tlswatch: database error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -239,12 +243,20 @@ def render_summary(result: Summary, fmt: Format) -> str:
         return "\n\n".join(paragraph(d) for d in result.domains) + "\n"
     rows = []
     for d in result.domains:
+        if fmt is Format.table:
+            change = d.change_success_rate
+            top = sorted(d.failures_by_result_type.items(), key=lambda kv: -kv[1])[:3]
+            rows.append({
+                "domain": d.policy_domain, "reports": d.reports,
+                "reporters": len(d.organizations), "sessions": d.total_sessions,
+                "failed": d.failed_sessions,
+                "TLS rate": percent(d.success_rate, failures=d.failed_sessions),
+                "change": "" if change is None else f"{change * 100:+.2f} pp",
+                "top failures": ", ".join(f"{k} {v:,}" for k, v in top),
+            })
+            continue
         row = {c: getattr(d, c) for c in SUMMARY_COLUMNS}
         row["organizations"] = d.organizations
-        if fmt is Format.table:
-            row["success_rate"] = percent(d.success_rate, failures=d.failed_sessions)
-            change = d.change_success_rate
-            row["change_success_rate"] = "" if change is None else f"{change * 100:+.2f} pp"
         rows.append(row)
     period = f"{result.since or 'start'} .. {result.until or 'end'}"
     return render_rows(rows, fmt, title=f"TLS-RPT summary, {period}")

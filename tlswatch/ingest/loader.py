@@ -170,7 +170,7 @@ class Loader:
     """Collects decoded reports and rejects, writing them to the store a batch at a time."""
 
     def __init__(self, store: Store, *, limits: Limits = DEFAULT_LIMITS,
-                 batch_size: int = 5000) -> None:
+                 batch_size: int = 2500) -> None:
         self.store = store
         self.limits = limits
         self.batch_size = batch_size
@@ -223,7 +223,7 @@ class Loader:
 
 
 def load(items: Iterable[Item], store: Store, *, limits: Limits = DEFAULT_LIMITS,
-         batch_size: int = 5000, workers: int = 1,
+         batch_size: int = 2500, workers: int = 1,
          progress: Callable[[int], None] | None = None) -> IngestResult:
     """Decode, validate and store every input; return what happened to each.
 
