@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generate import write_reports
-from tlswatch.ingest.decode import DEFAULT_LIMITS
-from tlswatch.ingest.loader import load, prepare
+from tlswatch.ingest.loader import load
+from tlswatch.ingest.prepare import prepare
 from tlswatch.ingest.sources import iter_inputs
 from tlswatch.store import Store
 
@@ -70,7 +70,7 @@ def main() -> None:
 
         def parse_validate(_: int) -> None:
             for item in iter_inputs([str(folder)], max_bytes=10 << 20):
-                prepare(item, DEFAULT_LIMITS)
+                prepare(item)
 
         checked = median_rate("tlswatch read+decode+validate, no store", args.reports,
                               args.runs, parse_validate)

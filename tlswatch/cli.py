@@ -28,6 +28,7 @@ from tlswatch.config import Settings, describe, load_settings
 from tlswatch.errors import ReportError, TlsWatchError
 from tlswatch.ingest.decode import Limits, decode
 from tlswatch.ingest.loader import IngestResult, load
+from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.sources import Input, Item, count_files, expand, iter_inputs
 from tlswatch.ingest.validate import schema_errors, validate
 from tlswatch.store import Store
@@ -86,12 +87,6 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _limits(settings: Settings) -> Limits:
-    return Limits(max_input_bytes=settings.max_input_bytes,
-                  max_inflated_bytes=settings.max_inflated_bytes,
-                  max_json_depth=settings.max_json_depth)
-
-
 def _format(fmt: Format | None) -> Format:
     if fmt is not None:
         return fmt
@@ -138,7 +133,7 @@ def ingest(
 
 def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,
                         paths: list[str]) -> IngestResult:
-    kwargs: dict[str, Any] = {"limits": _limits(settings), "batch_size": settings.batch_size,
+    kwargs: dict[str, Any] = {"options": options_from(settings), "batch_size": settings.batch_size,
                               "workers": settings.workers}
     if not err.is_terminal or "-" in paths:
         return load(items, store, **kwargs)
@@ -169,7 +164,7 @@ def validate_command(
     settings = _state(ctx).settings
     results = [r for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)
                for part in expand(item, max_bytes=settings.max_input_bytes)
-               for r in _check(part, _limits(settings))]
+               for r in _check(part, options_from(settings).limits)]
     chosen = _format(fmt)
     if chosen is Format.json:
         typer.echo(to_json(results))
@@ -334,6 +329,34 @@ def report_show(
         out.append(render_rows(details, chosen, title="Failure details"))
     out.append(("Raw JSON:\n" if chosen is Format.table else "") + to_json(data["raw_json"]))
     typer.echo("\n".join(out))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    smtp: Annotated[str | None, typer.Option(help="SMTP/LMTP HOST:PORT ('' for none).")] = None,
+    http: Annotated[str | None, typer.Option(help="HTTP(S) HOST:PORT ('' for none).")] = None,
+    spool: Annotated[Path | None, typer.Option(help="Spool folder.")] = None,
+    lmtp: Annotated[bool | None, typer.Option("--lmtp/--no-lmtp", help="Speak LMTP.")] = None,
+) -> None:
+    """Receive reports by SMTP/LMTP and HTTPS, spool them durably, load them continuously."""
+    import asyncio
+
+    from tlswatch.service import Listening, Service
+
+    changes = {k: v for k, v in {"smtp": smtp, "http": http, "spool": spool,
+                                 "lmtp": lmtp}.items() if v is not None}
+    settings = _state(ctx).settings.replace(**changes)
+
+    def ready(at: Listening) -> None:
+        parts = [f"smtp={at.smtp}" if at.smtp else "", f"http={at.http}" if at.http else ""]
+        typer.echo(f"tlswatch serving {' '.join(p for p in parts if p)} "
+                   f"spool={settings.spool} db={settings.db}")
+        sys.stdout.flush()
+
+    with _errors():
+        asyncio.run(Service(settings).run(on_ready=ready))
+    typer.echo("tlswatch stopped")
 
 
 @app.command("config")

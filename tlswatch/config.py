@@ -39,6 +39,40 @@ class Settings:
         default=min(4, os.cpu_count() or 1),
         metadata=_help("Processes that decode and validate a large ingest (1: no workers)."),
     )
+    domains: tuple[str, ...] = field(
+        default=(), metadata=_help("Our policy domains; reports for others are quarantined "
+                                   "(empty: accept every domain)."))
+    dkim: str = field(default="record", metadata=_help(
+        "record: keep each mail report's DKIM result; require: quarantine mail without a "
+        "valid signature by the reporting domain (RFC 8460 section 3)."))
+    dns_timeout: float = field(default=5.0, metadata=_help("Seconds for a DNS lookup."))
+    spool: Path = field(default=Path("spool"), metadata=_help(
+        "Spool folder: received reports wait here, durably, until loaded."))
+    smtp: str = field(default="127.0.0.1:2525", metadata=_help(
+        "HOST:PORT the SMTP (or LMTP) receiver listens on; empty: no SMTP receiver."))
+    lmtp: bool = field(default=False, metadata=_help("Speak LMTP instead of SMTP."))
+    smtp_hostname: str = field(default="", metadata=_help(
+        "Name in the SMTP greeting (default: this host's FQDN)."))
+    report_addresses: tuple[str, ...] = field(default=(), metadata=_help(
+        "Recipients accepted, exact or *@domain (empty: any recipient)."))
+    max_recipients: int = field(default=100, metadata=_help("Recipients per message."))
+    http: str = field(default="127.0.0.1:8080", metadata=_help(
+        "HOST:PORT of the HTTP(S) receiver; empty: no HTTP receiver."))
+    tls_cert: str = field(default="", metadata=_help(
+        "PEM certificate (chain) for STARTTLS and HTTPS; empty: no TLS."))
+    tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert."))
+    http_rate_limit: float = field(default=120.0, metadata=_help(
+        "Report POSTs a minute allowed per client IP (0: no limit)."))
+    http_rate_burst: int = field(default=60, metadata=_help(
+        "POSTs a client IP may send at once before the rate limit applies."))
+    loader_interval: float = field(default=1.0, metadata=_help(
+        "Seconds between spool checks of the loader in 'serve'."))
+    spool_keep_days: float = field(default=30.0, metadata=_help(
+        "Days loaded spool files are kept in spool/done (the store keeps every report)."))
+
+    def __post_init__(self) -> None:
+        if self.dkim not in ("record", "require"):
+            raise ConfigError(f"setting dkim: must be 'record' or 'require', got {self.dkim!r}")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -48,6 +82,10 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
         if kind in (Path, "Path"):
             return Path(value)
+        if kind in (bool, "bool"):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
         if kind in (int, "int"):
             return int(value)
         if kind in (float, "float"):

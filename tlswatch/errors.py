@@ -43,5 +43,11 @@ class StoreLockedError(StoreError):
     terminal = False
 
 
+class SpoolError(TlsWatchError):
+    """The spool could not store a message (disk full, permissions): the sender must retry."""
+
+    terminal = False
+
+
 class NotFoundError(TlsWatchError):
     """A report or other named thing is not in the store."""

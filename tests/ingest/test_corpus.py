@@ -38,8 +38,8 @@ def test_rejected_bytes_are_kept_in_quarantine(cli: Cli, db: Path) -> None:
 
 def test_valid_corpus_loads_whole_and_clean(cli: Cli) -> None:
     out = cli.json("ingest", str(VALID))
-    assert out == {"accepted": 20, "duplicates": 0, "rejected": 0, "rejections": [],
-                   "duplicate_reports": []}
+    assert {k: out[k] for k in ("accepted", "duplicates", "rejected", "rejections")} == {
+        "accepted": 20, "duplicates": 0, "rejected": 0, "rejections": []}
 
 
 def test_valid_corpus_covers_every_result_type(cli: Cli) -> None:

@@ -45,6 +45,8 @@ class Container:
     submitter: str | None = None
     subject_report_id: str | None = None
     message_id: str | None = None
+    sender_domain: str | None = None  # the From address's domain
+    message: bool = False  # the report came inside an e-mail message
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,22 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
-from tlswatch.errors import ReportError
-from tlswatch.ingest.decode import DEFAULT_LIMITS, Limits, decode
-from tlswatch.ingest.sources import FileRef, Item, expand
-from tlswatch.ingest.validate import ValidReport, validate
+from tlswatch.ingest.prepare import (
+    DEFAULT_OPTIONS,
+    Options,
+    Outcome,
+    Prepared,
+    Quarantined,
+    prepare,
+    prepare_chunk,
+)
+from tlswatch.ingest.sources import Input, Item
+from tlswatch.ingest.spool import Spool
 from tlswatch.store import Store, now_utc
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,7 @@ class IngestResult:
     duplicates: int = 0
     rejected: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    retry: list[Rejection] = field(default_factory=list)  # not quarantined: try again later
     duplicate_reports: list[dict[str, str]] = field(default_factory=list)
     report_pks: list[int] = field(default_factory=list)
 
@@ -52,144 +61,38 @@ class IngestResult:
             "rejected": self.rejected,
             "rejections": [{"source": r.source, "reason": r.reason} for r in self.rejections],
             "duplicate_reports": self.duplicate_reports,
+            "retry_later": [{"source": r.source, "reason": r.reason} for r in self.retry],
         }
 
 
-class Prepared(NamedTuple):
-    """One validated report as plain row tuples, keys not yet assigned (cheap to pickle)."""
-
-    key: tuple[str, str]
-    source: str
-    report_row: tuple[Any, ...]
-    raw_gzip: bytes
-    policies: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]
-
-
-class Quarantined(NamedTuple):
-    source: str
-    reason: str
-    data: bytes
-
-
-def prepare(item: Item, limits: Limits) -> tuple[list[Prepared], list[Quarantined]]:
-    """Read, decode, validate and flatten one input; runs in worker processes."""
-    if isinstance(item, FileRef):
-        good: list[Prepared] = []
-        bad: list[Quarantined] = []
-        for part in expand(item, max_bytes=limits.max_input_bytes):
-            more_good, more_bad = prepare(part, limits)
-            good += more_good
-            bad += more_bad
-        return good, bad
-    if isinstance(item, ReportError):
-        return [], [Quarantined(item.source, item.detail, b"")]
-    try:
-        documents = decode(item.data, source=item.source, filename=item.filename, limits=limits)
-    except ReportError as exc:
-        return [], [Quarantined(exc.source, exc.detail, item.data)]
-    good = []
-    bad = []
-    for doc in documents:
-        try:
-            good.append(_flatten(validate(doc)))
-        except ReportError as exc:
-            bad.append(Quarantined(exc.source, exc.detail, item.data))
-    return good, bad
-
-
-def _prepare_chunk(items: list[Item], limits: Limits
-                   ) -> list[tuple[list[Prepared], list[Quarantined]]]:
-    return [prepare(item, limits) for item in items]
-
-
-def _largest(sums: dict[tuple[Any, ...], int]) -> dict[tuple[Any, ...], str]:
-    """For each group key (all but the last part), the policy type with the largest sum."""
-    best: dict[tuple[Any, ...], tuple[int, str]] = {}
-    for (*group, ptype), total in sums.items():
-        key = tuple(group)
-        if key not in best or total > best[key][0]:  # ties: the type listed first
-            best[key] = (total, ptype)
-    return {key: ptype for key, (_, ptype) in best.items()}
-
-
-def _always(*_: str) -> bool:
-    return True
-
-
-def _counting_rule(vr: ValidReport) -> tuple[Callable[..., bool], Callable[..., bool],
-                                             Callable[..., bool]]:
-    """DESIGN.md's rule for one report: sum within a policy type, count the largest type.
-
-    Returns predicates saying whether a (domain, type) policy row counts for successful and
-    for failed sessions, and whether a (domain, result type, type) failure row counts.
-    """
-    policies = vr.report.policies
-    if len(policies) == 1:
-        return _always, _always, _always
-    ok: dict[tuple[Any, ...], int] = collections.defaultdict(int)
-    failed: dict[tuple[Any, ...], int] = collections.defaultdict(int)
-    by_result: dict[tuple[Any, ...], int] = collections.defaultdict(int)
-    for entry, facts in zip(policies, vr.policies, strict=True):
-        ptype, domain = entry.policy.policy_type, facts.policy_domain
-        ok[domain, ptype] += entry.summary.total_successful_session_count
-        failed[domain, ptype] += entry.summary.total_failure_session_count
-        for d in entry.failure_details or ():
-            by_result[domain, d.result_type, ptype] += d.failed_session_count
-    best_ok, best_failed, best_result = _largest(ok), _largest(failed), _largest(by_result)
-    return (lambda domain, ptype: best_ok[(domain,)] == ptype,
-            lambda domain, ptype: best_failed[(domain,)] == ptype,
-            lambda domain, rtype, ptype: best_result[domain, rtype] == ptype)
-
-
-def _flatten(vr: ValidReport) -> Prepared:
-    r, c = vr.report, vr.container
-    day = vr.start.date()
-    counts_ok, counts_failed, counts_result = _counting_rule(vr)
-    policies = []
-    for entry, facts in zip(r.policies, vr.policies, strict=True):
-        ptype, domain = entry.policy.policy_type, facts.policy_domain
-        common = (day, r.organization_name, ptype, domain)
-        summary = entry.summary
-        details = [(*common, d.result_type, d.sending_mta_ip, d.receiving_mx_hostname,
-                    d.receiving_mx_helo, d.receiving_ip, d.failed_session_count,
-                    d.additional_information or d.additional_info_uri, d.failure_reason_code,
-                    counts_result(domain, d.result_type, ptype))
-                   for d in entry.failure_details or ()]
-        policies.append(((*common, facts.policy_string, facts.mx_host,
-                          summary.total_successful_session_count,
-                          summary.total_failure_session_count,
-                          counts_ok(domain, ptype), counts_failed(domain, ptype)), details))
-    row = (r.organization_name, r.report_id, r.contact_info, vr.start, vr.end, day, vr.source,
-           c.filename, c.message_id, c.report_domain, c.submitter, c.subject_report_id,
-           vr.warnings)
-    raw = vr.raw_gzip if vr.raw_gzip is not None else gzip.compress(vr.raw_json, 6)
-    return Prepared((r.organization_name, r.report_id), vr.source, row, raw, policies)
-
-
 class Loader:
-    """Collects decoded reports and rejects, writing them to the store a batch at a time."""
+    """Collects prepared reports and rejects, writing them to the store a batch at a time."""
 
-    def __init__(self, store: Store, *, limits: Limits = DEFAULT_LIMITS,
+    def __init__(self, store: Store, *, options: Options = DEFAULT_OPTIONS,
                  batch_size: int = 2500) -> None:
         self.store = store
-        self.limits = limits
+        self.options = options
         self.batch_size = batch_size
         self.result = IngestResult()
         self._reports: list[Prepared] = []
         self._quarantine: list[Quarantined] = []
 
     def add(self, item: Item) -> None:
-        """Decode and validate one input here: good reports are queued, bad input quarantined."""
-        self.take(*prepare(item, self.limits))
+        """Prepare one input here: good reports are queued, bad input quarantined."""
+        self.take(*prepare(item, self.options))
 
     def take(self, good: list[Prepared], bad: list[Quarantined]) -> None:
         """Queue the outcome of ``prepare`` (done here or in a worker process)."""
         self._reports.extend(good)
         for q in bad:
             log.info("rejected %s: %s", q.source, q.reason)
+            rejection = Rejection(source=q.source, reason=q.reason)
             self.result.rejected += 1
-            self.result.rejections.append(Rejection(source=q.source, reason=q.reason))
-        self._quarantine.extend(bad)
+            self.result.rejections.append(rejection)
+            if q.transient:
+                self.result.retry.append(rejection)
+            else:
+                self._quarantine.append(q)
         if len(self._reports) >= self.batch_size:
             self.flush()
 
@@ -222,15 +125,15 @@ class Loader:
         return fresh
 
 
-def load(items: Iterable[Item], store: Store, *, limits: Limits = DEFAULT_LIMITS,
+def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTIONS,
          batch_size: int = 2500, workers: int = 1,
          progress: Callable[[int], None] | None = None) -> IngestResult:
-    """Decode, validate and store every input; return what happened to each.
+    """Prepare and store every input; return what happened to each.
 
-    With ``workers`` > 1, inputs past the first chunk are decoded and validated in that many
-    worker processes while this process writes; small ingests never start a worker.
+    With ``workers`` > 1, inputs past the first chunk are prepared in that many worker
+    processes while this process writes; small ingests never start a worker.
     """
-    loader = Loader(store, limits=limits, batch_size=batch_size)
+    loader = Loader(store, options=options, batch_size=batch_size)
     # Parsed reports hold no reference cycles; the cyclic collector scanning the growing
     # batch again and again cost a third of the ingest time (bench/ingest_bench.py).
     collecting = gc.isenabled()
@@ -253,6 +156,45 @@ def load(items: Iterable[Item], store: Store, *, limits: Limits = DEFAULT_LIMITS
     return loader.result
 
 
+def drain(spool: Spool, store_path: Path, *, options: Options = DEFAULT_OPTIONS,
+          limit: int = 2500, lock_timeout: float = 10.0,
+          retry_delay: float = 300.0) -> IngestResult | None:
+    """Load up to ``limit`` waiting spool entries in one transaction, then file them.
+
+    Entries move to ``done/`` or ``failed/`` only after the commit; a crash in between
+    loads them again, and de-duplication counts them once.  Entries that failed for a
+    passing reason (a DKIM key lookup) are deferred by ``retry_delay`` seconds.
+    """
+    entries = spool.pending(limit)
+    if not entries:
+        return None
+    items: list[Item] = []
+    for entry in entries:
+        meta, data = spool.read(entry)
+        items.append(Input(source=f"{meta.get('via', 'spool')}:{entry.id}", data=data,
+                           filename=meta.get("filename"), via=str(meta.get("via", "spool"))))
+    with Store.open(store_path, lock_timeout=lock_timeout) as store:
+        result = load(items, store, options=options, batch_size=len(items) + 1)
+    retry = {r.source for r in result.retry}
+    for entry, item in zip(entries, items, strict=True):
+        assert isinstance(item, Input)
+        if any(_same_input(source, item.source) for source in retry):
+            spool.defer(entry, retry_delay)
+            continue
+        reasons = [f"{r.source}: {r.reason}" for r in result.rejections
+                   if _same_input(r.source, item.source)]
+        if reasons:
+            spool.mark_failed(entry, "\n".join(reasons))
+        else:
+            spool.mark_done(entry)
+    spool.sync()
+    return result
+
+
+def _same_input(source: str, input_source: str) -> bool:
+    return source == input_source or source.startswith(input_source + " [")
+
+
 CHUNK = 250
 
 
@@ -269,16 +211,16 @@ def _load_parallel(loader: Loader, first: list[Item], rest: Iterator[list[Item]]
     # decode/validate (pure Python), never DuckDB, whose threads exist in this process.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: collections.deque[tuple[Future[Any], int]] = collections.deque()
+        pending: collections.deque[tuple[Future[list[Outcome]], int]] = collections.deque()
         for chunk in itertools.chain([first], rest):
-            pending.append((pool.submit(_prepare_chunk, chunk, loader.limits), len(chunk)))
+            pending.append((pool.submit(prepare_chunk, chunk, loader.options), len(chunk)))
             while len(pending) > 2 * workers:
                 _take(loader, pending.popleft(), progress)
         while pending:
             _take(loader, pending.popleft(), progress)
 
 
-def _take(loader: Loader, job: tuple[Future[Any], int],
+def _take(loader: Loader, job: tuple[Future[list[Outcome]], int],
           progress: Callable[[int], None] | None) -> None:
     future, size = job
     for good, bad in future.result():
@@ -343,7 +285,7 @@ _REPORT_SCHEMA = pa.schema([
     ("start_datetime", _TS), ("end_datetime", _TS), ("day", pa.date32()), ("source", _S),
     ("filename", _S), ("message_id", _S), ("header_report_domain", _S),
     ("header_submitter", _S), ("subject_report_id", _S), ("warnings", pa.list_(_S)),
-    ("received_at", _TS),
+    ("received_via", _S), ("dkim_result", _S), ("dkim_domain", _S), ("received_at", _TS),
 ])
 _RAW_SCHEMA = pa.schema([("report_pk", _I), ("raw_gzip", pa.binary())])
 _POLICY_SCHEMA = pa.schema([

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
+from email.utils import parseaddr
 
 from tlswatch.errors import ReportError
 from tlswatch.ingest.decode import Container
@@ -74,7 +75,10 @@ def _container(msg: EmailMessage) -> Container:
     subject = _header(msg, "Subject") or ""
     match = _SUBJECT_ID.search(subject)
     message_id = _header(msg, "Message-ID")
+    sender = parseaddr(_header(msg, "From") or "")[1]
     return Container(
+        message=True,
+        sender_domain=sender.rpartition("@")[2].lower() or None if "@" in sender else None,
         report_domain=_header(msg, "TLS-Report-Domain"),
         submitter=_header(msg, "TLS-Report-Submitter"),
         subject_report_id=match.group(1) if match else None,

@@ -21,6 +21,7 @@ class Input:
     source: str
     data: bytes
     filename: str | None = None
+    via: str = "file"  # file | stdin | smtp | lmtp | http | imap | spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ def iter_inputs(paths: list[str], *, max_bytes: int) -> Iterator[Item]:
     for name in paths:
         if name == "-":
             data = sys.stdin.buffer.read(max_bytes + 1)
-            yield Input(source="<stdin>", data=data)
+            yield Input(source="<stdin>", data=data, via="stdin")
             continue
         path = Path(name)
         if path.is_dir():

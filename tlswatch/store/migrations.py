@@ -96,4 +96,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0002_receivers",
+        """
+        ALTER TABLE reports ADD COLUMN received_via VARCHAR;
+        ALTER TABLE reports ADD COLUMN dkim_result VARCHAR;
+        ALTER TABLE reports ADD COLUMN dkim_domain VARCHAR;
+        """,
+    ),
 ]

@@ -1,0 +1,133 @@
+"""The HTTPS receiver: ``POST /v1/reports`` (RFC 8460 section 5.4), ``/healthz``, ``/metrics``.
+
+A body is checked (decoded and validated, as the loader will) before it is spooled, so a
+sender learns at once what is wrong (400 with a JSON ``error``); ``201`` is sent only after
+the body is durably in the spool.  Limits are enforced before reading: an unknown type gets
+415, a body over the limit 413 (by its Content-Length, or as soon as the stream passes it),
+and a client IP over its rate 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tlswatch.errors import SpoolError
+from tlswatch.ingest.prepare import Options, prepare
+from tlswatch.ingest.sources import Input
+from tlswatch.ingest.spool import Spool
+from tlswatch.metrics import Metrics
+
+REPORT_TYPES = frozenset({"application/tlsrpt+gzip", "application/tlsrpt+json",
+                          "application/gzip", "application/x-gzip", "application/json"})
+
+
+class RateLimiter:
+    """A token bucket per client IP: ``burst`` at once, then ``per_minute``."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(max(1, burst))
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def wait_time(self, client: str) -> float:
+        """0 when the request may go ahead (and is counted), else seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, last = self.buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self.buckets[client] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        self.buckets[client] = (tokens - 1.0, now)
+        if len(self.buckets) > 10_000:  # forget clients whose bucket is full again
+            full = [k for k, (t, s) in self.buckets.items()
+                    if t + (now - s) * self.rate >= self.burst]
+            for key in full:
+                del self.buckets[key]
+        return 0.0
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+class ReportReceiver:
+    def __init__(self, spool: Spool, metrics: Metrics, options: Options, *,
+                 rate_per_minute: float, burst: int) -> None:
+        self.spool = spool
+        self.metrics = metrics
+        self.options = options
+        self.max_bytes = options.limits.max_input_bytes
+        self.limiter = RateLimiter(rate_per_minute, burst)
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/reports", self.post_report, methods=["POST"]),
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/metrics", self.prometheus, methods=["GET"])]
+
+    def _refuse(self, reason: str, status: int, message: str, **headers: str) -> JSONResponse:
+        self.metrics.rejected.labels("http", reason).inc()
+        return _error(status, message, **headers)
+
+    async def post_report(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        wait = self.limiter.wait_time(client)
+        if wait:
+            return self._refuse("rate_limited", 429, "too many reports from this address; "
+                                "slow down", **{"Retry-After": str(math.ceil(wait))})
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in REPORT_TYPES:
+            return self._refuse("unsupported_media_type", 415,
+                                f"Content-Type must be one of {', '.join(sorted(REPORT_TYPES))}"
+                                f", got {ctype or 'none'!r}")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return self._refuse("too_large", 413, f"body of {int(declared):,} bytes is over "
+                                f"the limit of {self.max_bytes:,}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_bytes:
+                return self._refuse("too_large", 413, f"body is over the limit of "
+                                    f"{self.max_bytes:,} bytes")
+        data = bytes(body)
+        meta: dict[str, Any] = {"via": "http", "peer": client, "content_type": ctype,
+                                "received_at": datetime.now(UTC).isoformat()}
+        item = Input(source="POST /v1/reports", data=data, via="http")
+        good, bad = await asyncio.to_thread(prepare, item, self.options)
+        if bad:
+            reason = "; ".join(q.reason for q in bad)
+            await asyncio.to_thread(self._keep_rejected, data, meta, reason)
+            return self._refuse("invalid", 400, reason)
+        try:
+            spool_id = await asyncio.to_thread(self.spool.put, data, meta)
+        except SpoolError:
+            return self._refuse("spool_error", 503, "cannot store the report now; please "
+                                "retry later", **{"Retry-After": "60"})
+        self.metrics.received.labels("http").inc()
+        return JSONResponse({"id": spool_id, "reports": len(good),
+                             "report_ids": [p.key[1] for p in good]}, status_code=201)
+
+    def _keep_rejected(self, data: bytes, meta: dict[str, Any], reason: str) -> None:
+        # The sender was told; keeping a copy is best effort when the disk is full.
+        with contextlib.suppress(SpoolError):
+            self.spool.put_rejected(data, meta, reason)
+
+    async def healthz(self, request: Request) -> Response:
+        depth = await asyncio.to_thread(self.spool.depth)
+        return JSONResponse({"status": "ok", "spool_depth": depth})
+
+    async def prometheus(self, request: Request) -> Response:
+        body = await asyncio.to_thread(self.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
