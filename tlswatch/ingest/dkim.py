@@ -55,10 +55,8 @@ def verify(message: bytes, *, reporting_domain: str | None, dnsfunc: DnsFunc | N
         ok = checker.verify(dnsfunc=dnsfunc or dns_txt)
     except DnsTempError as exc:
         return DkimResult("temperror", _domain(checker), str(exc))
-    except dkim.DKIMException as exc:
-        return DkimResult("fail", _domain(checker), str(exc))
-    except Exception as exc:  # dkimpy raises plain errors on some malformed signatures
-        return DkimResult("fail", _domain(checker), f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # dkimpy raises DKIMException, or plain errors on odd input
+        return DkimResult("fail", _domain(checker), _describe(exc))
     domain = _domain(checker)
     if not ok:
         return DkimResult("fail", domain, "signature does not verify")
@@ -66,6 +64,13 @@ def verify(message: bytes, *, reporting_domain: str | None, dnsfunc: DnsFunc | N
         return DkimResult("fail", domain, f"signed by {domain}, not by the reporting domain "
                                           f"{reporting_domain}")
     return DkimResult("pass", domain)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    if text in ("", "None"):  # e.g. a key record refused for its service type (s=)
+        return f"{type(exc).__name__}: the key record could not be used"
+    return text
 
 
 def _domain(checker: dkim.DKIM) -> str | None:

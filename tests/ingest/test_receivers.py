@@ -1,0 +1,255 @@
+"""SMTP/LMTP and HTTP intake of a real ``tlswatch serve``, spoken to by smtplib and httpx."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import smtplib
+import ssl
+import subprocess
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import VALID, make_report
+from tests.ingest.test_spool import fill, tiny_disk  # noqa: F401  (a fixture)
+from tests.serving import CLI, Serve
+
+GOOGLE = (VALID / "google" / "example.com-2026-11-20.eml").read_bytes()
+GZIP_TYPE = {"Content-Type": "application/tlsrpt+gzip"}
+
+
+def report_mail(rid: str, domain: str = "example.com") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "noreply@reporter.example"
+    msg["Subject"] = f"Report Domain: {domain} Submitter: reporter.example Report-ID: <{rid}>"
+    msg["TLS-Report-Domain"] = domain
+    msg.set_content("report attached")
+    doc = make_report(rid=rid, policies=[{
+        "policy": {"policy-type": "sts", "policy-domain": domain},
+        "summary": {"total-successful-session-count": 5, "total-failure-session-count": 0}}])
+    msg.add_attachment(gzip.compress(json.dumps(doc).encode()), maintype="application",
+                       subtype="tlsrpt+gzip", filename=f"{rid}.json.gz")
+    return msg.as_bytes()
+
+
+def gz_report(rid: str, domain: str = "example.com") -> bytes:
+    doc = make_report(rid=rid, policies=[{
+        "policy": {"policy-type": "sts", "policy-domain": domain},
+        "summary": {"total-successful-session-count": 7, "total-failure-session-count": 1},
+        "failure-details": [{"result-type": "certificate-expired", "failed-session-count": 1}]}])
+    return gzip.compress(json.dumps(doc).encode())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    root = tmp_path_factory.mktemp("serve")
+    with Serve(root, report_addresses=["tlsrpt@reports.example.com", "*@tls.example.net"],
+               max_input_bytes=200_000) as running:
+        yield running
+
+
+def stored(server: Serve, rid: str) -> list[tuple[object, ...]]:
+    server.wait_loaded()
+    return server.query(f"SELECT organization_name, received_via, dkim_result FROM reports "
+                        f"WHERE report_id = '{rid}'")
+
+
+def test_smtp_report_is_spooled_before_250_and_loaded(server: Serve) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp:
+        code, capabilities = smtp.ehlo()
+        assert code == 250 and b"SIZE 200000" in capabilities
+        assert smtp.sendmail("n@google.com", ["tlsrpt@reports.example.com"], GOOGLE) == {}
+    assert stored(server, "2026-11-20T00:00:00Z_example.com") == [
+        ("Google Inc.", "smtp", "none")]  # the sample carries no DKIM signature
+
+
+def test_smtp_recipients_are_checked(server: Serve) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp:
+        smtp.ehlo()
+        smtp.mail("n@reporter.example")
+        code, text = smtp.rcpt("postmaster@elsewhere.example")
+        assert code == 550 and b"not a TLS report address here" in text
+        assert smtp.rcpt("anything@tls.example.net")[0] == 250
+        assert smtp.data(report_mail("wildcard-rcpt"))[0] == 250
+    assert stored(server, "wildcard-rcpt") == [("Tester Inc.", "smtp", "none")]
+
+
+def test_smtp_size_limit(server: Serve) -> None:
+    big = report_mail("big") + b"X" * 250_000
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp, \
+            pytest.raises(smtplib.SMTPException) as caught:
+        smtp.sendmail("n@reporter.example", ["tlsrpt@reports.example.com"], big)
+    assert "552" in str(caught.value)
+
+
+def test_smtp_message_without_report_is_refused_and_kept(server: Serve) -> None:
+    note = b"From: a@example.com\r\nSubject: hello\r\n\r\nno report\r\n"
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp, \
+            pytest.raises(smtplib.SMTPDataError) as caught:
+        smtp.sendmail("a@example.com", ["tlsrpt@reports.example.com"], note)
+    assert caught.value.smtp_code == 550
+    assert b"no TLS-RPT report in message" in caught.value.smtp_error
+    reasons = [p.read_text() for p in (server.spool / "failed").glob("*.reason")]
+    assert any("no TLS-RPT report in message" in r for r in reasons)
+
+
+def test_http_post_is_spooled_then_loaded(server: Serve) -> None:
+    reply = httpx.post(f"{server.http_url}/v1/reports", content=gz_report("http-1"),
+                       headers=GZIP_TYPE)
+    assert reply.status_code == 201
+    assert reply.json()["report_ids"] == ["http-1"]
+    assert (server.spool / "incoming" / reply.json()["id"]).exists() or \
+        (server.spool / "done" / reply.json()["id"]).exists()
+    assert stored(server, "http-1") == [("Tester Inc.", "http", None)]
+    plain = httpx.post(f"{server.http_url}/v1/reports",
+                       content=gzip.decompress(gz_report("http-2")),
+                       headers={"Content-Type": "application/tlsrpt+json"})
+    assert plain.status_code == 201
+
+
+def test_http_refusals(server: Serve) -> None:
+    url = f"{server.http_url}/v1/reports"
+    wrong_type = httpx.post(url, content=b"{}", headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415 and "Content-Type must be one of" in \
+        wrong_type.json()["error"]
+    too_big = httpx.post(url, content=b"x" * 200_001, headers=GZIP_TYPE)
+    assert too_big.status_code == 413 and "over the limit" in too_big.json()["error"]
+
+    def stream() -> Iterator[bytes]:  # no Content-Length: refused once the stream passes it
+        for _ in range(100):
+            yield b"y" * 10_000
+
+    streamed = httpx.post(url, content=stream(), headers=GZIP_TYPE)
+    assert streamed.status_code == 413
+    doc = make_report(rid="bad-count")
+    doc["policies"][0]["summary"]["total-failure-session-count"] = "many"
+    invalid = httpx.post(url, json=doc)
+    assert invalid.status_code == 400
+    assert invalid.json() == {"error": "policies[0].summary.total-failure-session-count: must "
+                              'be a non-negative integer, got "many"'}
+    truncated = httpx.post(url, content=gz_report("t")[:-8], headers=GZIP_TYPE)
+    assert truncated.status_code == 400 and "truncated gzip data" in truncated.json()["error"]
+
+
+def test_health_and_metrics(server: Serve) -> None:
+    health = httpx.get(f"{server.http_url}/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    httpx.post(f"{server.http_url}/v1/reports", content=b"{}", headers={"Content-Type": "x/y"})
+    text = httpx.get(f"{server.http_url}/metrics").text
+    for name in ('tlswatch_received_total{via="http"}',
+                 'tlswatch_rejected_total{reason="unsupported_media_type",via="http"}',
+                 "tlswatch_loaded_reports_total", "tlswatch_spool_depth",
+                 "tlswatch_loader_lag_seconds", "tlswatch_duplicate_reports_total"):
+        assert name in text
+
+
+def test_read_commands_work_while_serving(server: Serve) -> None:
+    for i in range(30):
+        httpx.post(f"{server.http_url}/v1/reports", content=gz_report(f"busy-{i}"),
+                   headers=GZIP_TYPE)
+    done = subprocess.run([*CLI, "--db", str(server.db), "summary", "--format", "json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["domains"]
+
+
+def test_rate_limit_per_client(tmp_path: Path) -> None:
+    with Serve(tmp_path, smtp="", http_rate_limit=1, http_rate_burst=2) as server:
+        url = f"{server.http_url}/v1/reports"
+        codes = [httpx.post(url, content=gz_report(f"r{i}"), headers=GZIP_TYPE)
+                 for i in range(3)]
+        assert [r.status_code for r in codes] == [201, 201, 429]
+        assert int(codes[2].headers["Retry-After"]) >= 1
+
+
+def test_lmtp_answers_once_per_recipient(tmp_path: Path) -> None:
+    with Serve(tmp_path, http="", lmtp=True) as server:
+        lmtp = smtplib.LMTP("127.0.0.1", server.smtp_port, timeout=30)
+        try:
+            assert lmtp.ehlo()[0] == 250  # smtplib.LMTP sends LHLO
+            lmtp.mail("n@reporter.example")
+            lmtp.rcpt("a@example.com")
+            lmtp.rcpt("b@example.com")
+            first = lmtp.data(report_mail("lmtp-1"))
+            second = lmtp.getreply()
+            assert first[0] == 250 and second[0] == 250
+        finally:
+            lmtp.close()
+        assert stored(server, "lmtp-1") == [("Tester Inc.", "lmtp", "none")]
+
+
+def test_starttls_and_https_with_a_configured_certificate(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with Serve(tmp_path, tls_cert=str(tmp_path / "server.pem"),
+               tls_key=str(tmp_path / "server.pem")) as server:
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("starttls")
+            smtp.starttls(context=context)
+            smtp.ehlo()
+            assert smtp.sendmail("n@reporter.example", ["x@example.com"],
+                                 report_mail("over-tls")) == {}
+        assert server.http_url is not None and server.http_url.startswith("https://")
+        reply = httpx.post(f"{server.http_url}/v1/reports", content=gz_report("https-1"),
+                           headers=GZIP_TYPE, verify=context)
+        assert reply.status_code == 201
+        assert stored(server, "over-tls") == [("Tester Inc.", "smtp", "none")]
+
+
+def test_full_disk_answers_retry_later_and_loses_nothing(tmp_path: Path,
+                                                         tiny_disk: Path) -> None:  # noqa: F811
+    with Serve(tmp_path, spool=str(tiny_disk / "spool")) as server:
+        fill(tiny_disk)
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp, \
+                pytest.raises(smtplib.SMTPDataError) as caught:
+            smtp.sendmail("n@reporter.example", ["x@example.com"], report_mail("full-1"))
+        assert caught.value.smtp_code == 451
+        busy = httpx.post(f"{server.http_url}/v1/reports", content=gz_report("full-2"),
+                          headers=GZIP_TYPE)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "60"
+        (tiny_disk / "filler").unlink()  # the sender retries once there is room
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp:
+            assert smtp.sendmail("n@reporter.example", ["x@example.com"],
+                                 report_mail("full-1")) == {}
+        assert stored(server, "full-1") == [("Tester Inc.", "smtp", "none")]
+
+
+def test_reports_for_other_domains_are_refused(tmp_path: Path) -> None:
+    with Serve(tmp_path, domains=["example.com"]) as server:
+        ours = httpx.post(f"{server.http_url}/v1/reports", content=gz_report("ours"),
+                          headers=GZIP_TYPE)
+        theirs = httpx.post(f"{server.http_url}/v1/reports",
+                            content=gz_report("theirs", domain="stranger.example"),
+                            headers=GZIP_TYPE)
+        assert ours.status_code == 201
+        assert theirs.status_code == 400
+        assert "not one of our domains: stranger.example" in theirs.json()["error"]
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as smtp:
+            smtp.sendmail("n@reporter.example", ["x@example.com"],
+                          report_mail("theirs-mail", domain="stranger.example"))
+        server.wait_loaded()
+        reasons = "".join(p.read_text() for p in (server.spool / "failed").glob("*.reason"))
+        assert "not one of our domains: stranger.example" in reasons
+        assert server.query("SELECT report_id FROM reports") == [("ours",)]
+        assert server.query("SELECT count(*) FROM quarantine WHERE reason LIKE "
+                            "'%not one of our domains%'") == [(1,)]
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    server = Serve(tmp_path).start()
+    try:
+        httpx.post(f"{server.http_url}/v1/reports", content=gz_report("last"),
+                   headers=GZIP_TYPE)
+        assert server.stop() == 0
+        assert "tlswatch stopped" in "".join(server.output)
+    finally:
+        server.kill()

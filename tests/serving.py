@@ -1,0 +1,114 @@
+"""Run the real ``tlswatch serve`` in a subprocess on loopback ports chosen by the OS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+CLI = [sys.executable, "-c", "from tlswatch.cli import main; main()"]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Serve:
+    """A running ``tlswatch serve``; ``stop()`` (SIGTERM) or ``kill()`` (SIGKILL) ends it."""
+
+    def __init__(self, root: Path, **settings: Any) -> None:
+        self.root = root
+        self.db = root / "tlswatch.duckdb"
+        self.spool = root / "spool"
+        self.settings = {"db": str(self.db), "spool": str(self.spool), "smtp": "127.0.0.1:0",
+                         "http": "127.0.0.1:0", "loader_interval": 0.1, **settings}
+        self.spool = Path(self.settings["spool"])
+        self.config = root / "tlswatch.toml"
+        self.config.write_text("".join(f"{k} = {toml_value(v)}\n"
+                                       for k, v in self.settings.items()))
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 30) -> Serve:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([*CLI, "--config", str(self.config), "-v", "serve"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env)
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        if not ready.wait(timeout):
+            self.kill()
+            raise AssertionError("serve did not start:\n" + "".join(self.output))
+        return self
+
+    def _read(self, ready: threading.Event) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if line.startswith("tlswatch serving"):
+                words = dict(w.split("=", 1) for w in line.split()[2:])
+                self.smtp_at = words.get("smtp")
+                self.http_url = words.get("http")
+                ready.set()
+        ready.set()
+
+    @property
+    def smtp_port(self) -> int:
+        assert self.smtp_at
+        return int(self.smtp_at.rsplit(":", 1)[1])
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def incoming(self) -> list[str]:
+        return sorted(os.listdir(self.spool / "incoming"))
+
+    def wait_loaded(self, timeout: float = 60) -> None:
+        """Poll until the spool's incoming folder is empty (everything loaded or filed)."""
+        deadline = time.monotonic() + timeout
+        while self.incoming():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"spool not drained: {self.incoming()[:5]}")
+            time.sleep(0.05)
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Read the database the way 'tlswatch summary' does, waiting for the loader's lock."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                con = duckdb.connect(str(self.db), read_only=True)
+            except duckdb.IOException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            try:
+                return con.execute(sql).fetchall()
+            finally:
+                con.close()
+
+    def __enter__(self) -> Serve:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
