@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 DB     ?= var/tlswatch.duckdb
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ run: $(STAMP)
 	$(BIN)/tlswatch --db $(DB) summary --format text
 	$(BIN)/tlswatch --db $(DB) summary --format table
 
+## system-deps: Debian packages the tests start (Dovecot for the IMAP tests); needs root
+system-deps:
+	@if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then \
+	  echo "installing dovecot-imapd (the IMAP tests run a real Dovecot)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd; \
+	fi
+
 ## test: set up, then lint, type-check and run the tests
-test: lint typecheck unit
+test: system-deps lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check tlswatch tests bench
