@@ -13,12 +13,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: set up, load sample_reports/ into $(DB) and print the summary
+## run: set up, load sample_reports/ into $(DB), print the summary, then serve on loopback
 run: $(STAMP)
 	@mkdir -p var
 	-$(BIN)/tlswatch --db $(DB) ingest --format table sample_reports/valid
 	$(BIN)/tlswatch --db $(DB) summary --format text
 	$(BIN)/tlswatch --db $(DB) summary --format table
+	@echo
+	@echo "Receivers start now (Ctrl-C stops them). Send a report from another terminal:"
+	@echo "  curl --data-binary @'sample_reports/valid/company-x/company-x.example!example.org!1795478400!1795564799!a1.json.gz' -H 'Content-Type: application/tlsrpt+gzip' http://127.0.0.1:8080/v1/reports"
+	@echo "  .venv/bin/tlswatch --db $(DB) summary"
+	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 
 ## system-deps: Debian packages the tests start (Dovecot for the IMAP tests); needs root
 system-deps:
@@ -44,6 +49,8 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/summary_bench.py
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/receiver_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

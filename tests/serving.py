@@ -29,8 +29,9 @@ def toml_value(value: Any) -> str:
 class Serve:
     """A running ``tlswatch serve``; ``stop()`` (SIGTERM) or ``kill()`` (SIGKILL) ends it."""
 
-    def __init__(self, root: Path, **settings: Any) -> None:
+    def __init__(self, root: Path, *, verbose: bool = True, **settings: Any) -> None:
         self.root = root
+        self.verbose = verbose
         self.db = root / "tlswatch.duckdb"
         self.spool = root / "spool"
         self.settings = {"db": str(self.db), "spool": str(self.spool), "smtp": "127.0.0.1:0",
@@ -44,7 +45,8 @@ class Serve:
 
     def start(self, timeout: float = 30) -> Serve:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([*CLI, "--config", str(self.config), "-v", "serve"],
+        flags = ["-v"] if self.verbose else []
+        self.proc = subprocess.Popen([*CLI, "--config", str(self.config), *flags, "serve"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env)
         ready = threading.Event()

@@ -130,4 +130,8 @@ def load_settings(
 def describe() -> list[tuple[str, str, str]]:
     """(name, default, help) for every setting, for the docs and ``tlswatch config``."""
     default = Settings()
-    return [(f.name, str(getattr(default, f.name)), f.metadata["help"]) for f in fields(Settings)]
+    def show(value: Any) -> str:
+        return str(list(value)) if isinstance(value, tuple) else str(value)
+
+    return [(f.name, show(getattr(default, f.name)), f.metadata["help"])
+            for f in fields(Settings)]

@@ -1,9 +1,11 @@
-"""``tlswatch serve``: SMTP/LMTP and HTTP receivers and the loader in one asyncio process.
+"""``tlswatch serve``: SMTP/LMTP and HTTP receivers in one asyncio process, and the loader.
 
 Receivers only write to the spool; the loader drains it in batches through the same code
 as ``tlswatch ingest`` and holds DuckDB's write lock only while it writes a batch, so the
-read commands keep working beside it.  SIGTERM or SIGINT: stop accepting, finish the
-batch being written, exit 0.
+read commands keep working beside it.  The loader runs in a child process at a lower CPU
+priority: it never holds the receivers' GIL, and under a burst the receivers answer first
+while the loader catches up from the spool.  SIGTERM or SIGINT: stop accepting, let the
+loader finish the batch it is writing, exit 0.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError, StoreLockedError
-from tlswatch.ingest.loader import IngestResult, drain
+from tlswatch.ingest.loader import drain
 from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.smtp import ReportHandler, start_smtp, tls_context
 from tlswatch.ingest.spool import Spool
@@ -56,8 +62,9 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.spool = Spool(settings.spool)
-        self.metrics = Metrics(spool_depth=self.spool.depth, loader_lag=self.spool.oldest_age)
-        self.options = options_from(settings)
+        self.loader = LoaderProcess(settings)
+        self.metrics = Metrics(spool_depth=self.spool.depth, loader_lag=self.spool.oldest_age,
+                               loader_count=self.loader.count)
         self.stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
@@ -92,7 +99,7 @@ class Service:
                 await asyncio.sleep(0.01)
             scheme = "https" if s.tls_cert else "http"
             http_at = f"{scheme}://{_bound(sock)}"
-        loader = asyncio.create_task(self._load_forever())
+        self.loader.start()
         if on_ready is not None:
             on_ready(Listening(smtp_at, http_at))
         await self.stopping.wait()
@@ -104,43 +111,71 @@ class Service:
             await http_task
         if smtp_server is not None:
             await smtp_server.wait_closed()
-        await loader
+        await asyncio.to_thread(self.loader.finish, 60.0)
 
-    async def _load_forever(self) -> None:
-        s = self.settings
-        pruned_at = 0.0
-        while not self.stopping.is_set():
-            try:
-                result = await asyncio.to_thread(self._drain_once)
-            except StoreLockedError as exc:
-                log.warning("loader waits: %s", exc)
-                result = None
-            except Exception:  # keep receiving whatever the loader met; the spool keeps all
-                log.exception("loader failed; the spool keeps the reports, retrying")
-                result = None
-            if result is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), s.loader_interval)
-            else:
-                await asyncio.sleep(0.05)  # let waiting readers take the database
-            now = asyncio.get_running_loop().time()
-            if now - pruned_at > 3600:
-                pruned_at = now
-                await asyncio.to_thread(self.spool.prune, older_than_days=s.spool_keep_days)
 
-    def _drain_once(self) -> IngestResult | None:
-        s = self.settings
-        result = drain(self.spool, s.db, options=self.options, limit=s.batch_size,
-                       lock_timeout=s.lock_timeout)
+
+class LoaderProcess:
+    """The loader's child process and the counters it shares with /metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.stop = context.Event()
+        self.counts = {name: context.Value("q", 0) for name in ("loaded", "duplicates",
+                                                               "quarantined", "rejected")}
+        self.process = context.Process(
+            target=run_loader, name="tlswatch-loader",
+            args=(settings, self.stop, self.counts, os.getpid(),
+                  logging.getLogger().getEffectiveLevel()), daemon=True)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def finish(self, timeout: float) -> None:
+        """Ask the loader to stop after its batch; wait for it."""
+        self.stop.set()
+        self.process.join(timeout)
+        if self.process.is_alive():
+            log.warning("loader did not stop in %ss; terminating it", timeout)
+            self.process.terminate()
+            self.process.join(5)
+
+    def count(self, name: str) -> float:
+        return float(self.counts[name].value)
+
+
+def run_loader(settings: Settings, stop: Any, counts: dict[str, Any], parent: int,
+               level: int) -> None:
+    """The loader's loop (in its own process): drain the spool until asked to stop."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(OSError):
+        os.nice(19)
+    spool, options = Spool(settings.spool), options_from(settings)
+    pruned_at = 0.0
+    while not stop.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
+        try:
+            result = drain(spool, settings.db, options=options, limit=settings.batch_size,
+                           lock_timeout=settings.lock_timeout)
+        except StoreLockedError as exc:
+            log.warning("loader waits: %s", exc)
+            result = None
+        except Exception:  # keep going whatever happened; the spool keeps every report
+            log.exception("loader failed; the spool keeps the reports, retrying")
+            result = None
         if result is not None:
-            self.metrics.loaded.inc(result.accepted)
-            self.metrics.duplicates.inc(result.duplicates)
-            self.metrics.quarantined.inc(result.rejected - len(result.retry))
-            if result.rejected:
-                self.metrics.rejected.labels("loader", "invalid").inc(result.rejected)
+            for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
+                                ("quarantined", result.rejected - len(result.retry)),
+                                ("rejected", result.rejected)):
+                with counts[name].get_lock():
+                    counts[name].value += value
             log.info("loaded %d, duplicates %d, rejected %d", result.accepted,
                      result.duplicates, result.rejected)
-        return result
+            time.sleep(0.05)  # let waiting readers take the database
+        else:
+            stop.wait(settings.loader_interval)
+        if time.monotonic() - pruned_at > 3600:
+            pruned_at = time.monotonic()
+            spool.prune(older_than_days=settings.spool_keep_days)
 
 
 def _bound(sock: socket.socket) -> str:

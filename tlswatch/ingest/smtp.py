@@ -58,14 +58,11 @@ class ReportHandler:
         data = envelope.original_content or b""
         replies = len(envelope.rcpt_tos) if self.via == "lmtp" else 1
         meta = self._meta(session, envelope)
-        try:
-            await asyncio.to_thread(parse_message, data, source="message")
+        try:  # one trip to a worker thread: the MIME check and the fsyncs
+            spool_id = await asyncio.to_thread(self._accept, data, meta)
         except ReportError as exc:
             self.metrics.rejected.labels(self.via, "no_report").inc()
-            await asyncio.to_thread(self._keep_rejected, data, meta, exc.reason)
             return _each(f"550 5.6.0 {exc.reason}", replies)
-        try:
-            spool_id = await asyncio.to_thread(self.spool.put, data, meta)
         except SpoolError as exc:
             log.error("%s", exc)
             self.metrics.rejected.labels(self.via, "spool_error").inc()
@@ -74,6 +71,15 @@ class ReportHandler:
         self.metrics.received.labels(self.via).inc()
         log.info("spooled %s from %s", spool_id, meta["peer"])
         return _each(f"250 2.0.0 OK: queued as {spool_id}", replies)
+
+    def _accept(self, data: bytes, meta: dict[str, Any]) -> str:
+        """Check there is a report part (else keep the bytes aside), then spool durably."""
+        try:
+            parse_message(data, source="message")
+        except ReportError as exc:
+            self._keep_rejected(data, meta, exc.reason)
+            raise
+        return self.spool.put(data, meta)
 
     def _meta(self, session: Session, envelope: Envelope) -> dict[str, Any]:
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
