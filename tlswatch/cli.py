@@ -359,6 +359,78 @@ def serve(
     typer.echo("tlswatch stopped")
 
 
+export_app = typer.Typer(help="Write summary files.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("daily")
+def export_daily_command(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the files.")],
+    day: Annotated[str | None, typer.Option("--date", help="UTC report day (default: "
+                                                           "yesterday).")] = None,
+    formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, "
+                                                          "json, parquet.")] =
+        "md,html,csv,json,parquet",
+    send: Annotated[bool, typer.Option("--send/--no-send", help="Also mail/post the summary "
+                                       "and check the day's alerts.")] = False,
+) -> None:
+    """Write DIR/tlswatch-summary-YYYY-MM-DD.EXT for one day (replacing earlier files)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tlswatch import jobs
+    from tlswatch.exports import export_daily
+
+    settings = _state(ctx).settings
+    chosen = _day(day) or (datetime.now(UTC).date() - timedelta(days=1))
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    with _errors():
+        try:
+            if send:
+                written = jobs.run_daily(settings.replace(export_formats=tuple(wanted)),
+                                         chosen, out)
+            else:
+                with _read_store(settings) as store:
+                    written = export_daily(store, chosen, out, wanted)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--format") from None
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+def alerts(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="First evaluate the alert rules on "
+                                        "the last 7 days (as 'serve' does after each load).")]
+        = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Alert history: new result types, low success rates, spikes, silent reporters, broken
+    MTA-STS policy hosts. Each alert is raised once per domain, kind and day."""
+    from datetime import UTC, datetime, timedelta
+
+    from tlswatch import jobs
+
+    settings = _state(ctx).settings
+    with _errors():
+        if check:
+            today = datetime.now(UTC).date()
+            with _read_store(settings) as store:
+                last = store.rows("SELECT max(day) AS d FROM reports")[0]["d"] or today
+            jobs.check_alerts(settings, [last - timedelta(days=i) for i in range(7)])
+        filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
+        where, params = filters.where(failure_rows=False)
+        with _read_store(settings) as store:
+            rows = store.rows("SELECT day, policy_domain, kind, message, created_at, "
+                              f"delivered_at, delivery_error FROM alerts{where} "
+                              "ORDER BY day DESC, policy_domain, kind", params)
+    typer.echo(render_rows(rows, _format(fmt), title="Alerts"), nl=False)
+
+
 fetch_app = typer.Typer(help="Fetch reports from a mailbox.", no_args_is_help=True)
 app.add_typer(fetch_app, name="fetch")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -70,6 +71,36 @@ class Settings:
     spool_keep_days: float = field(default=30.0, metadata=_help(
         "Days loaded spool files are kept in spool/done (the store keeps every report)."))
 
+    export_dir: str = field(default="", metadata=_help(
+        "Folder for the daily summary files that 'serve' writes (empty: none)."))
+    export_time: str = field(default="06:00", metadata=_help(
+        "UTC time of day when 'serve' writes yesterday's summary (missed days are caught up)."))
+    export_formats: tuple[str, ...] = field(default=("md", "html", "csv", "json", "parquet"),
+                                            metadata=_help("Formats of the daily files."))
+    alert_success_threshold: float = field(default=0.99, metadata=_help(
+        "Alert when a domain's daily success rate falls below this fraction."))
+    alert_spike_factor: float = field(default=3.0, metadata=_help(
+        "Alert when failed sessions exceed this many times the trailing 14-day average."))
+    alert_silent_days: int = field(default=3, metadata=_help(
+        "Alert when a daily reporter has been silent this many days."))
+    mail_smtp: str = field(default="", metadata=_help(
+        "HOST:PORT of the SMTP server that sends summaries and alerts (empty: no mail)."))
+    mail_starttls: bool = field(default=True, metadata=_help("Use STARTTLS for mail_smtp."))
+    mail_username: str = field(default="", metadata=_help("Login for mail_smtp (empty: none)."))
+    mail_password_env: str = field(default="", metadata=_help(
+        "Environment variable holding the mail_smtp password."))
+    mail_ca_bundle: str = field(default="", metadata=_help(
+        "CA certificates (PEM) to trust for mail_smtp (empty: the system's)."))
+    mail_from: str = field(default="tlswatch@localhost", metadata=_help("Sender address."))
+    mail_to: tuple[str, ...] = field(default=(), metadata=_help(
+        "Recipients of every domain's summaries and alerts."))
+    mail_to_domains: dict[str, tuple[str, ...]] = field(default_factory=dict, metadata=_help(
+        "Recipients per policy domain, e.g. {\"example.com\": [\"ops@example.com\"]}."))
+    webhook_url: str = field(default="", metadata=_help(
+        "URL that gets summaries and alerts as JSON with a Slack-style 'text' (empty: none)."))
+    delivery_attempts: int = field(default=3, metadata=_help(
+        "Tries per delivery before it is logged as failed."))
+
     def __post_init__(self) -> None:
         if self.dkim not in ("record", "require"):
             raise ConfigError(f"setting dkim: must be 'record' or 'require', got {self.dkim!r}")
@@ -90,12 +121,16 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             return int(value)
         if kind in (float, "float"):
             return float(value)
+        if kind == "dict[str, tuple[str, ...]]":
+            data = json.loads(value) if isinstance(value, str) else dict(value)
+            return {str(k): tuple(str(v) for v in (vs if isinstance(vs, list | tuple) else [vs]))
+                    for k, vs in data.items()}
         if kind in ("list[str]", "tuple[str, ...]"):
             if isinstance(value, str):
                 return tuple(v.strip() for v in value.split(",") if v.strip())
             return tuple(str(v) for v in value)
         return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"setting {name}: cannot use {value!r}: {exc}") from exc
 
 

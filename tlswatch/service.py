@@ -20,10 +20,12 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
 
+from tlswatch import jobs
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError, StoreLockedError
 from tlswatch.ingest.loader import drain
@@ -31,6 +33,7 @@ from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.smtp import ReportHandler, start_smtp, tls_context
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
+from tlswatch.store import Store
 from tlswatch.web import create_app
 
 log = logging.getLogger(__name__)
@@ -151,7 +154,7 @@ def run_loader(settings: Settings, stop: Any, counts: dict[str, Any], parent: in
     with contextlib.suppress(OSError):
         os.nice(19)
     spool, options = Spool(settings.spool), options_from(settings)
-    pruned_at = 0.0
+    pruned_at = scheduled_at = 0.0
     while not stop.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
         try:
             result = drain(spool, settings.db, options=options, limit=settings.batch_size,
@@ -162,6 +165,14 @@ def run_loader(settings: Settings, stop: Any, counts: dict[str, Any], parent: in
         except Exception:  # keep going whatever happened; the spool keeps every report
             log.exception("loader failed; the spool keeps the reports, retrying")
             result = None
+        if result is not None and result.report_pks:
+            _alerts_after_load(settings, result.report_pks)
+        if time.monotonic() - scheduled_at > 30:
+            scheduled_at = time.monotonic()
+            try:
+                jobs.run_schedule(settings, datetime.now(UTC))
+            except Exception:
+                log.exception("daily summary failed; it will be tried again")
         if result is not None:
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
                                 ("quarantined", result.rejected - len(result.retry)),
@@ -176,6 +187,17 @@ def run_loader(settings: Settings, stop: Any, counts: dict[str, Any], parent: in
         if time.monotonic() - pruned_at > 3600:
             pruned_at = time.monotonic()
             spool.prune(older_than_days=settings.spool_keep_days)
+
+
+def _alerts_after_load(settings: Settings, report_pks: list[int]) -> None:
+    try:
+        with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
+            days = [r["day"] for r in store.rows(
+                "SELECT DISTINCT day FROM reports WHERE report_pk BETWEEN ? AND ?",
+                [min(report_pks), max(report_pks)])]
+        jobs.check_alerts(settings, days)
+    except Exception:  # alerts must not stop loading
+        log.exception("alert check failed")
 
 
 def _bound(sock: socket.socket) -> str:

@@ -7,6 +7,7 @@ message says which PID holds the lock).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -178,6 +179,30 @@ class Store:
                 f"FROM _batch b{joins}").fetchall()
         finally:
             self.con.unregister("_batch")
+
+    def record_alerts(self, alerts: Sequence[Any]) -> list[Any]:
+        """Store alerts not recorded before (per domain, kind and day); return those."""
+        if not alerts:
+            return []
+        known = {(r[0], r[1], r[2]) for r in self.con.execute(
+            "SELECT policy_domain, kind, day FROM alerts").fetchall()}
+        new = [a for a in alerts if a.key not in known]
+        if new:
+            first = self.next_pk("alerts", "alert_pk")
+            now = _now()
+            self.con.executemany(
+                "INSERT INTO alerts (alert_pk, policy_domain, kind, day, message, details, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(first + i, a.policy_domain, a.kind, a.day, a.message,
+                  json.dumps(a.details, default=str), now) for i, a in enumerate(new)])
+        return new
+
+    def mark_delivered(self, keys: Sequence[tuple[str, str, Any]], error: str | None) -> None:
+        for domain, kind, day in keys:
+            self.con.execute(
+                "UPDATE alerts SET delivered_at = CASE WHEN ? IS NULL THEN ? ELSE delivered_at "
+                "END, delivery_error = ? WHERE policy_domain = ? AND kind = ? AND day = ?",
+                [error, _now(), error, domain, kind, day]).fetchall()
 
     def existing_quarantine(self, digests: Sequence[str]) -> set[str]:
         if not digests:

@@ -104,4 +104,21 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE reports ADD COLUMN dkim_domain VARCHAR;
         """,
     ),
+    (
+        "0003_alerts",
+        """
+        CREATE TABLE alerts (
+            alert_pk BIGINT PRIMARY KEY,
+            policy_domain VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            day DATE NOT NULL,
+            message VARCHAR NOT NULL,
+            details JSON,
+            created_at TIMESTAMP NOT NULL,
+            delivered_at TIMESTAMP,
+            delivery_error VARCHAR,
+            UNIQUE (policy_domain, kind, day)
+        );
+        """,
+    ),
 ]

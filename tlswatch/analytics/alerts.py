@@ -1,0 +1,176 @@
+"""Alerts: the conditions a domain owner wants to hear about, found in the stored reports.
+
+Each alert is identified by (policy domain, kind, day) and is recorded (and sent) once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from tlswatch.analytics.explain import explain
+from tlswatch.analytics.summary import percent, short_org
+from tlswatch.store import Store
+
+STS_PROBLEMS = ("sts-policy-fetch-error", "sts-webpki-invalid", "sts-policy-invalid")
+KINDS = ("new_result_type", "low_success_rate", "failure_spike", "reporter_silent",
+         "sts_policy_problem")
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    success_threshold: float = 0.99
+    spike_factor: float = 3.0
+    spike_days: int = 14
+    spike_minimum: int = 10  # failed sessions below this never count as a spike
+    silent_days: int = 3
+    daily_days: int = 7  # a reporter "reports daily" when it sent on this many days...
+    daily_min: int = 6  # ...at least this many times, before it went quiet
+
+
+@dataclass
+class Alert:
+    policy_domain: str
+    kind: str
+    day: date
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, date]:
+        return (self.policy_domain, self.kind, self.day)
+
+
+def evaluate(store: Store, days: list[date], rules: AlertRules = AlertRules(),
+             *, today: date | None = None) -> list[Alert]:
+    """Every alert condition met on ``days`` (and silences as of ``today`` or the last day)."""
+    if not days:
+        return []
+    first, last = min(days), max(days)
+    found = (_new_result_types(store, first, last) + _low_rates(store, first, last, rules)
+             + _spikes(store, first, last, rules) + _sts_problems(store, first, last)
+             + _silences(store, today or last, rules))
+    merged: dict[tuple[str, str, date], Alert] = {}
+    for alert in found:  # one alert per (domain, kind, day): two new types make one alert
+        if alert.key in merged:
+            kept = merged[alert.key]
+            kept.message += "\n" + alert.message
+            kept.details.setdefault("more", []).append(alert.details)
+        else:
+            merged[alert.key] = alert
+    return sorted(merged.values(), key=lambda a: (a.day, a.policy_domain, KINDS.index(a.kind)))
+
+
+def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
+    rows = store.rows("""
+        WITH firsts AS (
+            SELECT policy_domain, result_type, min(day) AS first_day
+            FROM failure_details WHERE counted GROUP BY policy_domain, result_type
+        )
+        SELECT f.policy_domain, f.result_type, f.first_day,
+               sum(d.failed_session_count)::BIGINT AS failed,
+               list(DISTINCT d.organization_name ORDER BY d.organization_name) AS orgs,
+               list(DISTINCT d.receiving_mx_hostname) FILTER
+                   (d.receiving_mx_hostname IS NOT NULL) AS hosts
+        FROM firsts f JOIN failure_details d ON d.policy_domain = f.policy_domain
+             AND d.result_type = f.result_type AND d.day = f.first_day AND d.counted
+        WHERE f.first_day BETWEEN ? AND ?
+        GROUP BY ALL
+    """, [first, last])
+    out = []
+    for r in rows:
+        hosts = f" on {', '.join(r['hosts'][:3])}" if r["hosts"] else ""
+        out.append(Alert(r["policy_domain"], "new_result_type", r["first_day"],
+                         f"{r['policy_domain']}: first report of {r['result_type']}: "
+                         f"{', '.join(short_org(o) for o in r['orgs'])} saw {r['failed']:,} "
+                         f"session(s) fail{hosts}. "
+                         f"{_sentence(explain(r['result_type'], domain=r['policy_domain']).fix)}",
+                         {"result_type": r["result_type"], "failed_sessions": r["failed"]}))
+    return out
+
+
+def _daily(store: Store, first: date, last: date) -> list[dict[str, Any]]:
+    return store.rows("""
+        SELECT day, policy_domain,
+               coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT AS ok,
+               coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT AS failed
+        FROM policies WHERE day BETWEEN ? AND ? GROUP BY ALL
+    """, [first, last])
+
+
+def _low_rates(store: Store, first: date, last: date, rules: AlertRules) -> list[Alert]:
+    out = []
+    for r in _daily(store, first, last):
+        total = r["ok"] + r["failed"]
+        if total and r["ok"] / total < rules.success_threshold:
+            rate = r["ok"] / total
+            out.append(Alert(r["policy_domain"], "low_success_rate", r["day"],
+                             f"{r['policy_domain']}: only {percent(rate, failures=r['failed'])} "
+                             f"of {total:,} sessions used TLS on {r['day']} (threshold "
+                             f"{percent(rules.success_threshold)}); see tlswatch failures "
+                             f"--domain {r['policy_domain']} --since {r['day']}.",
+                             {"success_rate": round(rate, 6), "sessions": total}))
+    return out
+
+
+def _spikes(store: Store, first: date, last: date, rules: AlertRules) -> list[Alert]:
+    history = _daily(store, first - timedelta(days=rules.spike_days), last)
+    failed = {(r["policy_domain"], r["day"]): r["failed"] for r in history}
+    out = []
+    for (domain, day), count in sorted(failed.items()):
+        if not first <= day <= last or count < rules.spike_minimum:
+            continue
+        trailing = sum(failed.get((domain, day - timedelta(days=i)), 0)
+                       for i in range(1, rules.spike_days + 1)) / rules.spike_days
+        if count > rules.spike_factor * trailing:
+            out.append(Alert(domain, "failure_spike", day,
+                             f"{domain}: {count:,} failed sessions on {day}, over "
+                             f"{rules.spike_factor:g}x the {rules.spike_days}-day daily average "
+                             f"of {trailing:,.1f}.",
+                             {"failed_sessions": count, "trailing_average": round(trailing, 2)}))
+    return out
+
+
+def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
+    rows = store.rows(f"""
+        SELECT policy_domain, day, list(DISTINCT result_type ORDER BY result_type) AS types,
+               sum(failed_session_count)::BIGINT AS failed,
+               list(DISTINCT organization_name ORDER BY organization_name) AS orgs
+        FROM failure_details
+        WHERE counted AND day BETWEEN ? AND ?
+              AND result_type IN ({", ".join("?" for _ in STS_PROBLEMS)})
+        GROUP BY ALL
+    """, [first, last, *STS_PROBLEMS])
+    return [Alert(r["policy_domain"], "sts_policy_problem", r["day"],
+                  f"{r['policy_domain']}: senders could not use the MTA-STS policy on "
+                  f"{r['day']} ({', '.join(r['types'])}; {r['failed']:,} sessions, seen by "
+                  f"{', '.join(short_org(o) for o in r['orgs'])}). The policy host "
+                  f"mta-sts.{r['policy_domain']} is broken for every sender at once: "
+                  f"{explain(r['types'][0], domain=r['policy_domain']).fix}.",
+                  {"result_types": r["types"], "failed_sessions": r["failed"]}) for r in rows]
+
+
+def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
+    window_start = today - timedelta(days=rules.silent_days + rules.daily_days - 1)
+    rows = store.rows("""
+        SELECT policy_domain, organization_name, count(DISTINCT day) AS days, max(day) AS last
+        FROM policies WHERE day BETWEEN ? AND ? GROUP BY ALL
+    """, [window_start, today])
+    out = []
+    for r in rows:
+        quiet = (today - r["last"]).days
+        if quiet >= rules.silent_days and r["days"] >= rules.daily_min:
+            since = r["last"] + timedelta(days=1)
+            out.append(Alert(r["policy_domain"], "reporter_silent", since,
+                             f"{r['policy_domain']}: {short_org(r['organization_name'])} "
+                             f"sent reports daily but none since {r['last']} ({quiet} days): "
+                             "check that the _smtp._tls record and the rua address or "
+                             "endpoint still work.",
+                             {"organization_name": r["organization_name"],
+                              "last_day": r["last"].isoformat()}))
+    return out
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."

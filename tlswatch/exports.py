@@ -1,0 +1,152 @@
+"""Daily summary files: ``DIR/tlswatch-summary-YYYY-MM-DD.{md,html,csv,json,parquet}``.
+
+The numbers are those of ``tlswatch summary --since D --until D`` (the same function makes
+them).  Files are written to a temporary name and renamed, so a re-run replaces them whole
+and a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tlswatch.analytics.explain import explain
+from tlswatch.analytics.queries import Filters
+from tlswatch.analytics.render import to_csv, to_json, to_markdown
+from tlswatch.analytics.summary import DomainSummary, Summary, paragraph, percent, summarize
+from tlswatch.store import Store
+from tlswatch.web.charts import hbars
+from tlswatch.web.render import render
+
+FORMATS = ("md", "html", "csv", "json", "parquet")
+
+
+@dataclass
+class Daily:
+    day: date
+    summary: Summary
+
+    @property
+    def domains(self) -> list[DomainSummary]:
+        return self.summary.domains
+
+
+def daily(store: Store, day: date) -> Daily:
+    """The summary of one UTC report day, compared with the day before."""
+    return Daily(day, summarize(store, Filters(since=day, until=day)))
+
+
+def export_daily(store: Store, day: date, out: Path, formats: Sequence[str] = FORMATS
+                 ) -> list[Path]:
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(FORMATS)}")
+    report = daily(store, day)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out / f"tlswatch-summary-{day.isoformat()}.{fmt}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        if fmt == "parquet":
+            pq.write_table(_arrow(report), tmp)
+        else:
+            tmp.write_text({"md": markdown, "html": html, "csv": csv_text,
+                            "json": json_text}[fmt](report), encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def _change(d: DomainSummary) -> str:
+    if d.change_success_rate is None:
+        return "no reports the day before"
+    return f"{d.change_success_rate * 100:+.2f} pp, failed {d.change_failed_sessions:+,}"
+
+
+def domain_rows(report: Daily) -> list[dict[str, Any]]:
+    """One flat row per domain; a column per result type seen that day."""
+    types = sorted({t for d in report.domains for t in d.failures_by_result_type})
+    rows = []
+    for d in report.domains:
+        row: dict[str, Any] = {
+            "day": report.day.isoformat(), "policy_domain": d.policy_domain,
+            "reports": d.reports, "organizations": "; ".join(d.organizations),
+            "successful_sessions": d.successful_sessions, "failed_sessions": d.failed_sessions,
+            "success_rate": d.success_rate, "change_success_rate": d.change_success_rate,
+            "change_failed_sessions": d.change_failed_sessions}
+        row.update({t: d.failures_by_result_type.get(t, 0) for t in types})
+        rows.append(row)
+    return rows
+
+
+def markdown(report: Daily) -> str:
+    lines = [f"# TLS report summary for {report.day} (UTC)", ""]
+    if not report.domains:
+        lines.append(f"No reports for {report.day}.")
+    for d in report.domains:
+        lines += [f"## {d.policy_domain}", "", paragraph(d).replace("<", "&lt;"), "",
+                  f"Change from the day before: {_change(d)}.", ""]
+        failures = [{"result type": t, "sessions": n, "fix": explain(t, domain=d.policy_domain)
+                     .fix} for t, n in d.failures_by_result_type.items()]
+        if failures:
+            lines.append(to_markdown(failures))
+            lines.append(to_markdown([{k: v for k, v in s.items() if k != "failure_reason_code"}
+                                      for s in d.failure_sources]))
+    return "\n".join(lines) + "\n"
+
+
+def html(report: Daily) -> str:
+    domains = []
+    for d in report.domains:
+        failures = [{"result_type": t, "failed_sessions": n,
+                     "meaning": explain(t, domain=d.policy_domain).meaning,
+                     "fix": explain(t, domain=d.policy_domain).fix}
+                    for t, n in d.failures_by_result_type.items()]
+        domains.append({
+            **d.__dict__, "paragraph": paragraph(d), "failures": failures,
+            "rate_text": percent(d.success_rate, failures=d.failed_sessions),
+            "change_text": _change(d),
+            "chart": hbars(list(d.failures_by_result_type.items()),
+                           title=f"failed sessions by result type, {d.policy_domain}")})
+    return render("daily.html", day=report.day, domains=domains,
+                  previous_day=report.day - timedelta(days=1),
+                  generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def csv_text(report: Daily) -> str:
+    return to_csv(domain_rows(report))
+
+
+def json_text(report: Daily) -> str:
+    data = report.summary.as_dict()
+    data["day"] = report.day.isoformat()
+    for d, summary in zip(data["domains"], report.domains, strict=True):
+        d["paragraph"] = paragraph(summary)
+        d["fixes"] = {t: explain(t, domain=summary.policy_domain).fix
+                      for t in summary.failures_by_result_type}
+    return to_json(data) + "\n"
+
+
+def _arrow(report: Daily) -> pa.Table:
+    failures = pa.list_(pa.struct([("result_type", pa.string()),
+                                   ("failed_sessions", pa.int64())]))
+    schema = pa.schema([("day", pa.date32()), ("policy_domain", pa.string()),
+                        ("reports", pa.int64()), ("organizations", pa.list_(pa.string())),
+                        ("successful_sessions", pa.int64()), ("failed_sessions", pa.int64()),
+                        ("success_rate", pa.float64()), ("failures_by_result_type", failures),
+                        ("paragraph", pa.string())])
+    ds = report.domains
+    return pa.table([
+        [report.day] * len(ds), [d.policy_domain for d in ds], [d.reports for d in ds],
+        [d.organizations for d in ds], [d.successful_sessions for d in ds],
+        [d.failed_sessions for d in ds], [d.success_rate for d in ds],
+        [[{"result_type": t, "failed_sessions": n} for t, n in d.failures_by_result_type.items()]
+         for d in ds], [paragraph(d) for d in ds]], schema=schema)
