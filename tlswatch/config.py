@@ -101,7 +101,18 @@ class Settings:
     delivery_attempts: int = field(default=3, metadata=_help(
         "Tries per delivery before it is logged as failed."))
 
+    web_auth: str = field(default="auto", metadata=_help(
+        "Dashboard login: auto (required unless 'http' is a loopback address), always, never."))
+    web_token: str = field(default="", metadata=_help(
+        "Token for the dashboard (Authorization: Bearer TOKEN)."))
+    web_user: str = field(default="", metadata=_help("User for the dashboard's basic auth."))
+    web_password_env: str = field(default="", metadata=_help(
+        "Environment variable holding the dashboard password."))
+
     def __post_init__(self) -> None:
+        if self.web_auth not in ("auto", "always", "never"):
+            raise ConfigError(f"setting web_auth: must be auto, always or never, got "
+                              f"{self.web_auth!r}")
         if self.dkim not in ("record", "require"):
             raise ConfigError(f"setting dkim: must be 'record' or 'require', got {self.dkim!r}")
 

@@ -45,7 +45,8 @@ def by_organization(store: Store, filters: Filters) -> list[dict[str, Any]]:
                    AS failed_sessions,
                max(day) AS last_day
         FROM policies{where}
-        GROUP BY organization_name ORDER BY successful_sessions + failed_sessions DESC
+        GROUP BY organization_name
+        ORDER BY sum(successful_sessions + failed_sessions) DESC, organization_name
     """, params)
 
 

@@ -1,18 +1,93 @@
-"""The ASGI application: the HTTPS receiver now, the dashboard and JSON API later."""
+"""The ASGI application: the HTTPS receiver and the dashboard share it."""
 
 from __future__ import annotations
 
+import base64
+import hmac
+import ipaddress
+import os
+
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from tlswatch.config import Settings
+from tlswatch.errors import ConfigError
 from tlswatch.ingest.http import ReportReceiver
 from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
+from tlswatch.web.dashboard import Dashboard
+
+OPEN_PATHS = ("/v1/reports", "/healthz")  # senders and health checks never log in
+SECURITY_HEADERS = {
+    # No script is ever served: even a mistake in escaping cannot run one.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "img-src 'self' data:; form-action 'self'; frame-ancestors "
+                               "'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def needs_login(settings: Settings) -> bool:
+    """Login is required when the dashboard listens beyond loopback (or when asked to)."""
+    if settings.web_auth != "auto":
+        return settings.web_auth == "always"
+    host = settings.http.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host != "localhost"
+
+
+class _Guard(BaseHTTPMiddleware):
+    def __init__(self, app: object, settings: Settings) -> None:
+        super().__init__(app)  # type: ignore[arg-type]
+        self.login = needs_login(settings)
+        self.token = settings.web_token
+        self.user = settings.web_user
+        self.password = os.environ.get(settings.web_password_env, "") \
+            if settings.web_password_env else ""
+        if self.login and not self.token and not (self.user and self.password):
+            raise ConfigError("the dashboard listens beyond loopback: set web_token, or "
+                              "web_user and web_password_env")
+
+    def _allowed(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if self.token:
+            offered = value if scheme.lower() == "bearer" else \
+                request.cookies.get("tlswatch_token", "")
+            if offered and hmac.compare_digest(offered, self.token):
+                return True
+        if self.user and self.password and scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            return hmac.compare_digest(user, self.user) and \
+                hmac.compare_digest(password, self.password)
+        return False
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.login and not request.url.path.startswith(OPEN_PATHS) and \
+                not self._allowed(request):
+            return PlainTextResponse("login required", status_code=401,
+                                     headers={"WWW-Authenticate": 'Basic realm="tlswatch"'})
+        response = await call_next(request)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
 
 
 def create_app(settings: Settings, spool: Spool, metrics: Metrics) -> Starlette:
-    receiver = ReportReceiver(spool, metrics, options_from(settings),
+    options = options_from(settings)
+    receiver = ReportReceiver(spool, metrics, options,
                               rate_per_minute=settings.http_rate_limit,
                               burst=settings.http_rate_burst)
-    return Starlette(routes=receiver.routes())
+    dashboard = Dashboard(settings, spool, options)
+    return Starlette(routes=receiver.routes() + dashboard.routes(),
+                     middleware=[Middleware(_Guard, settings=settings)])

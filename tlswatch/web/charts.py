@@ -5,7 +5,7 @@ Every label is escaped; numbers are formatted here, never taken as markup from a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 PALETTE = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -62,7 +62,7 @@ def rate_chart(days: Sequence[str], rates: Sequence[float | None], *, title: str
             f'{"".join(lines)}{body}{labels}</svg>')
 
 
-def stacked_bars(days: Sequence[str], series: dict[str, Sequence[int]], *, title: str,
+def stacked_bars(days: Sequence[str], series: Mapping[str, Sequence[int]], *, title: str,
                  width: int = 720, height: int = 220) -> str:
     """Failed sessions per day, stacked by result type, with a legend."""
     left, bottom, legend_h = 48, 24, 18 * ((len(series) + 2) // 3)

@@ -1,0 +1,253 @@
+"""The web dashboard: overview, domain pages, reports, alerts and a manual upload form.
+
+Every page is also JSON (``?format=json``).  Pages read the store with a read-only
+connection per request (waiting briefly while the loader writes a batch); uploads go to
+the spool like any other report.  No JavaScript is served; charts are SVG drawn here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from tlswatch.analytics.explain import explain
+from tlswatch.analytics.queries import Filters, failure_groups
+from tlswatch.analytics.reports import list_reports, show_report
+from tlswatch.analytics.series import (
+    by_organization,
+    daily_failures,
+    daily_sessions,
+    policy_strings,
+)
+from tlswatch.analytics.summary import paragraph, percent, summarize
+from tlswatch.config import Settings
+from tlswatch.errors import NotFoundError, SpoolError
+from tlswatch.ingest.prepare import Options, prepare
+from tlswatch.ingest.sources import Input
+from tlswatch.ingest.spool import Spool
+from tlswatch.store import Store
+from tlswatch.web.charts import rate_chart, sparkline, stacked_bars
+from tlswatch.web.render import render
+
+CSRF_COOKIE = "tlswatch_csrf"
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.isoformat()
+                                 if isinstance(v, date | datetime) else str(v)))
+
+
+class Dashboard:
+    def __init__(self, settings: Settings, spool: Spool, options: Options) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.options = options
+
+    def routes(self) -> list[Route]:
+        return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
+                Route("/reports", self.reports), Route("/reports/{ident}", self.report),
+                Route("/alerts", self.alerts),
+                Route("/upload", self.upload, methods=["GET", "POST"])]
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        def work() -> Any:
+            try:
+                store = Store.open(self.settings.db, read_only=True,
+                                   lock_timeout=self.settings.lock_timeout)
+            except Exception as exc:
+                if "no database here yet" in str(exc):
+                    return None
+                raise
+            with store:
+                return fn(store, *args)
+        return await asyncio.to_thread(work)
+
+    def _page(self, request: Request, template: str, data: dict[str, Any],
+              **extra: Any) -> Response:
+        if request.query_params.get("format") == "json":
+            return JSONResponse(_jsonable(data))
+        return HTMLResponse(render(template, **data, **extra))
+
+    @staticmethod
+    def _days(request: Request) -> int:
+        try:
+            return max(1, min(366, int(request.query_params.get("days", "30"))))
+        except ValueError:
+            return 30
+
+    # -- pages --------------------------------------------------------------------------------
+    async def overview(self, request: Request) -> Response:
+        days = self._days(request)
+        end = datetime.now(UTC).date()
+        start = end - timedelta(days=days - 1)
+
+        def build(store: Store) -> list[dict[str, Any]]:
+            filters = Filters(since=start, until=end)
+            summary = summarize(store, filters)
+            series = daily_sessions(store, filters)
+            out = []
+            for d in summary.domains:
+                per_day = {r["day"]: r for r in series if r["policy_domain"] == d.policy_domain}
+                rates: list[float | None] = []
+                for i in range(days):
+                    row = per_day.get(start + timedelta(days=i))
+                    total = (row["successful_sessions"] + row["failed_sessions"]) if row else 0
+                    rates.append(row["successful_sessions"] / total if row and total else None)
+                top = max(d.failures_by_result_type.items(), key=lambda kv: kv[1],
+                          default=(None, 0))
+                out.append({"policy_domain": d.policy_domain, "sessions": d.total_sessions,
+                            "successful_sessions": d.successful_sessions,
+                            "failed_sessions": d.failed_sessions,
+                            "success_rate": d.success_rate,
+                            "rate_text": percent(d.success_rate, failures=d.failed_sessions),
+                            "top_failure": top[0], "reporters": len(d.organizations),
+                            "daily_success_rate": rates,
+                            "sparkline": sparkline(rates, low=min(
+                                [r for r in rates if r is not None] + [0.99]) - 0.01)})
+            return out
+
+        domains = await self._read(build) or []
+        return self._page(request, "overview.html",
+                          {"since": start, "until": end, "days": days, "domains": domains},
+                          period=f"{start} .. {end}")
+
+    async def domain(self, request: Request) -> Response:
+        name = request.path_params["domain"].lower()
+        days = self._days(request)
+        end = datetime.now(UTC).date()
+        start = end - timedelta(days=days - 1)
+
+        def build(store: Store) -> dict[str, Any] | None:
+            filters = Filters(since=start, until=end, domains=(name,))
+            summary = summarize(store, filters)
+            if not summary.domains:
+                return None
+            d = summary.domains[0]
+            sessions: dict[date, dict[str, Any]] = {
+                r["day"]: r for r in daily_sessions(store, filters)}
+            failures = daily_failures(store, filters)
+            labels = [(start + timedelta(days=i)).isoformat() for i in range(days)]
+            rates: list[float | None] = []
+            for i in range(days):
+                row = sessions.get(start + timedelta(days=i))
+                total = (row["successful_sessions"] + row["failed_sessions"]) if row else 0
+                rates.append(row["successful_sessions"] / total if row and total else None)
+            by_type: dict[str, list[int]] = {}
+            for r in failures:
+                by_type.setdefault(r["result_type"], [0] * days)[(r["day"] - start).days] = \
+                    int(r["failed_sessions"])
+            return {
+                "domain": name, "since": start, "until": end, "summary": d.__dict__,
+                "paragraph": paragraph(d, max_causes=5),
+                "findings": [{"result_type": t, "failed_sessions": n,
+                              "meaning": explain(t, domain=name).meaning,
+                              "fix": explain(t, domain=name).fix}
+                             for t, n in d.failures_by_result_type.items()],
+                "daily": [{"day": labels[i], "success_rate": rates[i]} for i in range(days)],
+                "failures_by_day": {t: dict(zip(labels, v, strict=True))
+                                    for t, v in by_type.items()},
+                "organizations": by_organization(store, filters),
+                "mx": failure_groups(store, filters, ("policy_domain", "receiving_mx_hostname",
+                                                      "receiving_ip", "result_type"), limit=50),
+                "ips": failure_groups(store, filters, ("policy_domain", "sending_mta_ip",
+                                                       "organization_name"), limit=50),
+                "policies": policy_strings(store, filters),
+                "rate_chart": rate_chart(labels, rates, title=f"daily success rate, {name}"),
+                "failure_chart": stacked_bars(labels, by_type,
+                                              title=f"failed sessions by result type, {name}"),
+            }
+
+        data = await self._read(build)
+        if data is None:
+            return HTMLResponse(f"no reports for {name!r} in the last {days} days"
+                                .replace("<", "&lt;"), status_code=404)
+        charts = {k: data.pop(k) for k in ("rate_chart", "failure_chart")}
+        return self._page(request, "domain.html", data, **charts,
+                          period=f"{start} .. {end}")
+
+    async def reports(self, request: Request) -> Response:
+        q = request.query_params
+        form = {k: q.get(k, "") for k in ("domain", "org", "since", "until")}
+
+        def day(value: str) -> date | None:
+            try:
+                return date.fromisoformat(value) if value else None
+            except ValueError:
+                return None
+
+        filters = Filters(since=day(form["since"]), until=day(form["until"]),
+                          domains=(form["domain"],) if form["domain"] else (),
+                          organizations=(form["org"],) if form["org"] else ())
+        rows = await self._read(lambda s: list_reports(s, filters, limit=500)) or []
+        return self._page(request, "reports.html", {"filters": form, "reports": rows},
+                          period="")
+
+    async def report(self, request: Request) -> Response:
+        ident = request.path_params["ident"]
+        try:
+            data = await self._read(lambda s: show_report(s, ident))
+        except NotFoundError as exc:
+            return HTMLResponse(str(exc).replace("<", "&lt;"), status_code=404)
+        if data is None:
+            return HTMLResponse("no reports yet", status_code=404)
+        raw = json.dumps(data["raw_json"], indent=2, ensure_ascii=False)
+        return self._page(request, "report.html", {"report": data}, raw=raw, period="")
+
+    async def alerts(self, request: Request) -> Response:
+        rows = await self._read(lambda s: s.rows(
+            "SELECT day, policy_domain, kind, message, delivered_at, delivery_error "
+            "FROM alerts ORDER BY day DESC, policy_domain, kind LIMIT 500")) or []
+        return self._page(request, "alerts.html", {"alerts": rows}, period="")
+
+    async def upload(self, request: Request) -> Response:
+        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        message, ok, status = "", False, 200
+        if request.method == "POST":
+            form = await request.form(max_files=1, max_fields=5)
+            sent = str(form.get("csrf", ""))
+            cookie = request.cookies.get(CSRF_COOKIE, "")
+            if not cookie or not hmac.compare_digest(sent, cookie):
+                return HTMLResponse("refused: the form's CSRF token does not match; reload the "
+                                    "upload page and try again", status_code=403)
+            upload = form.get("report")
+            if upload is None or isinstance(upload, str):
+                message, status = "no file was sent", 400
+            else:
+                data = await upload.read(self.settings.max_input_bytes + 1)
+                message, ok, status = await self._accept_upload(upload.filename or "upload",
+                                                                data)
+        if request.query_params.get("format") == "json":
+            response: Response = JSONResponse({"ok": ok, "message": message, "csrf": token},
+                                              status_code=status)
+        else:
+            response = HTMLResponse(render("upload.html", csrf=token, message=message, ok=ok,
+                                           period=""), status_code=status)
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def _accept_upload(self, filename: str, data: bytes) -> tuple[str, bool, int]:
+        if len(data) > self.settings.max_input_bytes:
+            return f"{filename}: over the limit of {self.settings.max_input_bytes:,} bytes", \
+                False, 413
+        item = Input(source=filename, data=data, filename=filename, via="upload")
+        good, bad = await asyncio.to_thread(prepare, item, self.options)
+        if bad:
+            return "; ".join(f"{q.source}: {q.reason}" for q in bad), False, 400
+        try:
+            await asyncio.to_thread(self.spool.put, data, {
+                "via": "upload", "filename": filename,
+                "received_at": datetime.now(UTC).isoformat()})
+        except SpoolError:
+            return "cannot store the report now; try again later", False, 503
+        ids = ", ".join(p.key[1] for p in good)
+        return f"accepted {len(good)} report(s) from {filename}: {ids}; loaded within " \
+               "seconds", True, 200
