@@ -25,11 +25,14 @@ run: $(STAMP)
 	@echo "  .venv/bin/tlswatch --db $(DB) summary"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 
-## system-deps: Debian packages the tests start (Dovecot for the IMAP tests); needs root
+## system-deps: Debian packages the tests start: Dovecot (IMAP tests), Chromium (dashboard)
 system-deps:
-	@if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then \
-	  echo "installing dovecot-imapd (the IMAP tests run a real Dovecot)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd; \
+	@missing=""; \
+	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (the tests run a real Dovecot and a real Chromium)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 ## test: set up, then lint, type-check and run the tests

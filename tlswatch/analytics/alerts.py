@@ -152,17 +152,25 @@ def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
 
 
 def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
-    window_start = today - timedelta(days=rules.silent_days + rules.daily_days - 1)
-    rows = store.rows("""
-        SELECT policy_domain, organization_name, count(DISTINCT day) AS days, max(day) AS last
-        FROM policies WHERE day BETWEEN ? AND ? GROUP BY ALL
-    """, [window_start, today])
+    # A reporter "reported daily" when it sent on daily_min of the daily_days days up to its
+    # last report; silences that began more than 60 days ago are history, not news.
+    rows = store.rows(f"""
+        WITH last AS (
+            SELECT policy_domain, organization_name, max(day) AS last
+            FROM policies WHERE day <= ? GROUP BY ALL
+        )
+        SELECT l.policy_domain, l.organization_name, l.last, count(DISTINCT p.day) AS days
+        FROM last l JOIN policies p USING (policy_domain, organization_name)
+        WHERE p.day BETWEEN l.last - INTERVAL {int(rules.daily_days) - 1} DAY AND l.last
+              AND l.last >= ?
+        GROUP BY ALL
+    """, [today, today - timedelta(days=60)])
     out = []
     for r in rows:
         quiet = (today - r["last"]).days
         if quiet >= rules.silent_days and r["days"] >= rules.daily_min:
-            since = r["last"] + timedelta(days=1)
-            out.append(Alert(r["policy_domain"], "reporter_silent", since,
+            out.append(Alert(r["policy_domain"], "reporter_silent",
+                             r["last"] + timedelta(days=1),
                              f"{r['policy_domain']}: {short_org(r['organization_name'])} "
                              f"sent reports daily but none since {r['last']} ({quiet} days): "
                              "check that the _smtp._tls record and the rua address or "

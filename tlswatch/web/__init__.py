@@ -51,9 +51,6 @@ class _Guard(BaseHTTPMiddleware):
         self.user = settings.web_user
         self.password = os.environ.get(settings.web_password_env, "") \
             if settings.web_password_env else ""
-        if self.login and not self.token and not (self.user and self.password):
-            raise ConfigError("the dashboard listens beyond loopback: set web_token, or "
-                              "web_user and web_password_env")
 
     def _allowed(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -84,6 +81,12 @@ class _Guard(BaseHTTPMiddleware):
 
 
 def create_app(settings: Settings, spool: Spool, metrics: Metrics) -> Starlette:
+    password = os.environ.get(settings.web_password_env, "") if settings.web_password_env \
+        else ""
+    if needs_login(settings) and not settings.web_token and not (settings.web_user and
+                                                                 password):
+        raise ConfigError(f"the dashboard on {settings.http} needs a login: set web_token, "
+                          "or web_user and web_password_env (or listen on loopback)")
     options = options_from(settings)
     receiver = ReportReceiver(spool, metrics, options,
                               rate_per_minute=settings.http_rate_limit,

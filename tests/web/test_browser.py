@@ -1,0 +1,118 @@
+"""The dashboard in real headless Chromium (Debian's), driven by Playwright.
+
+Set TLSWATCH_SCREENSHOTS=DIR to keep the screenshots (the README's come from here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import VALID
+from tests.serving import Serve
+from tests.web.test_dashboard import HOSTILE, loaded_serve
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    assert Path(CHROMIUM).exists(), "Chromium is missing: 'make test' installs it"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    running = loaded_serve(tmp_path_factory.mktemp("browser"))
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    tab = context.new_page()
+    dialogs: list[str] = []
+    tab.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    tab.dialogs = dialogs
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    folder = os.environ.get("TLSWATCH_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def test_overview_lists_every_domain_with_a_sparkline(server: Serve, page: Any) -> None:
+    page.goto(server.http_url + "/")
+    rows = page.locator("#domains tr")
+    assert rows.count() == 5  # header + 4 domains
+    for name in ("example.com", "example.net", "example.org"):
+        assert page.get_by_role("link", name=name).is_visible()
+    lines = page.locator("svg.sparkline polyline")
+    assert lines.count() >= 3
+    box = page.locator("svg.sparkline").first.bounding_box()
+    assert box and box["width"] > 50  # drawn, not collapsed
+    shot(page, "overview")
+
+
+def test_domain_page_draws_charts_and_tables(server: Serve, page: Any) -> None:
+    page.goto(server.http_url + "/")
+    page.get_by_role("link", name="example.org").click()
+    page.wait_for_url("**/domains/example.org")
+    assert page.locator("h1").inner_text() == "example.org"
+    assert page.locator("svg.chart").count() == 2
+    assert page.locator("svg.chart polyline").count() >= 1  # the success-rate line
+    assert page.locator("svg.chart rect").count() >= 11  # bars for every result type
+    assert "starttls-not-supported" in page.locator(".finding").first.inner_text()
+    assert page.locator("#mx tr").count() > 5 and page.locator("#policies pre").count() >= 1
+    shot(page, "domain")
+
+
+def test_hostile_strings_stay_text(server: Serve, page: Any) -> None:
+    page.goto(server.http_url + "/reports?domain=evil.example")
+    page.locator("#reports a").first.click()
+    assert HOSTILE in page.locator("#fields").inner_text()
+    assert "<script>alert('code')</script>" in page.locator("td.reason").inner_text()
+    assert '"<script>rid</script>"' in page.locator("#raw").inner_text()
+    page.goto(server.http_url + "/")
+    page.goto(server.http_url + "/domains/evil.example")
+    assert page.dialogs == []  # no alert() ever ran
+    assert page.evaluate("document.scripts.length") == 0
+    shot(page, "report")
+
+
+def test_upload_form_accepts_a_report(server: Serve, page: Any, tmp_path: Path) -> None:
+    report = tmp_path / "uploaded.json"
+    report.write_bytes((VALID / "misc" / "with-bom.json").read_bytes()
+                       .replace(b"bom-2026-11-21", b"browser-upload"))
+    page.goto(server.http_url + "/upload")
+    page.set_input_files("input[type=file]", str(report))
+    page.get_by_role("button", name="Upload").click()
+    result = page.locator("#result")
+    assert "accepted 1 report(s) from uploaded.json: browser-upload" in result.inner_text()
+    server.wait_loaded()
+    page.goto(server.http_url + "/reports?org=BOM+Writer")
+    assert "browser-upload" in page.locator("#reports").inner_text()
+    shot(page, "upload")
