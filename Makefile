@@ -20,7 +20,8 @@ run: $(STAMP)
 	$(BIN)/tlswatch --db $(DB) summary --format text
 	$(BIN)/tlswatch --db $(DB) summary --format table
 	@echo
-	@echo "Receivers start now (Ctrl-C stops them). Send a report from another terminal:"
+	@echo "Receivers and dashboard start now (Ctrl-C stops them)."
+	@echo "Dashboard: http://127.0.0.1:8080/    Send a report from another terminal:"
 	@echo "  curl --data-binary @'sample_reports/valid/company-x/company-x.example!example.org!1795478400!1795564799!a1.json.gz' -H 'Content-Type: application/tlsrpt+gzip' http://127.0.0.1:8080/v1/reports"
 	@echo "  .venv/bin/tlswatch --db $(DB) summary"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool

@@ -77,6 +77,14 @@ class Dashboard:
             return JSONResponse(_jsonable(data))
         return HTMLResponse(render(template, **data, **extra))
 
+    async def _window(self, request: Request) -> tuple[date, date, int]:
+        """The last N days (?days=, default 30) up to the newest report day: a store whose
+        reports are old still shows them."""
+        days = self._days(request)
+        newest = await self._read(lambda s: s.rows("SELECT max(day) AS d FROM reports")[0]["d"])
+        end = min(newest, datetime.now(UTC).date()) if newest else datetime.now(UTC).date()
+        return end - timedelta(days=days - 1), end, days
+
     @staticmethod
     def _days(request: Request) -> int:
         try:
@@ -86,9 +94,7 @@ class Dashboard:
 
     # -- pages --------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
-        days = self._days(request)
-        end = datetime.now(UTC).date()
-        start = end - timedelta(days=days - 1)
+        start, end, days = await self._window(request)
 
         def build(store: Store) -> list[dict[str, Any]]:
             filters = Filters(since=start, until=end)
@@ -122,9 +128,7 @@ class Dashboard:
 
     async def domain(self, request: Request) -> Response:
         name = request.path_params["domain"].lower()
-        days = self._days(request)
-        end = datetime.now(UTC).date()
-        start = end - timedelta(days=days - 1)
+        start, end, days = await self._window(request)
 
         def build(store: Store) -> dict[str, Any] | None:
             filters = Filters(since=start, until=end, domains=(name,))
