@@ -76,7 +76,7 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
         FROM firsts f JOIN failure_details d ON d.policy_domain = f.policy_domain
              AND d.result_type = f.result_type AND d.day = f.first_day AND d.counted
         WHERE f.first_day BETWEEN ? AND ?
-        GROUP BY ALL
+        GROUP BY ALL ORDER BY f.first_day, f.policy_domain, f.result_type
     """, [first, last])
     out = []
     for r in rows:
@@ -95,7 +95,7 @@ def _daily(store: Store, first: date, last: date) -> list[dict[str, Any]]:
         SELECT day, policy_domain,
                coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT AS ok,
                coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT AS failed
-        FROM policies WHERE day BETWEEN ? AND ? GROUP BY ALL
+        FROM policies WHERE day BETWEEN ? AND ? GROUP BY ALL ORDER BY day, policy_domain
     """, [first, last])
 
 
@@ -140,7 +140,7 @@ def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
         FROM failure_details
         WHERE counted AND day BETWEEN ? AND ?
               AND result_type IN ({", ".join("?" for _ in STS_PROBLEMS)})
-        GROUP BY ALL
+        GROUP BY ALL ORDER BY day, policy_domain
     """, [first, last, *STS_PROBLEMS])
     return [Alert(r["policy_domain"], "sts_policy_problem", r["day"],
                   f"{r['policy_domain']}: senders could not use the MTA-STS policy on "
@@ -163,7 +163,7 @@ def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
         FROM last l JOIN policies p USING (policy_domain, organization_name)
         WHERE p.day BETWEEN l.last - INTERVAL {int(rules.daily_days) - 1} DAY AND l.last
               AND l.last >= ?
-        GROUP BY ALL
+        GROUP BY ALL ORDER BY l.policy_domain, l.organization_name
     """, [today, today - timedelta(days=60)])
     out = []
     for r in rows:

@@ -1,0 +1,1 @@
+"""MTA-STS (RFC 8461): checking a domain's set-up, and hosting its policy."""
