@@ -109,6 +109,12 @@ class Settings:
     web_password_env: str = field(default="", metadata=_help(
         "Environment variable holding the dashboard password."))
 
+    policy_dir: Path = field(default=Path("policies"), metadata=_help(
+        "Folder of the MTA-STS policies that 'serve' hosts (one file per domain)."))
+    public_host: str = field(default="", metadata=_help(
+        "This deployment's public host name, used in the DNS records 'policy init' prints "
+        "(default: smtp_hostname, else this host's FQDN)."))
+
     def __post_init__(self) -> None:
         if self.web_auth not in ("auto", "always", "never"):
             raise ConfigError(f"setting web_auth: must be auto, always or never, got "

@@ -254,7 +254,8 @@ class Checker:
 
 
 class _SMTP(smtplib.SMTP):
-    """smtplib, connecting to a resolved address while naming the MX host (SNI, checks)."""
+    """smtplib, connecting to a resolved address while naming the MX host (SNI, checks):
+    smtplib takes the name for STARTTLS from the host given to the constructor."""
 
     def __init__(self, address: str, **kwargs: Any) -> None:
         self._address = address
@@ -268,8 +269,7 @@ def _starttls(address: str, port: int, host: str, ca_bundle: str | None, timeout
               ) -> tuple[bool, str | None, x509.Certificate | None, tuple[str, str] | None]:
     """(STARTTLS offered, TLS version, certificate, (code, problem) or None)."""
     verified = ssl.create_default_context(cafile=ca_bundle)
-    with _SMTP(address, timeout=timeout) as smtp:
-        smtp.connect(host, port)
+    with _SMTP(address, host=host, port=port, timeout=timeout) as smtp:
         smtp.ehlo("tlswatch-check.invalid")
         if not smtp.has_extn("starttls"):
             return False, None, None, None
@@ -284,8 +284,7 @@ def _starttls(address: str, port: int, host: str, ca_bundle: str | None, timeout
     unverified = ssl.create_default_context()
     unverified.check_hostname = False
     unverified.verify_mode = ssl.CERT_NONE
-    with _SMTP(address, timeout=timeout) as smtp:
-        smtp.connect(host, port)
+    with _SMTP(address, host=host, port=port, timeout=timeout) as smtp:
         smtp.ehlo("tlswatch-check.invalid")
         smtp.starttls(context=unverified)
         sock = smtp.sock

@@ -6,6 +6,7 @@ import base64
 import hmac
 import ipaddress
 import os
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -20,8 +21,10 @@ from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
 from tlswatch.web.dashboard import Dashboard
+from tlswatch.web.policyhost import PolicyHost
 
-OPEN_PATHS = ("/v1/reports", "/healthz")  # senders and health checks never log in
+# Senders, health checks and MTA-STS policy fetches never log in.
+OPEN_PATHS = ("/v1/reports", "/healthz", "/.well-known/mta-sts.txt")
 SECURITY_HEADERS = {
     # No script is ever served: even a mistake in escaping cannot run one.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -92,5 +95,6 @@ def create_app(settings: Settings, spool: Spool, metrics: Metrics) -> Starlette:
                               rate_per_minute=settings.http_rate_limit,
                               burst=settings.http_rate_burst)
     dashboard = Dashboard(settings, spool, options)
-    return Starlette(routes=receiver.routes() + dashboard.routes(),
+    policies = PolicyHost(Path(settings.policy_dir))
+    return Starlette(routes=receiver.routes() + policies.routes() + dashboard.routes(),
                      middleware=[Middleware(_Guard, settings=settings)])

@@ -1,0 +1,189 @@
+"""Hosted MTA-STS policies: one file per domain in ``policy_dir``, served by ``serve`` at
+``https://mta-sts.<domain>/.well-known/mta-sts.txt``, with the DNS records to publish and
+advice from the stored reports on when to move from testing to enforce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tlswatch.config import Settings
+from tlswatch.errors import NotFoundError, TlsWatchError
+from tlswatch.mtasts.policy import MAX_AGE_LIMIT, covered_by, parse_policy, policy_id, render_policy
+
+BLOCKING_PREFIXES = ("sts-", "certificate-", "starttls-")
+
+
+@dataclass
+class HostedPolicy:
+    domain: str
+    mode: str
+    mx: list[str]
+    max_age: int
+    updated_at: str = ""
+    retired: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return render_policy(self.mode, self.mx if self.mode != "none" else [], self.max_age)
+
+    @property
+    def id(self) -> str:
+        return policy_id(self.text)
+
+
+class PolicyStore:
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, domain: str) -> Path:
+        return self.folder / f"{domain.lower().rstrip('.')}.json"
+
+    def get(self, domain: str) -> HostedPolicy:
+        try:
+            return HostedPolicy(**json.loads(self.path(domain).read_text()))
+        except FileNotFoundError:
+            raise NotFoundError(f"no hosted policy for {domain}; create one with "
+                                f"'tlswatch policy init {domain} --mx HOST'") from None
+
+    def find(self, domain: str) -> HostedPolicy | None:
+        try:
+            return self.get(domain)
+        except NotFoundError:
+            return None
+
+    def save(self, policy: HostedPolicy) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        policy.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        tmp = self.path(policy.domain).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(policy), indent=1))
+        os.replace(tmp, self.path(policy.domain))
+
+
+def init_policy(settings: Settings, domain: str, *, mx: list[str], mode: str, max_age: int
+                ) -> HostedPolicy:
+    domain = domain.lower().rstrip(".")
+    if mode not in ("testing", "enforce", "none"):
+        raise TlsWatchError(f"mode must be testing, enforce or none, got {mode!r}")
+    if not 0 <= max_age <= MAX_AGE_LIMIT:
+        raise TlsWatchError(f"max-age must be 0..{MAX_AGE_LIMIT} seconds, got {max_age}")
+    store = PolicyStore(Path(settings.policy_dir))
+    old = store.find(domain)
+    policy = HostedPolicy(domain, mode, [m.lower().rstrip(".") for m in mx], max_age)
+    problems = parse_policy(policy.text).errors
+    if problems:
+        raise TlsWatchError(f"{domain}: " + "; ".join(p.message for p in problems))
+    if old is not None:
+        policy.history = [*old.history, {"id": old.id, "mode": old.mode,
+                                         "max_age": old.max_age, "until": _now()}]
+    store.save(policy)
+    return policy
+
+
+def retire_policy(settings: Settings, domain: str) -> tuple[HostedPolicy, datetime]:
+    """Serve mode none with a new id (RFC 8461 section 8); say when the old one expires."""
+    store = PolicyStore(Path(settings.policy_dir))
+    old = store.get(domain)
+    retired = HostedPolicy(old.domain, "none", old.mx, old.max_age,
+                           history=[*old.history, {"id": old.id, "mode": old.mode,
+                                                   "max_age": old.max_age, "until": _now()}])
+    expires = datetime.now(UTC) + timedelta(seconds=old.max_age)
+    retired.retired = {"old_id": old.id, "old_max_age": old.max_age,
+                       "records_can_go_after": expires.isoformat(timespec="seconds")}
+    store.save(retired)
+    return retired, expires
+
+
+def records(settings: Settings, policy: HostedPolicy) -> list[dict[str, str]]:
+    """The DNS records that make the hosted policy and TLS reporting work."""
+    host = settings.public_host or settings.smtp_hostname or socket.getfqdn()
+    rua = [f"mailto:{a}" for a in settings.report_addresses if not a.startswith("*@")][:1]
+    rua.append(f"https://{host}/v1/reports")
+    d = policy.domain
+    return [{"name": f"_mta-sts.{d}", "type": "TXT", "value": f"v=STSv1; id={policy.id};"},
+            {"name": f"mta-sts.{d}", "type": "CNAME", "value": f"{host}."},
+            {"name": f"_smtp._tls.{d}", "type": "TXT",
+             "value": f"v=TLSRPTv1; rua={','.join(rua)}"}]
+
+
+def status(settings: Settings, domain: str, *, published_ids: list[str], mx_hosts: list[str]
+           ) -> list[dict[str, str]]:
+    """Compare what DNS publishes with what is served; say what to do."""
+    policy = PolicyStore(Path(settings.policy_dir)).get(domain)
+    out = []
+    if not published_ids:
+        out.append({"severity": "error", "code": "not_published",
+                    "message": f"no v=STSv1 record at _mta-sts.{policy.domain}",
+                    "fix": f"publish _mta-sts.{policy.domain} TXT \"v=STSv1; id={policy.id};\""})
+    elif len(published_ids) > 1:
+        out.append({"severity": "error", "code": "several_records",
+                    "message": f"{len(published_ids)} v=STSv1 records are published",
+                    "fix": "keep exactly one"})
+    elif published_ids[0] != policy.id:
+        out.append({"severity": "error", "code": "stale_id",
+                    "message": f"DNS publishes id={published_ids[0]} but the policy served is "
+                               f"id={policy.id}: senders keep their cached copy",
+                    "fix": f"update _mta-sts.{policy.domain} TXT to \"v=STSv1; "
+                           f"id={policy.id};\""})
+    if policy.mode != "none":
+        for host in mx_hosts:
+            if not covered_by(host, policy.mx):
+                out.append({"severity": "error", "code": "mx_not_covered",
+                            "message": f"MX {host} is not covered by the served policy "
+                                       f"({', '.join(policy.mx)})",
+                            "fix": f"tlswatch policy init {policy.domain} --mx ... including "
+                                   f"{host}, then publish the new id"})
+    if not out:
+        out.append({"severity": "info", "code": "in_sync",
+                    "message": f"DNS and the served policy agree (id={policy.id}, mode "
+                               f"{policy.mode})", "fix": ""})
+    return out
+
+
+def advise(store: Any, settings: Settings, domain: str, *, days: int = 14,
+           today: date | None = None) -> dict[str, Any]:
+    """From the stored reports: is it safe to move from testing to enforce?"""
+    domain = domain.lower().rstrip(".")
+    hosted = PolicyStore(Path(settings.policy_dir)).find(domain)
+    newest = store.rows("SELECT max(day) AS d FROM policies WHERE policy_domain = ?",
+                        [domain])[0]["d"]
+    end = newest or today or datetime.now(UTC).date()
+    start = end - timedelta(days=days - 1)
+    orgs = [r["organization_name"] for r in store.rows(
+        "SELECT DISTINCT organization_name FROM policies WHERE policy_domain = ? AND "
+        "day BETWEEN ? AND ? ORDER BY 1", [domain, start, end])]
+    blockers = store.rows("""
+        SELECT result_type, receiving_mx_hostname, receiving_ip,
+               list(DISTINCT organization_name ORDER BY organization_name) AS reporters,
+               sum(failed_session_count)::BIGINT AS failed_sessions
+        FROM failure_details
+        WHERE policy_domain = ? AND day BETWEEN ? AND ? AND counted
+              AND (result_type LIKE 'sts-%' OR result_type LIKE 'certificate-%'
+                   OR result_type LIKE 'starttls-%')
+        GROUP BY ALL ORDER BY failed_sessions DESC
+    """, [domain, start, end])
+    mode = hosted.mode if hosted else None
+    if blockers:
+        verdict = "stay in testing: fix the failures below first"
+    elif len(orgs) < 2:
+        verdict = (f"wait: only {len(orgs)} reporting organisation(s) in the last {days} days; "
+                   "enforce once at least two report no failures")
+    elif mode == "enforce":
+        verdict = "already enforcing, and no blocking failures were reported"
+    else:
+        verdict = (f"move to enforce: {len(orgs)} reporters saw no MTA-STS, certificate or "
+                   f"STARTTLS failures from {start} to {end}")
+    return {"domain": domain, "since": start, "until": end, "mode": mode,
+            "reporters": orgs, "blockers": blockers, "advice": verdict,
+            "enforce": not blockers and len(orgs) >= 2 and mode != "enforce"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
