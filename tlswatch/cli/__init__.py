@@ -1,0 +1,17 @@
+"""The ``tlswatch`` command line: parse options, call one library function, print.
+
+Exit codes (DESIGN.md): 0 success, 1 something was rejected or failed (the rest still
+done), 2 usage error.  The commands live in modules by concern; importing them registers
+them on the one Typer app.
+"""
+
+from __future__ import annotations
+
+from tlswatch.cli import ingesting, mtasts, reading, serving
+from tlswatch.cli.base import app
+
+__all__ = ["app", "ingesting", "main", "mtasts", "reading", "serving"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,106 @@
+"""The app, its global options and the helpers every command uses.
+
+Exit codes (DESIGN.md): 0 success, 1 something was rejected or failed (the rest still
+done), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+from rich.console import Console
+
+from tlswatch import __version__
+from tlswatch.analytics.render import Format
+from tlswatch.config import Settings, load_settings
+from tlswatch.errors import TlsWatchError
+from tlswatch.store import Store
+
+app = typer.Typer(help="Receive, store and explain SMTP TLS reports (RFC 8460).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+report_app = typer.Typer(help="One stored report.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+err = Console(stderr=True)
+
+
+@dataclass
+class State:
+    settings: Settings
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.obj
+    assert isinstance(state, State)
+    return state
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tlswatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[Path | None, typer.Option("--db", envvar="TLSWATCH_DB",
+                                             help="DuckDB database file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", envvar="TLSWATCH_CONFIG",
+                                                 help="TOML settings file.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    with _errors():
+        ctx.obj = State(load_settings(config, db=db))
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn tlswatch's named errors into a one-line message and exit code 1."""
+    try:
+        yield
+    except TlsWatchError as exc:
+        typer.echo(f"tlswatch: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except duckdb.Error as exc:  # a database this version cannot read, a full disk, ...
+        typer.echo(f"tlswatch: database error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _format(fmt: Format | None) -> Format:
+    if fmt is not None:
+        return fmt
+    return Format.table if sys.stdout.isatty() else Format.json
+
+
+def _day(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date like 2026-11-27") from None
+
+
+FormatOpt = Annotated[Format | None, typer.Option(
+    "--format", "-f", help="table, json, csv or markdown (table on a terminal, else json).")]
+SinceOpt = Annotated[str | None, typer.Option(help="First report day (UTC), inclusive.")]
+UntilOpt = Annotated[str | None, typer.Option(help="Last report day (UTC), inclusive.")]
+DomainOpt = Annotated[list[str] | None, typer.Option("--domain", "-d", help="Policy domain.")]
+OrgOpt = Annotated[list[str] | None, typer.Option("--org", help="Reporting organisation.")]
+
+
+def _read_store(settings: Settings) -> Store:
+    return Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout)

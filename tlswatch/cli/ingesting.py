@@ -1,0 +1,122 @@
+"""`ingest` and `validate`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+
+from tlswatch.analytics.render import Format, to_json
+from tlswatch.cli.base import (
+    FormatOpt,
+    _errors,
+    _format,
+    _state,
+    app,
+    err,
+)
+from tlswatch.config import Settings
+from tlswatch.errors import ReportError
+from tlswatch.ingest.decode import Limits, decode
+from tlswatch.ingest.loader import IngestResult, load
+from tlswatch.ingest.prepare import options_from
+from tlswatch.ingest.sources import Input, Item, count_files, expand, iter_inputs
+from tlswatch.ingest.validate import schema_errors, validate
+from tlswatch.store import Store
+
+
+# -- ingest and validate ----------------------------------------------------------------------
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(
+        help="Files, directories, .eml, mbox, Maildir; '-' reads standard input.")],
+    fmt: FormatOpt = None,
+) -> None:
+    """Decode, validate and load reports; duplicates are counted once, rejects quarantined."""
+    settings = _state(ctx).settings
+    with _errors(), Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
+        items = iter_inputs(paths, max_bytes=settings.max_input_bytes)
+        result = _load_with_progress(items, store, settings, paths)
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        typer.echo(to_json(result.as_dict()))
+    else:
+        _print_ingest(result)
+    raise typer.Exit(1 if result.rejected else 0)
+
+
+def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,
+                        paths: list[str]) -> IngestResult:
+    kwargs: dict[str, Any] = {"options": options_from(settings), "batch_size": settings.batch_size,
+                              "workers": settings.workers}
+    if not err.is_terminal or "-" in paths:
+        return load(items, store, **kwargs)
+    total = count_files(paths)
+    if total < 20:
+        return load(items, store, **kwargs)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("ingesting", total=total)
+        return load(items, store, progress=lambda n: bar.advance(task, n), **kwargs)
+
+
+def _print_ingest(result: IngestResult) -> None:
+    typer.echo(f"accepted {result.accepted:,}, duplicates {result.duplicates:,}, "
+               f"rejected {result.rejected:,}")
+    for rejection in result.rejections:
+        typer.echo(f"rejected {rejection.source}: {rejection.reason}", err=True)
+
+
+@app.command("validate")
+def validate_command(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Files or directories to check.")],
+    fmt: FormatOpt = None,
+) -> None:
+    """Check reports without loading them; print every error with its JSON path."""
+    settings = _state(ctx).settings
+    results = [r for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)
+               for part in expand(item, max_bytes=settings.max_input_bytes)
+               for r in _check(part, options_from(settings).limits)]
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        typer.echo(to_json(results))
+    else:
+        for r in results:
+            if r["valid"]:
+                typer.echo(f"{r['source']}: valid ({len(r['warnings'])} warnings)")
+            for e in r["errors"]:
+                where = f"{e['path']}: " if e["path"] else ""
+                typer.echo(f"{r['source']}: {where}{e['message']}")
+    raise typer.Exit(0 if all(r["valid"] for r in results) else 1)
+
+
+def _check(item: Input | ReportError, limits: Limits) -> list[dict[str, Any]]:
+    def bad(exc: ReportError, source: str) -> dict[str, Any]:
+        return {"source": source, "valid": False, "warnings": [],
+                "errors": [{"path": exc.path, "message": exc.reason}]}
+
+    if isinstance(item, ReportError):
+        return [bad(item, item.source)]
+    try:
+        docs = decode(item.data, source=item.source, filename=item.filename, limits=limits)
+    except ReportError as exc:
+        return [bad(exc, item.source)]
+    out = []
+    for doc in docs:
+        try:
+            valid = validate(doc)
+        except ReportError as exc:
+            errors = [{"path": p, "message": m} for p, m in schema_errors(doc.data)]
+            out.append({"source": doc.source, "valid": False, "warnings": [],
+                        "errors": errors or [{"path": exc.path, "message": exc.reason}]})
+            continue
+        out.append({"source": doc.source, "valid": True, "warnings": valid.warnings,
+                    "errors": []})
+    return out
+
+
+# -- reading ----------------------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""`check` and `policy init|status|advise|retire` (MTA-STS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tlswatch.analytics.render import Format, render_rows, to_json
+from tlswatch.cli.base import (
+    FormatOpt,
+    _errors,
+    _format,
+    _read_store,
+    _state,
+    app,
+)
+from tlswatch.config import Settings
+
+
+@app.command("check")
+def check_command(
+    domain: Annotated[str, typer.Argument(help="The mail domain to check.")],
+    nameserver: Annotated[str | None, typer.Option(help="DNS server IP[:PORT] to ask "
+                                                        "(default: the system's).")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="CA certificates to trust (PEM).")] =
+        None,
+    https_port: Annotated[int, typer.Option(help="Port of the policy host.")] = 443,
+    smtp_port: Annotated[int, typer.Option(help="Port of the MX hosts.")] = 25,
+    timeout: Annotated[float, typer.Option(help="Seconds for each lookup or connection.")] =
+        10.0,
+    fmt: FormatOpt = None,
+) -> None:
+    """Check MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): records, policy, MX coverage, and
+    each MX's STARTTLS and certificate. Exit 1 when there are errors."""
+    from tlswatch.mtasts.check import Checker
+
+    checker = Checker(nameserver=nameserver, ca_bundle=str(ca_bundle) if ca_bundle else None,
+                      https_port=https_port, smtp_port=smtp_port, timeout=timeout)
+    findings = checker.check(domain)
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        typer.echo(to_json({"domain": domain.lower().rstrip("."),
+                            "findings": [f.as_dict() for f in findings]}))
+    else:
+        typer.echo(render_rows([f.as_dict() for f in findings], chosen,
+                               title=f"MTA-STS and TLS-RPT check of {domain}"), nl=False)
+    raise typer.Exit(1 if any(f.severity == "error" for f in findings) else 0)
+
+
+policy_app = typer.Typer(help="Host MTA-STS policies and decide when to enforce them.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+def _print_policy(policy: Any, settings: Settings, fmt: Format | None, note: str = "") -> None:
+    from tlswatch.mtasts.hosting import records
+
+    dns = records(settings, policy)
+    if _format(fmt) is Format.json:
+        typer.echo(to_json({"policy": policy.text, "id": policy.id, "records": dns}))
+        return
+    typer.echo(f"Policy served at https://mta-sts.{policy.domain}/.well-known/mta-sts.txt "
+               f"(id {policy.id}):\n")
+    typer.echo(policy.text.replace("\r\n", "\n"))
+    typer.echo("Publish these DNS records (change the policy file first, then the TXT id):")
+    for r in dns:
+        typer.echo(f'  {r["name"]}.  IN {r["type"]}  {r["value"]!r}'.replace("'", '"'))
+    if note:
+        typer.echo("\n" + note)
+
+
+@policy_app.command("init")
+def policy_init(
+    ctx: typer.Context,
+    domain: Annotated[str, typer.Argument(help="The mail domain.")],
+    mx: Annotated[list[str], typer.Option("--mx", help="MX host or *.pattern (repeat).")],
+    mode: Annotated[str, typer.Option(help="testing, enforce or none.")] = "testing",
+    max_age: Annotated[int, typer.Option(help="Seconds senders cache the policy.")] = 86400,
+    fmt: FormatOpt = None,
+) -> None:
+    """Write (or replace) the hosted policy and print the DNS records to publish."""
+    from tlswatch.mtasts.hosting import init_policy
+
+    settings = _state(ctx).settings
+    with _errors():
+        policy = init_policy(settings, domain, mx=mx, mode=mode, max_age=max_age)
+    _print_policy(policy, settings, fmt)
+
+
+@policy_app.command("retire")
+def policy_retire(ctx: typer.Context, domain: Annotated[str, typer.Argument()],
+                  fmt: FormatOpt = None) -> None:
+    """Serve mode none with a new id; say when the old policy expires (RFC 8461 s8)."""
+    from tlswatch.mtasts.hosting import retire_policy
+
+    settings = _state(ctx).settings
+    with _errors():
+        policy, expires = retire_policy(settings, domain)
+    _print_policy(policy, settings, fmt, note=(
+        f"Publish the new id now. Senders may keep the old policy until "
+        f"{expires:%Y-%m-%d %H:%M} UTC (its max_age); after that remove the _mta-sts "
+        f"record, the mta-sts host and this policy ({settings.policy_dir}/{policy.domain}"
+        ".json)."))
+
+
+@policy_app.command("status")
+def policy_status(
+    ctx: typer.Context,
+    domain: Annotated[str, typer.Argument()],
+    nameserver: Annotated[str | None, typer.Option(help="DNS server IP[:PORT].")] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Compare what DNS publishes with the policy served here; say what to do."""
+    from tlswatch.mtasts.check import Checker, _fields
+    from tlswatch.mtasts.hosting import status
+
+    settings = _state(ctx).settings
+    checker = Checker(nameserver=nameserver, timeout=settings.dns_timeout)
+    with _errors():
+        ids = [_fields(r).get("id", "") for r in checker.txt(f"_mta-sts.{domain}")
+               if r.startswith("v=STSv1")]
+        rows = status(settings, domain, published_ids=ids, mx_hosts=checker.mx(domain))
+    typer.echo(render_rows(rows, _format(fmt), title=f"Policy status of {domain}"), nl=False)
+    raise typer.Exit(1 if any(r["severity"] == "error" for r in rows) else 0)
+
+
+@policy_app.command("advise")
+def policy_advise(ctx: typer.Context, domain: Annotated[str, typer.Argument()],
+                  days: Annotated[int, typer.Option(help="Days of reports to read.")] = 14,
+                  fmt: FormatOpt = None) -> None:
+    """From the stored reports: move from testing to enforce, or what blocks it."""
+    from tlswatch.mtasts.hosting import advise
+
+    settings = _state(ctx).settings
+    with _errors(), _read_store(settings) as store:
+        result = advise(store, settings, domain, days=days)
+    if _format(fmt) is Format.json:
+        typer.echo(to_json(result))
+        return
+    typer.echo(f"{result['domain']} ({result['since']} .. {result['until']}, reporters: "
+               f"{', '.join(result['reporters']) or 'none'}): {result['advice']}.")
+    if result["blockers"]:
+        typer.echo(render_rows(result["blockers"], Format.table, title="Blockers"), nl=False)

@@ -1,0 +1,233 @@
+"""`summary`, `failures`, `reports`, `report show`, `export daily`, `alerts`, `config`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlswatch.analytics.queries import Filters, failure_groups
+from tlswatch.analytics.render import Format, render_rows, to_json
+from tlswatch.analytics.reports import list_reports, show_report
+from tlswatch.analytics.summary import Summary, paragraph, percent, summarize
+from tlswatch.cli.base import (
+    DomainOpt,
+    FormatOpt,
+    OrgOpt,
+    SinceOpt,
+    UntilOpt,
+    _day,
+    _errors,
+    _format,
+    _read_store,
+    _state,
+    app,
+    report_app,
+)
+from tlswatch.config import describe
+
+SUMMARY_COLUMNS = ["policy_domain", "reports", "successful_sessions", "failed_sessions",
+                   "success_rate", "change_success_rate", "failures_by_result_type"]
+
+
+@app.command()
+def summary(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    fmt: Annotated[Format | None, typer.Option(
+        "--format", "-f", help="table, text, json, csv or markdown.")] = None,
+) -> None:
+    """Per policy domain: sessions, success rate, failures and their causes, the change."""
+    settings = _state(ctx).settings
+    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
+    with _errors(), _read_store(settings) as store:
+        result = summarize(store, filters)
+    typer.echo(render_summary(result, _format(fmt)), nl=False)
+
+
+def render_summary(result: Summary, fmt: Format) -> str:
+    if fmt is Format.json:
+        return to_json(result.as_dict()) + "\n"
+    if fmt is Format.text:
+        if not result.domains:
+            return "No reports in this period.\n"
+        return "\n\n".join(paragraph(d) for d in result.domains) + "\n"
+    rows = []
+    for d in result.domains:
+        if fmt is Format.table:
+            change = d.change_success_rate
+            top = sorted(d.failures_by_result_type.items(), key=lambda kv: -kv[1])[:3]
+            rows.append({
+                "domain": d.policy_domain, "reports": d.reports,
+                "reporters": len(d.organizations), "sessions": d.total_sessions,
+                "failed": d.failed_sessions,
+                "TLS rate": percent(d.success_rate, failures=d.failed_sessions),
+                "change": "" if change is None else f"{change * 100:+.2f} pp",
+                "top failures": ", ".join(f"{k} {v:,}" for k, v in top),
+            })
+            continue
+        row = {c: getattr(d, c) for c in SUMMARY_COLUMNS}
+        row["organizations"] = d.organizations
+        rows.append(row)
+    period = f"{result.since or 'start'} .. {result.until or 'end'}"
+    return render_rows(rows, fmt, title=f"TLS-RPT summary, {period}")
+
+
+@app.command()
+def failures(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    result_type: Annotated[list[str] | None, typer.Option(help="Result type.")] = None,
+    org: OrgOpt = None,
+    mx: Annotated[list[str] | None, typer.Option(help="Receiving MX host name.")] = None,
+    sending_ip: Annotated[list[str] | None, typer.Option(help="Sending MTA IP.")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    fmt: FormatOpt = None,
+) -> None:
+    """Failed sessions grouped by domain, reporter, result type, MX, receiving and sending IP."""
+    settings = _state(ctx).settings
+    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
+                      organizations=tuple(org or ()), result_types=tuple(result_type or ()),
+                      mx_hosts=tuple(mx or ()), sending_ips=tuple(sending_ip or ()))
+    dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
+            "receiving_ip", "sending_mta_ip")
+    with _errors(), _read_store(settings) as store:
+        rows = failure_groups(store, filters, dims, limit=limit, details=True)
+    typer.echo(render_rows(rows, _format(fmt), title="Failed sessions"), nl=False)
+
+
+@app.command()
+def reports(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    org: OrgOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    fmt: FormatOpt = None,
+) -> None:
+    """List stored reports, newest first."""
+    settings = _state(ctx).settings
+    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
+                      organizations=tuple(org or ()))
+    with _errors(), _read_store(settings) as store:
+        rows = list_reports(store, filters, limit=limit)
+    typer.echo(render_rows(rows, _format(fmt), title="Reports"), nl=False)
+
+
+@report_app.command("show")
+def report_show(
+    ctx: typer.Context,
+    ident: Annotated[str, typer.Argument(metavar="ID", help="The id from 'tlswatch reports' "
+                                                             "or the report-id.")],
+    fmt: FormatOpt = None,
+) -> None:
+    """One report: envelope facts, warnings, policies, failure details and the raw JSON."""
+    settings = _state(ctx).settings
+    with _errors(), _read_store(settings) as store:
+        data = show_report(store, ident)
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        typer.echo(to_json(data))
+        return
+    head = {k: v for k, v in data.items() if k not in ("policies", "raw_json", "warnings")}
+    out = [render_rows([{"field": k, "value": v} for k, v in head.items()], chosen,
+                       title="Report")]
+    out.append(render_rows([{"warning": w} for w in data["warnings"]] or [{"warning": "none"}],
+                           chosen, title="Warnings"))
+    policies = [{k: v for k, v in p.items() if k != "failure_details"} for p in data["policies"]]
+    out.append(render_rows(policies, chosen, title="Policies"))
+    details = [{"policy_index": p["policy_index"], **d} for p in data["policies"]
+               for d in p["failure_details"]]
+    if details:
+        out.append(render_rows(details, chosen, title="Failure details"))
+    out.append(("Raw JSON:\n" if chosen is Format.table else "") + to_json(data["raw_json"]))
+    typer.echo("\n".join(out))
+
+
+
+export_app = typer.Typer(help="Write summary files.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("daily")
+def export_daily_command(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the files.")],
+    day: Annotated[str | None, typer.Option("--date", help="UTC report day (default: "
+                                                           "yesterday).")] = None,
+    formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, "
+                                                          "json, parquet.")] =
+        "md,html,csv,json,parquet",
+    send: Annotated[bool, typer.Option("--send/--no-send", help="Also mail/post the summary "
+                                       "and check the day's alerts.")] = False,
+) -> None:
+    """Write DIR/tlswatch-summary-YYYY-MM-DD.EXT for one day (replacing earlier files)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tlswatch import jobs
+    from tlswatch.exports import export_daily
+
+    settings = _state(ctx).settings
+    chosen = _day(day) or (datetime.now(UTC).date() - timedelta(days=1))
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    with _errors():
+        try:
+            if send:
+                written = jobs.run_daily(settings.replace(export_formats=tuple(wanted)),
+                                         chosen, out)
+            else:
+                with _read_store(settings) as store:
+                    written = export_daily(store, chosen, out, wanted)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--format") from None
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+def alerts(
+    ctx: typer.Context,
+    domain: DomainOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="First evaluate the alert rules on "
+                                        "the last 7 days (as 'serve' does after each load).")]
+        = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Alert history: new result types, low success rates, spikes, silent reporters, broken
+    MTA-STS policy hosts. Each alert is raised once per domain, kind and day."""
+    from datetime import UTC, datetime, timedelta
+
+    from tlswatch import jobs
+
+    settings = _state(ctx).settings
+    with _errors():
+        if check:
+            today = datetime.now(UTC).date()
+            with _read_store(settings) as store:
+                last = store.rows("SELECT max(day) AS d FROM reports")[0]["d"] or today
+            jobs.check_alerts(settings, [last - timedelta(days=i) for i in range(7)])
+        filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
+        where, params = filters.where(failure_rows=False)
+        with _read_store(settings) as store:
+            rows = store.rows("SELECT day, policy_domain, kind, message, created_at, "
+                              f"delivered_at, delivery_error FROM alerts{where} "
+                              "ORDER BY day DESC, policy_domain, kind", params)
+    typer.echo(render_rows(rows, _format(fmt), title="Alerts"), nl=False)
+
+
+
+@app.command("config")
+def config_command(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """Show every setting: its value now, its default and what it does."""
+    settings = _state(ctx).settings
+    rows = [{"setting": name, "value": getattr(settings, name), "default": default,
+             "help": text} for name, default, text in describe()]
+    typer.echo(render_rows(rows, _format(fmt), title="Settings"), nl=False)
