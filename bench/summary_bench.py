@@ -24,7 +24,9 @@ from tlswatch.analytics.summary import summarize
 from tlswatch.store import Store
 
 FILL = """
-INSERT INTO reports
+INSERT INTO reports (report_pk, organization_name, report_id, contact_info, start_datetime,
+                     end_datetime, day, source, filename, message_id, header_report_domain,
+                     header_submitter, subject_report_id, warnings, received_at)
 SELECT i, 'Org ' || (i % 20), 'rid-' || i, NULL,
        DATE '2026-09-01' + INTERVAL (i % 90) DAY, DATE '2026-09-01' + INTERVAL (i % 90) DAY,
        DATE '2026-09-01' + (i % 90)::INTEGER, 'bench', NULL, NULL, NULL, NULL, NULL, [],
