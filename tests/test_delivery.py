@@ -95,7 +95,8 @@ def settings_for(db: Path, port: int, ca: Path, hook: str, monkeypatch: pytest.M
                          mail_username="tlswatch", mail_password_env="TLSWATCH_TEST_MAIL_PW",
                          mail_ca_bundle=str(ca), mail_from="tlswatch@reports.example",
                          mail_to=("all@example.net",),
-                         mail_to_domains={"example.org": ("org-owner@example.org",)},
+                         mail_to_domains={"example.org": ("org-owner@example.org",),
+                                          "example.com": ("com-owner@example.com",)},
                          webhook_url=hook, **more)
 
 
@@ -110,10 +111,15 @@ def test_daily_summary_is_mailed_per_domain_and_posted(
     assert len(written) == 5
     by_rcpt = {tuple(r): message_from_bytes(m) for r, m in sink.messages
                if b"TLS report summary" in m}
-    assert set(by_rcpt) == {("all@example.net",), ("org-owner@example.org",)}
+    assert set(by_rcpt) == {("all@example.net",), ("org-owner@example.org",),
+                            ("com-owner@example.com",)}
     theirs = by_rcpt[("org-owner@example.org",)]
     text = theirs.get_payload()[0].get_payload(decode=True).decode()
     assert "example.org:" in text and "example.com:" not in text
+    page = theirs.get_payload()[1].get_payload(decode=True).decode()
+    assert 'id="example.org"' in page and 'id="example.com"' not in page
+    everyone = by_rcpt[("all@example.net",)].get_payload()[1].get_payload(decode=True).decode()
+    assert all(f'id="example.{tld}"' in everyone for tld in ("com", "net", "org"))
     assert sink.logins and set(sink.logins) == {"tlswatch"}
     summary = [p for p in posted if p.get("day") == "2026-11-26"]
     assert summary and summary[0]["text"].startswith("TLS report summary for 2026-11-26")

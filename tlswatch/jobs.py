@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from tlswatch.analytics.alerts import Alert, AlertRules, evaluate
-from tlswatch.analytics.summary import paragraph
+from tlswatch.analytics.summary import Summary, paragraph
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError
-from tlswatch.exports import daily, export_daily, html
+from tlswatch.exports import Daily, daily, export_daily, html
 from tlswatch.notify import deliver
 from tlswatch.store import Store
 
@@ -59,9 +59,12 @@ def run_daily(settings: Settings, day: date, out: Path | None = None) -> list[Pa
     if report.domains and (settings.mail_smtp or settings.webhook_url):
         texts = {d.policy_domain: paragraph(d) for d in report.domains}
 
-        def part(domains: list[str]) -> str:
-            report.summary.domains = [d for d in report.domains if d.policy_domain in domains]
-            return html(report)
+        every = list(report.domains)
+
+        def part(domains: list[str]) -> str:  # the HTML for one recipient's domains
+            only = Summary(report.summary.since, report.summary.until,
+                           [d for d in every if d.policy_domain in domains])
+            return html(Daily(day, only))
 
         errors = deliver(settings, subject=f"TLS report summary for {day}", by_domain=texts,
                          html=part, payload={"day": day.isoformat(),
