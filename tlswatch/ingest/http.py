@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tlswatch.errors import SpoolError
-from tlswatch.ingest.prepare import Options, prepare
+from tlswatch.ingest.prepare import Options, check
 from tlswatch.ingest.sources import Input
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
@@ -104,20 +104,25 @@ class ReportReceiver:
         data = bytes(body)
         meta: dict[str, Any] = {"via": "http", "peer": client, "content_type": ctype,
                                 "received_at": datetime.now(UTC).isoformat()}
-        item = Input(source="POST /v1/reports", data=data, via="http")
-        good, bad = await asyncio.to_thread(prepare, item, self.options)
-        if bad:
-            reason = "; ".join(q.reason for q in bad)
-            await asyncio.to_thread(self._keep_rejected, data, meta, reason)
-            return self._refuse("invalid", 400, reason)
-        try:
-            spool_id = await asyncio.to_thread(self.spool.put, data, meta)
+        try:  # one trip to a worker thread: the checks, then the fsyncs
+            spool_id, ids, reasons = await asyncio.to_thread(self._accept, data, meta)
         except SpoolError:
             return self._refuse("spool_error", 503, "cannot store the report now; please "
                                 "retry later", **{"Retry-After": "60"})
+        if reasons:
+            return self._refuse("invalid", 400, "; ".join(reasons))
         self.metrics.received.labels("http").inc()
-        return JSONResponse({"id": spool_id, "reports": len(good),
-                             "report_ids": [p.key[1] for p in good]}, status_code=201)
+        return JSONResponse({"id": spool_id, "reports": len(ids), "report_ids": ids},
+                            status_code=201)
+
+    def _accept(self, data: bytes, meta: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+        """Check the body as the loader will; spool it if it is good, keep it aside if not."""
+        ids, reasons = check(Input(source="POST /v1/reports", data=data, via="http"),
+                             self.options)
+        if reasons:
+            self._keep_rejected(data, meta, "; ".join(reasons))
+            return "", ids, reasons
+        return self.spool.put(data, meta), ids, []
 
     def _keep_rejected(self, data: bytes, meta: dict[str, Any], reason: str) -> None:
         # The sender was told; keeping a copy is best effort when the disk is full.

@@ -69,6 +69,25 @@ def options_from(settings: Settings) -> Options:
 Outcome = tuple[list[Prepared], list[Quarantined]]
 
 
+def check(item: Input, options: Options = DEFAULT_OPTIONS) -> tuple[list[str], list[str]]:
+    """What a receiver needs before it acknowledges: the report-ids that will load and the
+    reasons anything will not.  The same checks as ``prepare``, without flattening."""
+    try:
+        documents = decode(item.data, source=item.source, filename=item.filename,
+                           limits=options.limits)
+    except ReportError as exc:
+        return [], [exc.detail]
+    ids, reasons = [], []
+    for doc in documents:
+        try:
+            valid = validate(doc)
+            _check_domains(valid, options.domains)
+            ids.append(valid.report.report_id)
+        except ReportError as exc:
+            reasons.append(exc.detail)
+    return ids, reasons
+
+
 def prepare(item: Item, options: Options = DEFAULT_OPTIONS) -> Outcome:
     """Read, decode, validate and flatten one input; runs in worker processes."""
     if isinstance(item, FileRef):

@@ -30,7 +30,7 @@ from tlswatch.analytics.series import (
 from tlswatch.analytics.summary import paragraph, percent, summarize
 from tlswatch.config import Settings
 from tlswatch.errors import NotFoundError, SpoolError
-from tlswatch.ingest.prepare import Options, prepare
+from tlswatch.ingest.prepare import Options, check
 from tlswatch.ingest.sources import Input
 from tlswatch.ingest.spool import Spool
 from tlswatch.store import Store
@@ -243,15 +243,14 @@ class Dashboard:
             return f"{filename}: over the limit of {self.settings.max_input_bytes:,} bytes", \
                 False, 413
         item = Input(source=filename, data=data, filename=filename, via="upload")
-        good, bad = await asyncio.to_thread(prepare, item, self.options)
-        if bad:
-            return "; ".join(f"{q.source}: {q.reason}" for q in bad), False, 400
+        ids, reasons = await asyncio.to_thread(check, item, self.options)
+        if reasons:
+            return f"{filename}: " + "; ".join(reasons), False, 400
         try:
             await asyncio.to_thread(self.spool.put, data, {
                 "via": "upload", "filename": filename,
                 "received_at": datetime.now(UTC).isoformat()})
         except SpoolError:
             return "cannot store the report now; try again later", False, 503
-        ids = ", ".join(p.key[1] for p in good)
-        return f"accepted {len(good)} report(s) from {filename}: {ids}; loaded within " \
-               "seconds", True, 200
+        return f"accepted {len(ids)} report(s) from {filename}: {', '.join(ids)}; loaded " \
+               "within seconds", True, 200
