@@ -157,3 +157,26 @@ def test_gzip_file_named_by_the_rfc_convention(cli: Cli, tmp_path: Path) -> None
     name.write_bytes(gzip.compress(json.dumps(doc).encode()))
     cli.json("ingest", str(name))
     assert cli.json("summary")["domains"][0]["policy_domain"] == "example.org"
+
+
+def test_every_command_and_setting_has_help() -> None:
+    import typer.main
+
+    from tlswatch.cli import app
+    from tlswatch.config import describe
+
+    group = typer.main.get_command(app)
+
+    def walk(command: object, path: str) -> list[str]:
+        missing = []
+        sub = getattr(command, "commands", None)
+        if sub:
+            for name, child in sub.items():
+                missing += walk(child, f"{path} {name}")
+        elif not (getattr(command, "help", None) or "").strip():
+            missing.append(path)
+        return missing
+
+    assert walk(group, "tlswatch") == []
+    assert len(group.commands) >= 12  # type: ignore[attr-defined]
+    assert all(text.strip() for _, _, text in describe())

@@ -253,3 +253,18 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
         assert "tlswatch stopped" in "".join(server.output)
     finally:
         server.kill()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        done = subprocess.run([*CLI, "--db", str(tmp_path / "db.duckdb"), "serve", "--smtp", "",
+                               "--http", f"127.0.0.1:{port}", "--spool", str(tmp_path / "s")],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot listen" in done.stderr and "Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr

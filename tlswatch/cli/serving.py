@@ -44,7 +44,12 @@ def serve(
         sys.stdout.flush()
 
     with _errors():
-        asyncio.run(Service(settings).run(on_ready=ready))
+        try:
+            asyncio.run(Service(settings).run(on_ready=ready))
+        except OSError as exc:  # a port in use, an address not on this host, no permission
+            typer.echo(f"tlswatch: cannot listen (smtp={settings.smtp or '-'} "
+                       f"http={settings.http or '-'}): {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
     typer.echo("tlswatch stopped")
 
 
