@@ -95,9 +95,10 @@ MX_SERVERS = {  # host -> (loopback address, certificate kind)
     "mx.plain.example": ("127.0.0.6", "none"),
     "mx.wrongname.example": ("127.0.0.7", "wrongname"),
     "mx.selfsigned.example": ("127.0.0.8", "selfsigned"),
+    "mx.soon.example": ("127.0.0.9", "soon"),
 }
 POLICY_HOSTS = ["good", "twotxt", "badid", "redirect", "ctype", "expired", "notcovered", "wild",
-                "plain", "wrongname", "selfsigned", "norecord", "hosted"]
+                "plain", "wrongname", "selfsigned", "norecord", "hosted", "soon"]
 
 
 def world(tmp: Path) -> Iterator[World]:
@@ -128,6 +129,9 @@ def world(tmp: Path) -> Iterator[World]:
             if kind == "expired":
                 cert = ca.issue_cert(host, not_before=datetime.now(UTC) - timedelta(days=90),
                                      not_after=datetime.now(UTC) - timedelta(days=1))
+            elif kind == "soon":
+                cert = ca.issue_cert(host, not_before=datetime.now(UTC) - timedelta(days=80),
+                                     not_after=datetime.now(UTC) + timedelta(days=10, hours=1))
             elif kind == "wrongname":
                 cert = ca.issue_cert("somebody-else.example")
             elif kind == "selfsigned":

@@ -76,6 +76,18 @@ def test_certificate_problems_are_told_apart(w: World) -> None:
         assert check(w, domain)["error"] == [code]
 
 
+def test_certificate_expiring_soon_is_a_warning(w: World) -> None:
+    domain = publish(w, "soon", mx=["mx.soon.example"],
+                     policy=b"version: STSv1\r\nmode: enforce\r\nmx: mx.soon.example\r\n"
+                            b"max_age: 86400\r\n")
+    checker = Checker(nameserver=w.dns, ca_bundle=str(w.ca_bundle), https_port=w.https_port,
+                      smtp_port=w.smtp_port, timeout=5)
+    findings = checker.check(domain)
+    assert [f for f in findings if f.severity == "error"] == []
+    (soon,) = [f for f in findings if f.code == "mx_cert_expiring"]
+    assert soon.severity == "warning" and "expires in 10 days (within 14)" in soon.message
+
+
 def test_no_starttls_is_an_error_in_enforce_mode(w: World) -> None:
     domain = publish(w, "plain", mx=["mx.plain.example"],
                      policy=b"version: STSv1\r\nmode: enforce\r\nmx: mx.plain.example\r\n"
