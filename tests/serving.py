@@ -43,12 +43,13 @@ class Serve:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
-    def start(self, timeout: float = 30) -> Serve:
+    def start(self, timeout: float = 30, *, own_group: bool = False) -> Serve:
+        """Start; ``own_group`` gives it a process group, as a terminal or systemd would."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         flags = ["-v"] if self.verbose else []
         self.proc = subprocess.Popen([*CLI, "--config", str(self.config), *flags, "serve"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
+                                     text=True, env=env, start_new_session=own_group)
         ready = threading.Event()
         threading.Thread(target=self._read, args=(ready,), daemon=True).start()
         if not ready.wait(timeout):
@@ -81,6 +82,11 @@ class Serve:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+    def children(self) -> list[int]:
+        assert self.proc is not None
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
 
     def incoming(self) -> list[str]:
         return sorted(os.listdir(self.spool / "incoming"))

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -119,43 +120,52 @@ class Service:
 
 
 class LoaderProcess:
-    """The loader's child process and the counters it shares with /metrics."""
+    """The loader's child process and the counters it shares with /metrics.
+
+    It is stopped by SIGTERM (finish the batch, then exit), never through a shared lock or
+    event: a terminal's Ctrl-C or a service manager signals the whole process group, and a
+    child killed while holding a multiprocessing primitive would hang the parent.
+    """
 
     def __init__(self, settings: Settings) -> None:
         context = multiprocessing.get_context("spawn")
-        self.stop = context.Event()
-        self.counts = {name: context.Value("q", 0) for name in ("loaded", "duplicates",
-                                                               "quarantined", "rejected")}
+        # One writer (the child) and plain reads: no lock to be left held.
+        self.counts = {name: context.Value("q", 0, lock=False)
+                       for name in ("loaded", "duplicates", "quarantined", "rejected")}
         self.process = context.Process(
             target=run_loader, name="tlswatch-loader",
-            args=(settings, self.stop, self.counts, os.getpid(),
+            args=(settings, self.counts, os.getpid(),
                   logging.getLogger().getEffectiveLevel()), daemon=True)
 
     def start(self) -> None:
         self.process.start()
 
     def finish(self, timeout: float) -> None:
-        """Ask the loader to stop after its batch; wait for it."""
-        self.stop.set()
+        """Ask the loader to stop after its batch (SIGTERM); wait for it."""
+        if self.process.is_alive():
+            self.process.terminate()
         self.process.join(timeout)
         if self.process.is_alive():
-            log.warning("loader did not stop in %ss; terminating it", timeout)
-            self.process.terminate()
+            log.warning("loader did not stop in %ss; killing it (the spool keeps everything)",
+                        timeout)
+            self.process.kill()
             self.process.join(5)
 
     def count(self, name: str) -> float:
         return float(self.counts[name].value)
 
 
-def run_loader(settings: Settings, stop: Any, counts: dict[str, Any], parent: int,
-               level: int) -> None:
-    """The loader's loop (in its own process): drain the spool until asked to stop."""
+def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: int) -> None:
+    """The loader's loop (in its own process): drain the spool until SIGTERM."""
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     with contextlib.suppress(OSError):
         os.nice(19)
     spool, options = Spool(settings.spool), options_from(settings)
     pruned_at = scheduled_at = 0.0
-    while not stop.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
+    while not stopping.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
         try:
             result = drain(spool, settings.db, options=options, limit=settings.batch_size,
                            lock_timeout=settings.lock_timeout)
@@ -177,13 +187,12 @@ def run_loader(settings: Settings, stop: Any, counts: dict[str, Any], parent: in
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
                                 ("quarantined", result.rejected - len(result.retry)),
                                 ("rejected", result.rejected)):
-                with counts[name].get_lock():
-                    counts[name].value += value
+                counts[name].value += value
             log.info("loaded %d, duplicates %d, rejected %d", result.accepted,
                      result.duplicates, result.rejected)
             time.sleep(0.05)  # let waiting readers take the database
         else:
-            stop.wait(settings.loader_interval)
+            stopping.wait(settings.loader_interval)
         if time.monotonic() - pruned_at > 3600:
             pruned_at = time.monotonic()
             spool.prune(older_than_days=settings.spool_keep_days)

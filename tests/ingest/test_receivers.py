@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import smtplib
+import time
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -242,6 +245,33 @@ def test_reports_for_other_domains_are_refused(tmp_path: Path) -> None:
         assert server.query("SELECT report_id FROM reports") == [("ours",)]
         assert server.query("SELECT count(*) FROM quarantine WHERE reason LIKE "
                             "'%not one of our domains%'") == [(1,)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_whole_group_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C in a terminal (SIGINT) and systemd's stop (SIGTERM) reach every process of
+    the group, the loader too: serve must still finish its work and exit 0."""
+    server = Serve(tmp_path).start(own_group=True)
+    try:
+        children = server.children()
+        assert children, "the loader process is running"
+        reply = httpx.post(f"{server.http_url}/v1/reports", content=gz_report("grouped"),
+                           headers=GZIP_TYPE)
+        assert reply.status_code == 201
+        server.wait_loaded()
+        time.sleep(0.5)  # the loader is now idle, waiting for work: the case that used to hang
+        assert server.proc is not None
+        os.killpg(server.proc.pid, sig)
+        assert server.proc.wait(timeout=60) == 0
+        assert "tlswatch stopped" in "".join(server.output)
+        deadline = time.monotonic() + 15  # the loader, and multiprocessing's resource tracker
+        while any(Path(f"/proc/{c}").exists() for c in children):
+            left = {c: Path(f"/proc/{c}/cmdline").read_bytes()[:80] for c in children
+                    if Path(f"/proc/{c}").exists()}
+            assert time.monotonic() < deadline, f"left running: {left}"
+            time.sleep(0.05)
+    finally:
+        server.kill()
 
 
 def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
