@@ -7,9 +7,9 @@ import json
 import os
 import signal
 import smtplib
-import time
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
