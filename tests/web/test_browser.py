@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import VALID
 from tests.serving import Serve
-from tests.web.test_dashboard import HOSTILE, loaded_serve
+from tests.web.conftest import HOSTILE
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,15 +33,6 @@ def browser() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    running = loaded_serve(tmp_path_factory.mktemp("browser"))
-    try:
-        yield running
-    finally:
-        running.kill()
 
 
 @pytest.fixture
