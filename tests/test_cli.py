@@ -118,9 +118,9 @@ def test_reports_list_and_show(cli: Cli) -> None:
     assert shown["organization_name"] == "Microsoft Corporation"
     assert any("no time zone" in w for w in shown["warnings"])
     assert [p["policy_type"] for p in shown["policies"]] == ["sts", "tlsa"]
-    assert shown["raw_json"]["report-id"] == listed[0]["report_id"]
+    assert json.loads(shown["raw_report"])["report-id"] == listed[0]["report_id"]
     by_rid = cli("report", "show", listed[0]["report_id"], "--format", "table").stdout
-    assert "Warnings" in by_rid and "Raw JSON:" in by_rid
+    assert "Warnings" in by_rid and "The report as received:" in by_rid
     missing = cli("report", "show", "no-such-report", code=1)
     assert "no report with id or report-id 'no-such-report'" in missing.stderr
 

@@ -206,6 +206,29 @@ def valid_files() -> dict[str, bytes]:
                       fname("mail.postfix-site.example", "example.net", EPOCH["2026-11-23"],
                             "a-very-long-unique-identifier-that-needs-rfc2231-folding-x" * 2,
                             "json"))])
+    # Postfix 3.10+ with sys4 tlsrpt-reporter, as POSTed: one entry per policy *used*, so the
+    # entries are different sessions (they add up); no policy-domain on no-policy-found
+    # (taken from the other entries); the report-id names the domain.
+    day = "2026-11-24"
+    doc = report("mail.postfix-site.example", f"{day}T00:00:00Z_idx1_example.net", day, [
+        entry("no-policy-found", None, 30, 0),
+        entry("sts", "example.net", 120, 3, [fail("certificate-expired", 3, "mx.example.net",
+                                                  "198.51.100.7", "203.0.113.80", **{
+                                                      "failure-reason-code":
+                                                      "X509_V_ERR_CERT_HAS_EXPIRED"})],
+              **{"policy-string": sts("example.net", ["mx.example.net"]),
+                 "mx-host": ["mx.example.net"]}),
+        entry("tlsa", "example.net", 40, 0, [],
+              **{"policy-string": ["3 1 1 0f1e2d3c4b5a69788796a5b4c3d2e1f0"],
+                 "mx-host": ["mx.example.net"]}),
+    ], contact="postmaster@postfix-site.example")
+    files[f"postfix/tlsrpt-reporter-example.net-{day}.json"] = dumps(doc)
+    # The same reporter for a domain without policies: only a no-policy-found entry whose
+    # policy-domain is "", so the domain comes from the report-id.
+    day = "2026-11-25"
+    doc = report("mail.postfix-site.example", f"{day}T00:00:00Z_idx1_example.com", day,
+                 [entry("no-policy-found", "", 52, 0)], contact="postmaster@postfix-site.example")
+    files[f"postfix/tlsrpt-reporter-example.com-{day}.json"] = dumps(doc)
     # Bare application/tlsrpt with the older mx-host-pattern, and a JSON file with a BOM.
     doc = report("Old Reporter", "old-2026-11-22", "2026-11-22", [
         entry("sts", "example.net", 120, 0, [], **{"policy-string": sts("example.net",
@@ -289,8 +312,6 @@ def invalid_files() -> dict[str, tuple[bytes, str]]:
             {"start-datetime": "yesterday"})), "date-range.start-datetime: not a valid RFC 3339"),
         "impossible-date.json": (mutate(lambda d: d["date-range"].update(
             {"start-datetime": "2026-02-30T00:00:00Z"})), "not a valid RFC 3339 date-time"),
-        "no-policy-domain.json": (mutate(lambda d: d["policies"][0]["policy"].pop(
-            "policy-domain")), "policy-domain is missing"),
         "no-report.eml": (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hello\r\n\r\n"
                           b"Just a note, no report here.\r\n",
                           "no TLS-RPT report in message"),

@@ -1,8 +1,9 @@
-"""The counting rule of DESIGN.md, checked through the CLI a user runs."""
+"""The counting rule (it depends on the sender's layout), checked through the CLI a user runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Cli, detail, make_report, policy, write_json
 
@@ -12,35 +13,100 @@ def domain(summary: dict, name: str) -> dict:
     return row
 
 
-def test_sessions_under_sts_and_tlsa_are_counted_once(cli: Cli, tmp_path: Path) -> None:
+def npf(domain: str | None, ok: int, failed: int = 0,
+        details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A no-policy-found entry; ``None`` leaves policy-domain out, as Postfix does."""
+    entry = policy(domain or "", ok, failed, details, ptype="no-policy-found")
+    del entry["policy"]["policy-string"]
+    if domain is None:
+        del entry["policy"]["policy-domain"]
+    return entry
+
+
+def figures(cli: Cli, name: str = "example.com") -> tuple[int, int, dict[str, int]]:
+    row = domain(cli.json("summary"), name)
+    return row["successful_sessions"], row["failed_sessions"], row["failures_by_result_type"]
+
+
+def test_microsoft_layout_same_sessions_under_sts_and_tlsa_count_once(
+        cli: Cli, tmp_path: Path) -> None:
     fails = [detail("starttls-not-supported", 7)]
     doc = make_report(org="Microsoft Corporation", policies=[
         policy("example.com", 100, 7, fails, ptype="sts"),
         policy("example.com", 100, 7, fails, ptype="tlsa"),
     ])
     cli.json("ingest", str(write_json(tmp_path / "ms.json", doc)))
-    row = domain(cli.json("summary"), "example.com")
-    assert (row["successful_sessions"], row["failed_sessions"]) == (100, 7)
-    assert row["failures_by_result_type"] == {"starttls-not-supported": 7}
-    assert row["success_rate"] == round(100 / 107, 6)
-    failures = cli.json("failures")
-    assert [f["failed_sessions"] for f in failures] == [7]
+    assert figures(cli) == (100, 7, {"starttls-not-supported": 7})
+    assert domain(cli.json("summary"), "example.com")["success_rate"] == round(100 / 107, 6)
+    assert [f["failed_sessions"] for f in cli.json("failures")] == [7]
 
 
-def test_entries_of_one_type_are_summed_then_the_larger_type_taken(
+def test_postfix_layout_entries_are_different_sessions_and_add_up(
+        cli: Cli, tmp_path: Path) -> None:
+    doc = make_report(org="mail.sender.example", policies=[
+        npf(None, 10),
+        policy("example.com", 20, 0, ptype="sts"),
+        policy("example.com", 3, 2, [detail("tlsa-invalid", 2)], ptype="tlsa"),
+    ])
+    cli.json("ingest", str(write_json(tmp_path / "postfix.json", doc)))
+    assert figures(cli) == (33, 2, {"tlsa-invalid": 2})
+
+
+def test_mta_sts_started_mid_day_adds_the_sessions_before_it(cli: Cli, tmp_path: Path) -> None:
+    doc = make_report(policies=[npf("example.com", 5),
+                                policy("example.com", 8, 2, [detail("certificate-expired", 2)])])
+    cli.json("ingest", str(write_json(tmp_path / "r.json", doc)))
+    assert figures(cli) == (13, 2, {"certificate-expired": 2})
+
+
+def test_same_sessions_take_failures_and_details_from_one_type(cli: Cli, tmp_path: Path) -> None:
+    # 5 sessions under both policies: DANE failed all of them, MTA-STS none.
+    doc = make_report(policies=[
+        policy("example.com", 5, 0, [], ptype="sts"),
+        policy("example.com", 0, 5, [detail("tlsa-invalid", 5)], ptype="tlsa"),
+    ])
+    cli.json("ingest", str(write_json(tmp_path / "r.json", doc)))
+    assert figures(cli) == (0, 5, {"tlsa-invalid": 5})
+    shown = cli.json("report", "show", "r-1")
+    rules = {p["policy_type"]: (p["counted"], p["counting_rule"]) for p in shown["policies"]}
+    assert rules["tlsa"][0] is True and rules["sts"][0] is False
+    assert "same sessions" in rules["sts"][1]
+
+
+def test_one_type_is_summed_within_then_unequal_totals_are_added(
         cli: Cli, tmp_path: Path) -> None:
     doc = make_report(policies=[
         policy("example.com", 40, 1, [detail("certificate-expired", 1, mx="mx1.example.com")]),
         policy("example.com", 50, 2, [detail("certificate-expired", 2, mx="mx2.example.com")]),
         policy("example.com", 80, 0, [], ptype="tlsa"),
+        npf("example.com", 4, 1, [detail("starttls-not-supported", 1)]),
         policy("other.example", 5, 0),
     ])
     cli.json("ingest", str(write_json(tmp_path / "r.json", doc)))
-    summary = cli.json("summary")
-    row = domain(summary, "example.com")
-    assert (row["successful_sessions"], row["failed_sessions"]) == (90, 3)
-    assert row["failures_by_result_type"] == {"certificate-expired": 3}
-    assert domain(summary, "other.example")["successful_sessions"] == 5
+    assert figures(cli) == (174, 4, {"certificate-expired": 3, "starttls-not-supported": 1})
+    assert figures(cli, "other.example") == (5, 0, {})
+
+
+def test_equal_totals_across_sts_entries_and_one_tlsa_are_the_same_sessions(
+        cli: Cli, tmp_path: Path) -> None:
+    doc = make_report(policies=[
+        policy("example.com", 40, 1, [detail("certificate-expired", 1)]),
+        policy("example.com", 50, 2, [detail("certificate-expired", 2)]),
+        policy("example.com", 93, 0, [], ptype="tlsa"),
+        npf("example.com", 4),
+    ])
+    cli.json("ingest", str(write_json(tmp_path / "r.json", doc)))
+    assert figures(cli) == (94, 3, {"certificate-expired": 3})
+
+
+def test_per_policy_type_figures_stay_available(cli: Cli, tmp_path: Path) -> None:
+    fails = [detail("starttls-not-supported", 7)]
+    doc = make_report(policies=[policy("example.com", 100, 7, fails, ptype="sts"),
+                                policy("example.com", 100, 7, fails, ptype="tlsa")])
+    cli.json("ingest", str(write_json(tmp_path / "ms.json", doc)))
+    shown = cli.json("report", "show", "r-1")
+    assert [(p["policy_type"], p["successful_sessions"], p["failed_sessions"])
+            for p in shown["policies"]] == [("sts", 100, 7), ("tlsa", 100, 7)]
 
 
 def test_a_report_seen_twice_counts_once(cli: Cli, tmp_path: Path) -> None:

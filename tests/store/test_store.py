@@ -30,7 +30,7 @@ def test_raw_report_is_kept_so_tables_can_be_rebuilt(cli: Cli, db: Path) -> None
     with Store.open(db) as store:
         counts = store.rows("SELECT (SELECT count(*) FROM reports) AS reports, "
                             "(SELECT count(*) FROM report_raw) AS raw")[0]
-    assert counts["reports"] == counts["raw"] == 20
+    assert counts["reports"] == counts["raw"] == 22
 
 
 HOLDER = """
@@ -85,3 +85,35 @@ def test_cli_reports_the_lock_cleanly(cli: Cli, db: Path, monkeypatch: pytest.Mo
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_upgrade_recounts_stored_reports_by_the_senders_layout(db: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, "
+                "applied_at TIMESTAMP NOT NULL)")
+    for name, sql in MIGRATIONS[:3]:  # a database of the release before the layout rule
+        con.execute(sql)
+        con.execute("INSERT INTO schema_migrations VALUES (?, now())", [name])
+    rows = [  # report 1: Microsoft, the same sessions twice; report 2: Postfix, all different
+        (1, 1, "sts", 100, 7), (2, 1, "tlsa", 100, 7),
+        (3, 2, "no-policy-found", 10, 0), (4, 2, "sts", 20, 0), (5, 2, "tlsa", 3, 2)]
+    for pk, report, ptype, ok, failed in rows:
+        con.execute("INSERT INTO policies VALUES (?, ?, 0, DATE '2026-11-25', 'O', ?, "
+                    "'example.com', NULL, NULL, ?, ?, true, true)",
+                    [pk, report, ptype, ok, failed])
+    con.execute("INSERT INTO failure_details (report_pk, policy_pk, day, organization_name, "
+                "policy_type, policy_domain, result_type, failed_session_count, counted, "
+                "domain_id, organization_name_id, result_type_id) VALUES "
+                "(1, 2, DATE '2026-11-25', 'O', 'tlsa', 'example.com', 'x', 7, true, 1, 1, 1)")
+    con.close()
+    with Store.open(db) as store:
+        got = store.rows("SELECT report_pk, policy_type, counted, counting FROM policies "
+                         "ORDER BY policy_pk")
+        detail = store.rows("SELECT counted FROM failure_details")
+    assert [(r["report_pk"], r["policy_type"], r["counted"], r["counting"]) for r in got] == [
+        (1, "sts", True, "same-sessions"), (1, "tlsa", False, "same-sessions"),
+        (2, "no-policy-found", True, "added"), (2, "sts", True, "added"),
+        (2, "tlsa", True, "added")]
+    assert detail == [{"counted": False}]  # it followed its policy row

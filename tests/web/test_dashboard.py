@@ -26,7 +26,7 @@ def test_every_page_is_also_json(server: Serve) -> None:
     reports = httpx.get(f"{base}/reports?format=json&org=Mail.ru").json()["reports"]
     assert [r["organization_name"] for r in reports] == ["Mail.ru"]
     one = httpx.get(f"{base}/reports/{reports[0]['id']}?format=json").json()
-    assert one["report"]["raw_json"]["organization-name"] == "Mail.ru"
+    assert '"organization-name": "Mail.ru"' in one["report"]["raw_report"]
     assert httpx.get(f"{base}/alerts?format=json").status_code == 200
     assert httpx.get(f"{base}/domains/nope.example").status_code == 404
 

@@ -69,7 +69,7 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
             FROM failure_details WHERE counted GROUP BY policy_domain, result_type
         )
         SELECT f.policy_domain, f.result_type, f.first_day,
-               sum(d.failed_session_count)::BIGINT AS failed,
+               sum(d.failed_session_count)::HUGEINT AS failed,
                list(DISTINCT d.organization_name ORDER BY d.organization_name) AS orgs,
                list(DISTINCT d.receiving_mx_hostname) FILTER
                    (d.receiving_mx_hostname IS NOT NULL) AS hosts
@@ -93,8 +93,8 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
 def _daily(store: Store, first: date, last: date) -> list[dict[str, Any]]:
     return store.rows("""
         SELECT day, policy_domain,
-               coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT AS ok,
-               coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT AS failed
+               coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT AS ok,
+               coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT AS failed
         FROM policies WHERE day BETWEEN ? AND ? GROUP BY ALL ORDER BY day, policy_domain
     """, [first, last])
 
@@ -135,7 +135,7 @@ def _spikes(store: Store, first: date, last: date, rules: AlertRules) -> list[Al
 def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
     rows = store.rows(f"""
         SELECT policy_domain, day, list(DISTINCT result_type ORDER BY result_type) AS types,
-               sum(failed_session_count)::BIGINT AS failed,
+               sum(failed_session_count)::HUGEINT AS failed,
                list(DISTINCT organization_name ORDER BY organization_name) AS orgs
         FROM failure_details
         WHERE counted AND day BETWEEN ? AND ?

@@ -67,9 +67,9 @@ def session_totals(store: Store, filters: Filters) -> list[dict[str, Any]]:
     return store.rows(f"""
         SELECT policy_domain, count(DISTINCT report_pk) AS reports,
                list(DISTINCT organization_name ORDER BY organization_name) AS organizations,
-               coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT
+               coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT
                    AS successful_sessions,
-               coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT
+               coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT
                    AS failed_sessions
         FROM policies{where}
         GROUP BY policy_domain ORDER BY policy_domain
@@ -128,7 +128,7 @@ def failure_groups(
                                               "failure_reason_codes") if details)
     return store.rows(f"""
         WITH g AS (
-            SELECT {key_sql}, sum(failed_session_count)::BIGINT AS failed_sessions{extra}
+            SELECT {key_sql}, sum(failed_session_count)::HUGEINT AS failed_sessions{extra}
             FROM failure_details{where}
             GROUP BY {key_sql}{qualify}
         ){code_cte}

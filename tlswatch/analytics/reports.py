@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 from typing import Any
 
 from tlswatch.analytics.queries import Filters
@@ -18,9 +17,9 @@ def list_reports(store: Store, filters: Filters, *, limit: int = 100) -> list[di
         WITH per_report AS (
             SELECT report_pk,
                    list(DISTINCT policy_domain ORDER BY policy_domain) AS policy_domains,
-                   coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT
+                   coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT
                        AS successful_sessions,
-                   coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT
+                   coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT
                        AS failed_sessions
             FROM policies{where} GROUP BY report_pk
         )
@@ -50,23 +49,43 @@ def find_report(store: Store, ident: str) -> int:
 
 
 def show_report(store: Store, ident: str) -> dict[str, Any]:
-    """One report: its stored fields, policies, failure details, warnings and raw JSON."""
+    """One report: its stored fields, policies (with the counting rule that applied), failure
+    details in the sender's order, warnings, and the report exactly as received."""
     pk = find_report(store, ident)
     report = store.rows("SELECT * EXCLUDE (report_pk) FROM reports WHERE report_pk = ?", [pk])[0]
     policies = store.rows("""
         SELECT policy_index, policy_type, policy_domain, policy_string, mx_host,
-               successful_sessions, failed_sessions, counted_successful, counted_failed
+               successful_sessions, failed_sessions, counted, counting
         FROM policies WHERE report_pk = ? ORDER BY policy_index""", [pk])
     details = store.rows("""
         SELECT p.policy_index, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
                f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
                f.additional_information, f.failure_reason_code, f.counted
         FROM failure_details f JOIN policies p USING (policy_pk)
-        WHERE f.report_pk = ? ORDER BY p.policy_index""", [pk])
+        WHERE f.report_pk = ? ORDER BY p.policy_index, f.detail_index, f.rowid""", [pk])
     raw = store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?", [pk])[0]["raw_gzip"]
     for policy in policies:
+        policy["counting_rule"] = describe(policy["counting"], policy["policy_type"],
+                                           policy["counted"])
         policy["failure_details"] = [
             {k: v for k, v in d.items() if k != "policy_index"}
             for d in details if d["policy_index"] == policy["policy_index"]]
-    return {"id": pk, **report, "policies": policies,
-            "raw_json": json.loads(gzip.decompress(raw))}
+    return {"id": pk, **report, "policies": policies, "raw_report": raw_text(raw)}
+
+
+def raw_text(raw_gzip: bytes) -> str:
+    """The report's JSON text exactly as received (the store keeps it gzip-compressed)."""
+    data = gzip.decompress(raw_gzip)
+    return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace")
+
+
+def describe(counting: str, policy_type: str, counted: bool) -> str:
+    """Why a policy row counts or not, under the rule the loader applied (``counting``)."""
+    if counting == "same-sessions" and policy_type != "no-policy-found":
+        if counted:
+            return ("counted: sts and tlsa list the same sessions (equal totals); this type "
+                    "has at least as many failures")
+        return "not counted: sts and tlsa list the same sessions; the other type counts"
+    if policy_type == "no-policy-found":
+        return "counted: no-policy-found sessions add to the rest"
+    return "counted: sessions of their own, added to the other entries"

@@ -13,9 +13,9 @@ def daily_sessions(store: Store, filters: Filters) -> list[dict[str, Any]]:
     where, params = filters.where(failure_rows=False)
     return store.rows(f"""
         SELECT day, policy_domain, count(DISTINCT report_pk) AS reports,
-               coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT
+               coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT
                    AS successful_sessions,
-               coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT
+               coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT
                    AS failed_sessions
         FROM policies{where}
         GROUP BY day, policy_domain ORDER BY day, policy_domain
@@ -27,7 +27,7 @@ def daily_failures(store: Store, filters: Filters) -> list[dict[str, Any]]:
     where, params = filters.where(failure_rows=True)
     where = f"{where} AND counted" if where else " WHERE counted"
     return store.rows(f"""
-        SELECT day, policy_domain, result_type, sum(failed_session_count)::BIGINT
+        SELECT day, policy_domain, result_type, sum(failed_session_count)::HUGEINT
                    AS failed_sessions
         FROM failure_details{where}
         GROUP BY day, policy_domain, result_type ORDER BY day, policy_domain, result_type
@@ -39,9 +39,9 @@ def by_organization(store: Store, filters: Filters) -> list[dict[str, Any]]:
     where, params = filters.where(failure_rows=False)
     return store.rows(f"""
         SELECT organization_name, count(DISTINCT report_pk) AS reports,
-               coalesce(sum(successful_sessions) FILTER (counted_successful), 0)::BIGINT
+               coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT
                    AS successful_sessions,
-               coalesce(sum(failed_sessions) FILTER (counted_failed), 0)::BIGINT
+               coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT
                    AS failed_sessions,
                max(day) AS last_day
         FROM policies{where}

@@ -135,19 +135,22 @@ def report_show(
     if chosen is Format.json:
         typer.echo(to_json(data))
         return
-    head = {k: v for k, v in data.items() if k not in ("policies", "raw_json", "warnings")}
+    head = {k: v for k, v in data.items() if k not in ("policies", "raw_report", "warnings")}
     out = [render_rows([{"field": k, "value": v} for k, v in head.items()], chosen,
                        title="Report")]
     out.append(render_rows([{"warning": w} for w in data["warnings"]] or [{"warning": "none"}],
                            chosen, title="Warnings"))
-    policies = [{k: v for k, v in p.items() if k != "failure_details"} for p in data["policies"]]
+    policies = [{k: v for k, v in p.items() if k not in ("failure_details", "counting")}
+                for p in data["policies"]]
     out.append(render_rows(policies, chosen, title="Policies"))
     details = [{"policy_index": p["policy_index"], **d} for p in data["policies"]
                for d in p["failure_details"]]
     if details:
-        out.append(render_rows(details, chosen, title="Failure details"))
-    out.append(("Raw JSON:\n" if chosen is Format.table else "") + to_json(data["raw_json"]))
-    typer.echo("\n".join(out))
+        out.append(render_rows(details, chosen, title="Failure details (in the sender's order)"))
+    raw = data["raw_report"]
+    out.append(("The report as received:\n" if chosen is Format.table else "") + raw
+               + ("" if raw.endswith("\n") else "\n"))
+    typer.echo("\n".join(out), nl=False)
 
 
 

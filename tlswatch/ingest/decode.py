@@ -46,6 +46,7 @@ class Container:
     subject_report_id: str | None = None
     message_id: str | None = None
     sender_domain: str | None = None  # the From address's domain
+    url_domain: str | None = None  # the domain of the receiving URL (POST /v1/reports/<domain>)
     message: bool = False  # the report came inside an e-mail message
 
 
@@ -61,9 +62,13 @@ class Document:
 
 
 def decode(
-    data: bytes, *, source: str, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+    data: bytes, *, source: str, filename: str | None = None, url_domain: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Document]:
-    """Turn one input (a report file or an e-mail message) into its report documents."""
+    """Turn one input (a report file or an e-mail message) into its report documents.
+
+    ``url_domain`` is the domain the receiving URL named, if any (checked by the receiver).
+    """
     if len(data) > limits.max_input_bytes:
         raise ReportError(
             source, f"input is {len(data):,} bytes, over the limit of {limits.max_input_bytes:,}"
@@ -71,8 +76,8 @@ def decode(
     if not data.strip():
         raise ReportError(source, "empty input")
     if _is_report_payload(data):
-        return [decode_payload(data, source=source, container=Container(filename=filename),
-                               limits=limits)]
+        container = Container(filename=filename, url_domain=url_domain)
+        return [decode_payload(data, source=source, container=container, limits=limits)]
     if _MESSAGE_START.match(data):
         from tlswatch.ingest.mail import parse_message
 
@@ -80,7 +85,8 @@ def decode(
         return [
             decode_payload(part.payload, source=f"{source} [{part.label}]",
                            container=replace(message.container, filename=part.filename,
-                                             content_type=part.content_type),
+                                             content_type=part.content_type,
+                                             url_domain=url_domain),
                            limits=limits)
             for part in message.parts
         ]

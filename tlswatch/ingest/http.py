@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.errors import SpoolError
 from tlswatch.ingest.prepare import Options, check
 from tlswatch.ingest.sources import Input
@@ -73,6 +74,7 @@ class ReportReceiver:
 
     def routes(self) -> list[Route]:
         return [Route("/v1/reports", self.post_report, methods=["POST"]),
+                Route("/v1/reports/{domain}", self.post_report, methods=["POST"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"])]
 
@@ -86,6 +88,12 @@ class ReportReceiver:
         if wait:
             return self._refuse("rate_limited", 429, "too many reports from this address; "
                                 "slow down", **{"Retry-After": str(math.ceil(wait))})
+        domain = request.path_params.get("domain")
+        if domain is not None:  # rua=https://host/v1/reports/<domain>: for entries naming none
+            try:
+                domain = parse_domain(domain)
+            except BadDomain as exc:
+                return self._refuse("invalid", 400, f"URL path: {exc}")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in REPORT_TYPES:
             return self._refuse("unsupported_media_type", 415,
@@ -103,7 +111,7 @@ class ReportReceiver:
                                     f"{self.max_bytes:,} bytes")
         data = bytes(body)
         meta: dict[str, Any] = {"via": "http", "peer": client, "content_type": ctype,
-                                "received_at": datetime.now(UTC).isoformat()}
+                                "received_at": datetime.now(UTC).isoformat(), "domain": domain}
         try:  # one trip to a worker thread: the checks, then the fsyncs
             spool_id, ids, reasons = await asyncio.to_thread(self._accept, data, meta)
         except SpoolError:
@@ -117,7 +125,9 @@ class ReportReceiver:
 
     def _accept(self, data: bytes, meta: dict[str, Any]) -> tuple[str, list[str], list[str]]:
         """Check the body as the loader will; spool it if it is good, keep it aside if not."""
-        ids, reasons = check(Input(source="POST /v1/reports", data=data, via="http"),
+        domain = meta["domain"]
+        source = f"POST /v1/reports/{domain}" if domain else "POST /v1/reports"
+        ids, reasons = check(Input(source=source, data=data, via="http", domain=domain),
                              self.options)
         if reasons:
             self._keep_rejected(data, meta, "; ".join(reasons))

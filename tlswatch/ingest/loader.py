@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tlswatch.dnsname import is_domain
 from tlswatch.ingest.prepare import (
     DEFAULT_OPTIONS,
     Options,
@@ -30,6 +31,15 @@ from tlswatch.ingest.prepare import (
     Quarantined,
     prepare,
     prepare_chunk,
+)
+from tlswatch.ingest.rows import (
+    DETAIL_SCHEMA,
+    POLICY_SCHEMA,
+    REPORT_SCHEMA,
+    DetailRow,
+    PolicyRow,
+    ReportRow,
+    to_table,
 )
 from tlswatch.ingest.sources import Input, Item
 from tlswatch.ingest.spool import Spool
@@ -171,8 +181,11 @@ def drain(spool: Spool, store_path: Path, *, options: Options = DEFAULT_OPTIONS,
     items: list[Item] = []
     for entry in entries:
         meta, data = spool.read(entry)
+        domain = meta.get("domain")
         items.append(Input(source=f"{meta.get('via', 'spool')}:{entry.id}", data=data,
-                           filename=meta.get("filename"), via=str(meta.get("via", "spool"))))
+                           filename=meta.get("filename"), via=str(meta.get("via", "spool")),
+                           domain=domain if isinstance(domain, str) and is_domain(domain)
+                           else None))
     with Store.open(store_path, lock_timeout=lock_timeout) as store:
         result = load(items, store, options=options, batch_size=len(items) + 1)
     retry = {r.source for r in result.retry}
@@ -234,31 +247,22 @@ def _write_reports(store: Store, reports: list[Prepared]) -> list[int]:
     policy_pk = store.next_pk("policies", "policy_pk")
     now = now_utc()
     pks = list(range(first, first + len(reports)))
-    rep: list[tuple[Any, ...]] = []
-    pol: list[tuple[Any, ...]] = []
-    det: list[tuple[Any, ...]] = []
+    rep: list[ReportRow] = []
+    pol: list[PolicyRow] = []
+    det: list[DetailRow] = []
     for pk, prepared in zip(pks, reports, strict=True):
-        rep.append((pk, *prepared.report_row, now))
-        for index, (policy_row, details) in enumerate(prepared.policies):
-            pol.append((policy_pk, pk, index, *policy_row))
-            det.extend((pk, policy_pk, *d) for d in details)
+        rep.append(prepared.report._replace(report_pk=pk, received_at=now))
+        for policy, details in prepared.policies:
+            pol.append(policy._replace(policy_pk=policy_pk, report_pk=pk))
+            det.extend(d._replace(report_pk=pk, policy_pk=policy_pk) for d in details)
             policy_pk += 1
-    store.insert("reports", _columns(rep, _REPORT_SCHEMA))
+    store.insert("reports", to_table(ReportRow, rep, REPORT_SCHEMA))
     store.insert("report_raw", pa.table({"report_pk": pks,
                                          "raw_gzip": [r.raw_gzip for r in reports]},
                                         schema=_RAW_SCHEMA))
-    store.insert("policies", _columns(pol, _POLICY_SCHEMA))
-    store.insert_failure_details(_columns(det, _DETAIL_SCHEMA))
+    store.insert("policies", to_table(PolicyRow, pol, POLICY_SCHEMA))
+    store.insert_failure_details(to_table(DetailRow, det, DETAIL_SCHEMA))
     return pks
-
-
-def _columns(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
-    """Row tuples to an Arrow table (transposed in C, not a Python loop per cell)."""
-    if not rows:
-        return schema.empty_table()
-    columns = list(zip(*rows, strict=True))
-    return pa.table([pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
-                    schema=schema)
 
 
 def _write_quarantine(store: Store, rejects: list[Quarantined]) -> None:
@@ -280,28 +284,7 @@ def _write_quarantine(store: Store, rejects: list[Quarantined]) -> None:
 
 
 _S, _I, _TS = pa.string(), pa.int64(), pa.timestamp("us")
-_REPORT_SCHEMA = pa.schema([
-    ("report_pk", _I), ("organization_name", _S), ("report_id", _S), ("contact_info", _S),
-    ("start_datetime", _TS), ("end_datetime", _TS), ("day", pa.date32()), ("source", _S),
-    ("filename", _S), ("message_id", _S), ("header_report_domain", _S),
-    ("header_submitter", _S), ("subject_report_id", _S), ("warnings", pa.list_(_S)),
-    ("received_via", _S), ("dkim_result", _S), ("dkim_domain", _S), ("received_at", _TS),
-])
 _RAW_SCHEMA = pa.schema([("report_pk", _I), ("raw_gzip", pa.binary())])
-_POLICY_SCHEMA = pa.schema([
-    ("policy_pk", _I), ("report_pk", _I), ("policy_index", pa.int32()), ("day", pa.date32()),
-    ("organization_name", _S), ("policy_type", _S), ("policy_domain", _S),
-    ("policy_string", pa.list_(_S)), ("mx_host", pa.list_(_S)),
-    ("successful_sessions", _I), ("failed_sessions", _I), ("counted_successful", pa.bool_()),
-    ("counted_failed", pa.bool_()),
-])
-_DETAIL_SCHEMA = pa.schema([
-    ("report_pk", _I), ("policy_pk", _I), ("day", pa.date32()), ("organization_name", _S),
-    ("policy_type", _S), ("policy_domain", _S), ("result_type", _S), ("sending_mta_ip", _S),
-    ("receiving_mx_hostname", _S), ("receiving_mx_helo", _S), ("receiving_ip", _S),
-    ("failed_session_count", _I), ("additional_information", _S), ("failure_reason_code", _S),
-    ("counted", pa.bool_()),
-])
 _QUARANTINE_SCHEMA = pa.schema([
     ("quarantine_pk", _I), ("sha256", _S), ("source", _S), ("reason", _S),
     ("received_at", _TS), ("size", _I), ("raw_gzip", pa.binary()),

@@ -1,22 +1,23 @@
 """Per input, pure CPU work: read, decode, check DKIM, validate, flatten into row tuples.
 
 Runs in the loader's process or in worker processes, so everything it returns is plain
-data that pickles cheaply.  The counting rule of DESIGN.md is decided here, per report.
+data that pickles cheaply.  The counting rule (``counting``) is decided here, per report.
 """
 
 from __future__ import annotations
 
-import collections
 import gzip
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import NamedTuple
 
 from tlswatch.config import Settings
 from tlswatch.errors import ReportError
+from tlswatch.ingest import counting
 from tlswatch.ingest.decode import DEFAULT_LIMITS, Document, Limits, decode
 from tlswatch.ingest.dkim import DkimResult, DnsFunc
 from tlswatch.ingest.dkim import verify as verify_dkim
+from tlswatch.ingest.rows import DetailRow, PolicyRow, ReportRow
 from tlswatch.ingest.sources import FileRef, Input, Item, expand
 from tlswatch.ingest.validate import ValidReport, validate
 
@@ -26,9 +27,9 @@ class Prepared(NamedTuple):
 
     key: tuple[str, str]
     source: str
-    report_row: tuple[Any, ...]
+    report: ReportRow
     raw_gzip: bytes
-    policies: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]
+    policies: list[tuple[PolicyRow, list[DetailRow]]]
 
 
 class Quarantined(NamedTuple):
@@ -74,7 +75,7 @@ def check(item: Input, options: Options = DEFAULT_OPTIONS) -> tuple[list[str], l
     reasons anything will not.  The same checks as ``prepare``, without flattening."""
     try:
         documents = decode(item.data, source=item.source, filename=item.filename,
-                           limits=options.limits)
+                           url_domain=item.domain, limits=options.limits)
     except ReportError as exc:
         return [], [exc.detail]
     ids, reasons = [], []
@@ -102,7 +103,7 @@ def prepare(item: Item, options: Options = DEFAULT_OPTIONS) -> Outcome:
         return [], [Quarantined(item.source, item.detail, b"")]
     try:
         documents = decode(item.data, source=item.source, filename=item.filename,
-                           limits=options.limits)
+                           url_domain=item.domain, limits=options.limits)
     except ReportError as exc:
         return [], [Quarantined(exc.source, exc.detail, item.data)]
     signature = _dkim(item, documents, options)
@@ -143,66 +144,46 @@ def prepare_chunk(items: list[Item], options: Options) -> list[Outcome]:
     return [prepare(item, options) for item in items]
 
 
-def _largest(sums: dict[tuple[Any, ...], int]) -> dict[tuple[Any, ...], str]:
-    """For each group key (all but the last part), the policy type with the largest sum."""
-    best: dict[tuple[Any, ...], tuple[int, str]] = {}
-    for (*group, ptype), total in sums.items():
-        key = tuple(group)
-        if key not in best or total > best[key][0]:  # ties: the type listed first
-            best[key] = (total, ptype)
-    return {key: ptype for key, (_, ptype) in best.items()}
-
-
-def _always(*_: str) -> bool:
-    return True
-
-
-def _counting_rule(vr: ValidReport) -> tuple[Callable[..., bool], Callable[..., bool],
-                                             Callable[..., bool]]:
-    """DESIGN.md's rule for one report: sum within a policy type, count the largest type.
-
-    Returns predicates saying whether a (domain, type) policy row counts for successful and
-    for failed sessions, and whether a (domain, result type, type) failure row counts.
-    """
-    policies = vr.report.policies
-    if len(policies) == 1:
-        return _always, _always, _always
-    ok: dict[tuple[Any, ...], int] = collections.defaultdict(int)
-    failed: dict[tuple[Any, ...], int] = collections.defaultdict(int)
-    by_result: dict[tuple[Any, ...], int] = collections.defaultdict(int)
-    for entry, facts in zip(policies, vr.policies, strict=True):
-        ptype, domain = entry.policy.policy_type, facts.policy_domain
-        ok[domain, ptype] += entry.summary.total_successful_session_count
-        failed[domain, ptype] += entry.summary.total_failure_session_count
-        for d in entry.failure_details or ():
-            by_result[domain, d.result_type, ptype] += d.failed_session_count
-    best_ok, best_failed, best_result = _largest(ok), _largest(failed), _largest(by_result)
-    return (lambda domain, ptype: best_ok[(domain,)] == ptype,
-            lambda domain, ptype: best_failed[(domain,)] == ptype,
-            lambda domain, rtype, ptype: best_result[domain, rtype] == ptype)
-
-
 def _flatten(vr: ValidReport, via: str, signature: DkimResult | None) -> Prepared:
     r, c = vr.report, vr.container
     day = vr.start.date()
-    counts_ok, counts_failed, counts_result = _counting_rule(vr)
+    decision = counting.decide([
+        counting.Entry(facts.policy_domain, entry.policy.policy_type,
+                       entry.summary.total_successful_session_count,
+                       entry.summary.total_failure_session_count)
+        for entry, facts in zip(r.policies, vr.policies, strict=True)])
     policies = []
-    for entry, facts in zip(r.policies, vr.policies, strict=True):
+    for index, (entry, facts) in enumerate(zip(r.policies, vr.policies, strict=True)):
         ptype, domain = entry.policy.policy_type, facts.policy_domain
-        common = (day, r.organization_name, ptype, domain)
-        summary = entry.summary
-        details = [(*common, d.result_type, d.sending_mta_ip, d.receiving_mx_hostname,
-                    d.receiving_mx_helo, d.receiving_ip, d.failed_session_count,
-                    d.additional_information or d.additional_info_uri, d.failure_reason_code,
-                    counts_result(domain, d.result_type, ptype))
-                   for d in entry.failure_details or ()]
-        policies.append(((*common, facts.policy_string, facts.mx_host,
-                          summary.total_successful_session_count,
-                          summary.total_failure_session_count,
-                          counts_ok(domain, ptype), counts_failed(domain, ptype)), details))
-    row = (r.organization_name, r.report_id, r.contact_info, vr.start, vr.end, day, vr.source,
-           c.filename, c.message_id, c.report_domain, c.submitter, c.subject_report_id,
-           vr.warnings, via, signature.result if signature else None,
-           signature.domain if signature else None)
+        counted = decision.counted[index]
+        details = [DetailRow(
+            report_pk=0, policy_pk=0, detail_index=d_index, day=day,
+            organization_name=r.organization_name, policy_type=ptype, policy_domain=domain,
+            result_type=d.result_type, sending_mta_ip=d.sending_mta_ip,
+            receiving_mx_hostname=d.receiving_mx_hostname,
+            receiving_mx_helo=d.receiving_mx_helo, receiving_ip=d.receiving_ip,
+            failed_session_count=d.failed_session_count,
+            additional_information=d.additional_information or d.additional_info_uri,
+            failure_reason_code=d.failure_reason_code, counted=counted)
+            for d_index, d in enumerate(entry.failure_details or ())]
+        policies.append((PolicyRow(
+            policy_pk=0, report_pk=0, policy_index=index, day=day,
+            organization_name=r.organization_name, policy_type=ptype, policy_domain=domain,
+            policy_string=facts.policy_string, mx_host=facts.mx_host,
+            successful_sessions=entry.summary.total_successful_session_count,
+            failed_sessions=entry.summary.total_failure_session_count,
+            counted=counted, counting=decision.counting[index]), details))
+    row = ReportRow(
+        report_pk=0, organization_name=r.organization_name, report_id=r.report_id,
+        contact_info=r.contact_info, start_datetime=vr.start, end_datetime=vr.end, day=day,
+        source=vr.source, filename=c.filename, message_id=c.message_id,
+        header_report_domain=c.report_domain, header_submitter=c.submitter,
+        subject_report_id=c.subject_report_id, warnings=vr.warnings, received_via=via,
+        dkim_result=signature.result if signature else None,
+        dkim_domain=signature.domain if signature else None, received_at=_EPOCH,
+        content_sha256=vr.digest)
     raw = vr.raw_gzip if vr.raw_gzip is not None else gzip.compress(vr.raw_json, 6)
     return Prepared((r.organization_name, r.report_id), vr.source, row, raw, policies)
+
+
+_EPOCH = datetime(1970, 1, 1)  # replaced by the time of the write

@@ -22,6 +22,7 @@ class Input:
     data: bytes
     filename: str | None = None
     via: str = "file"  # file | stdin | smtp | lmtp | http | imap | spool
+    domain: str | None = None  # the domain the receiving URL named (a checked DNS name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ say precisely where and why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from tlswatch.dnsname import is_domain, parse_domain
 from tlswatch.errors import ReportError
 from tlswatch.ingest.decode import Container, Document
 from tlswatch.schemas import RFC8460_RESULT_TYPES, Report, report_schema
@@ -45,6 +47,7 @@ class ValidReport:
     raw_json: bytes
     raw_gzip: bytes | None
     container: Container
+    digest: str  # sha256 of the report's content (canonical JSON): what a duplicate must match
 
 
 def validate(doc: Document) -> ValidReport:
@@ -62,46 +65,48 @@ def validate(doc: Document) -> ValidReport:
         warnings.append("contact-info: missing")
     elif report.contact_info is None:
         warnings.append("contact-info: null")
-    if doc.container.subject_report_id and doc.container.subject_report_id != report.report_id:
-        warnings.append(f"report-id: the Subject says {doc.container.subject_report_id!r}; "
-                        "the JSON's value is used")
-    facts = [_policy_facts(doc, i, entry, warnings) for i, entry in enumerate(report.policies)]
+    subject_id = doc.container.subject_report_id
+    # A Subject Report-ID in msg-id form (<id@host>) is normal (RFC 8460's own example).
+    if subject_id and "@" not in subject_id and subject_id != report.report_id:
+        warnings.append(f"report-id: the Subject says {subject_id!r}; the JSON's value is used")
+    fallback = _fallback_domain(doc, report)
+    facts = [_policy_facts(doc, i, entry, fallback, warnings)
+             for i, entry in enumerate(report.policies)]
     return ValidReport(source=doc.source, report=report, start=start, end=end, policies=facts,
                        warnings=warnings, raw_json=doc.raw_json, raw_gzip=doc.raw_gzip,
-                       container=doc.container)
+                       container=doc.container, digest=_digest(doc.data))
 
 
-def _policy_facts(doc: Document, index: int, entry: Any, warnings: list[str]) -> PolicyFacts:
+def _digest(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _policy_facts(doc: Document, index: int, entry: Any, fallback: tuple[str, str],
+                  warnings: list[str]) -> PolicyFacts:
     where = f"policies[{index}]"
     policy = entry.policy
-    domain = policy.policy_domain or _domain_from_container(doc.container)
+    domain = _given_domain(policy.policy_domain)
     if domain is None:
-        raise ReportError(doc.source, "policy-domain is missing and no TLS-Report-Domain header "
-                          "or report filename says which domain it is", path=f"{where}.policy")
-    if policy.policy_domain is None:
-        warnings.append(f"{where}.policy.policy-domain: missing; taken from the envelope "
-                        f"({domain})")
+        domain, said_by = fallback
+        if domain == UNATTRIBUTED:
+            warnings.append(f"{where}.policy.policy-domain: missing, and {said_by}; stored "
+                            f"under {UNATTRIBUTED}")
     strings = policy.policy_string
     if strings is None and policy.policy_type != "no-policy-found":
         warnings.append(f"{where}.policy.policy-string: missing")
     elif policy.policy_type == "tlsa" and strings and len(strings) == 1:
-        unpacked = _json_string_list(strings[0])
-        if unpacked is not None:
-            warnings.append(f"{where}.policy.policy-string: one string holding a JSON array; "
-                            "unpacked")
-            strings = unpacked
+        # Microsoft sends one string holding a JSON array: unpacked, as every report of
+        # theirs does it (a warning on each would hide the real ones).
+        strings = _json_string_list(strings[0]) or strings
     mx: list[str] | None = None
+    # mx-host is a string in RFC 8460's example and an array in its errata: both are normal.
     for key, value in (("mx-host", policy.mx_host), ("mx-host-pattern", policy.mx_host_pattern)):
         if value is None:
             continue
         if key == "mx-host-pattern":
             warnings.append(f"{where}.policy.mx-host-pattern: older name for mx-host")
-        if isinstance(value, str):
-            warnings.append(f"{where}.policy.{key}: a string, read as a one-item list")
-            value = [value]
-        else:
-            warnings.append(f"{where}.policy.{key}: an array of {len(value)}, kept as a list")
-        mx = (mx or []) + list(value)
+        mx = (mx or []) + ([value] if isinstance(value, str) else list(value))
     _check_summary(entry, where, warnings)
     for d_index, detail in enumerate(entry.failure_details or []):
         d_where = f"{where}.failure-details[{d_index}]"
@@ -110,12 +115,7 @@ def _policy_facts(doc: Document, index: int, entry: Any, warnings: list[str]) ->
                             "RFC 8460 registry; kept as sent")
         if detail.additional_info_uri is not None and detail.additional_information is None:
             warnings.append(f"{d_where}: additional-info-uri used for additional-information")
-        if None in (detail.sending_mta_ip, detail.receiving_mx_hostname, detail.receiving_ip):
-            missing = [k for k, v in (("sending-mta-ip", detail.sending_mta_ip),
-                                      ("receiving-mx-hostname", detail.receiving_mx_hostname),
-                                      ("receiving-ip", detail.receiving_ip)) if v is None]
-            warnings.append(f"{d_where}: no {', '.join(missing)}")
-    return PolicyFacts(policy_domain=domain.lower().rstrip("."), policy_string=strings, mx_host=mx)
+    return PolicyFacts(policy_domain=domain, policy_string=strings, mx_host=mx)
 
 
 def _check_summary(entry: Any, where: str, warnings: list[str]) -> None:
@@ -141,17 +141,41 @@ def _json_string_list(text: str) -> list[str] | None:
     return None
 
 
+UNATTRIBUTED = "(unattributed)"
 _FILENAME = re.compile(r"^[^!]+!([^!]+)!\d+!\d+(![^!]*)?\.json(\.gz)?$", re.IGNORECASE)
+# sys4 tlsrpt-reporter (Postfix): "2026-11-27T00:00:00Z_idx1_example.com"
+_REPORT_ID_DOMAIN = re.compile(r"^\d{4}-\d\d-\d\dT[0-9:.]+Z?_idx\d+_([^_\s]+)$")
 
 
-def _domain_from_container(container: Container) -> str | None:
-    if container.report_domain:
-        return container.report_domain
-    if container.filename:
-        match = _FILENAME.match(container.filename.rsplit("/", 1)[-1])
-        if match:
-            return match.group(1)
-    return None
+def _given_domain(value: str | None) -> str | None:
+    """A policy-domain as sent, normalised; missing, empty or blank is None."""
+    if value is None or not value.strip():
+        return None
+    return value.strip().lower().rstrip(".") or None
+
+
+def _fallback_domain(doc: Document, report: Report) -> tuple[str, str]:
+    """The domain for entries without one, and what said it (or why nothing did).
+
+    In order: the envelope (TLS-Report-Domain header, RFC 8460 file name), the receiving
+    URL, the other entries of the report when they all name one domain, and the report-id
+    form of sys4 tlsrpt-reporter; else a visible placeholder.
+    """
+    c = doc.container
+    match = _FILENAME.match(c.filename.rsplit("/", 1)[-1]) if c.filename else None
+    named = {d for p in report.policies if (d := _given_domain(p.policy.policy_domain))}
+    id_match = _REPORT_ID_DOMAIN.match(report.report_id)
+    for candidate, said_by in (
+        (c.report_domain, "the TLS-Report-Domain header"),
+        (match.group(1) if match else None, "the report's file name"),
+        (c.url_domain, "the receiving URL"),
+        (next(iter(named)) if len(named) == 1 else None, "the report's other entries"),
+        (id_match.group(1) if id_match else None, "the report-id"),
+    ):
+        if candidate and is_domain(candidate):
+            return parse_domain(candidate), said_by
+    return UNATTRIBUTED, ("no header, file name, URL, other entry or report-id names the "
+                          "domain")
 
 
 def _parse_datetime(doc: Document, text: str, key: str, warnings: list[str]) -> datetime:

@@ -162,7 +162,7 @@ def advise(store: Any, settings: Settings, domain: str, *, days: int = 14,
     blockers = store.rows("""
         SELECT result_type, receiving_mx_hostname, receiving_ip,
                list(DISTINCT organization_name ORDER BY organization_name) AS reporters,
-               sum(failed_session_count)::BIGINT AS failed_sessions
+               sum(failed_session_count)::HUGEINT AS failed_sessions
         FROM failure_details
         WHERE policy_domain = ? AND day BETWEEN ? AND ? AND counted
               AND (result_type LIKE 'sts-%' OR result_type LIKE 'certificate-%'

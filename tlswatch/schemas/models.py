@@ -58,7 +58,8 @@ class DateRange(_Model):
 class Policy(_Model):
     policy_type: Literal["tlsa", "sts", "no-policy-found"] = Field(alias="policy-type")
     policy_string: list[StrictStr] | None = Field(default=None, alias="policy-string")
-    policy_domain: NonEmpty | None = Field(default=None, alias="policy-domain")
+    # Missing or empty for no-policy-found (Postfix): the loader finds the domain elsewhere.
+    policy_domain: StrictStr | None = Field(default=None, alias="policy-domain")
     mx_host: StringOrList | None = Field(default=None, alias="mx-host")
     mx_host_pattern: StringOrList | None = Field(default=None, alias="mx-host-pattern")
 

@@ -4,11 +4,12 @@ Columns that every summary filters or groups on (day, policy domain, organisatio
 type) are copied onto ``failure_details`` so that a summary over millions of failure rows
 is one scan with no join.
 
-The counting rule of DESIGN.md is decided once, when a report is loaded, because it only
-looks inside one report: ``policies.counted_successful`` / ``counted_failed`` mark the
-policy type whose sum counts for that report and domain, ``failure_details.counted`` the
-policy type whose sum counts for that report, domain and result type.  Every query then
-sums the flagged rows; the other rows keep the per-policy-type figures.
+The counting rule is decided once, when a report is loaded, because it only looks inside
+one report (see ``tlswatch.ingest.counting``): ``policies.counted`` marks the policy rows
+whose sessions count, ``policies.counting`` names the rule that applied to that report and
+domain, and ``failure_details.counted`` follows its policy row, so successful, failed and
+per-result-type figures always come from one consistent choice.  Every query sums the
+flagged rows; all rows keep the per-policy-type figures.
 
 ``names`` numbers every distinct domain, organisation, result type, host and IP seen in
 failure details; the ``*_id`` columns beside the strings let summaries group by integers,
@@ -119,6 +120,46 @@ MIGRATIONS: list[tuple[str, str]] = [
             delivery_error VARCHAR,
             UNIQUE (policy_domain, kind, day)
         );
+        """,
+    ),
+    (
+        "0004_counting_by_layout",
+        # The counting rule now depends on the sender's layout (see the module docstring):
+        # one ``counted`` flag per policy row, the rule that applied in ``counting``, the
+        # sender's order of failure details, and a digest of each report's content.
+        """
+        ALTER TABLE policies ADD COLUMN counted BOOLEAN;
+        ALTER TABLE policies ADD COLUMN counting VARCHAR;
+        UPDATE policies SET counted = d.counted, counting = d.counting
+        FROM (
+            SELECT report_pk, policy_domain, policy_type,
+                   CASE WHEN sts_total IS NULL OR tlsa_total IS NULL OR policy_type
+                             = 'no-policy-found' THEN true
+                        WHEN sts_total = tlsa_total THEN policy_type = (CASE WHEN tlsa_failed
+                             > sts_failed THEN 'tlsa' ELSE 'sts' END)
+                        ELSE true END AS counted,
+                   CASE WHEN sts_total IS NULL OR tlsa_total IS NULL THEN 'added'
+                        WHEN sts_total = tlsa_total THEN 'same-sessions'
+                        ELSE 'added' END AS counting
+            FROM (SELECT report_pk, policy_domain, policy_type,
+                         max(total) FILTER (kind = 'sts') OVER w AS sts_total,
+                         max(total) FILTER (kind = 'tlsa') OVER w AS tlsa_total,
+                         max(failed) FILTER (kind = 'sts') OVER w AS sts_failed,
+                         max(failed) FILTER (kind = 'tlsa') OVER w AS tlsa_failed
+                  FROM (SELECT report_pk, policy_domain, policy_type, policy_type AS kind,
+                               sum(successful_sessions::HUGEINT + failed_sessions) AS total,
+                               sum(failed_sessions) AS failed
+                        FROM policies GROUP BY ALL)
+                  WINDOW w AS (PARTITION BY report_pk, policy_domain))
+        ) d
+        WHERE policies.report_pk = d.report_pk AND policies.policy_domain = d.policy_domain
+          AND policies.policy_type = d.policy_type;
+        ALTER TABLE policies DROP COLUMN counted_successful;
+        ALTER TABLE policies DROP COLUMN counted_failed;
+        ALTER TABLE failure_details ADD COLUMN detail_index INTEGER;
+        UPDATE failure_details SET counted = p.counted
+        FROM policies p WHERE failure_details.policy_pk = p.policy_pk;
+        ALTER TABLE reports ADD COLUMN content_sha256 VARCHAR;
         """,
     ),
 ]

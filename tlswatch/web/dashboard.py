@@ -203,7 +203,7 @@ class Dashboard:
             return HTMLResponse(str(exc).replace("<", "&lt;"), status_code=404)
         if data is None:
             return HTMLResponse("no reports yet", status_code=404)
-        raw = json.dumps(data["raw_json"], indent=2, ensure_ascii=False)
+        raw = data["raw_report"]
         return self._page(request, "report.html", {"report": data}, raw=raw, period="")
 
     async def alerts(self, request: Request) -> Response:
