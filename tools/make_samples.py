@@ -1,7 +1,7 @@
 """Write sample_reports/: the team's own corpus of valid and invalid TLS-RPT inputs.
 
 Deterministic (gzip mtime 0, fixed boundaries), so re-running changes nothing.  Every
-RFC 8460 result type, every real-world quirk in NOTES.md, every container.
+RFC 8460 result type, every real-world quirk real senders show, every container.
 Run: python tools/make_samples.py
 """
 

@@ -24,10 +24,12 @@ def test_text_summary_names_reporter_hosts_ips_and_fix(cli: Cli, tmp_path: Path)
         detail("certificate-expired", 87, mx="mx2.example.com", ip="192.0.2.5")])])
     cli.json("ingest", str(write_json(tmp_path / "g.json", doc)))
     text = cli("summary", "--format", "text").stdout
-    assert text.startswith("example.com: 99.3% of 12,345 sessions used TLS (1 report from "
-                           "Google).")
-    assert ("Google saw 87 sessions fail with certificate-expired on mx2.example.com "
+    assert text.startswith("example.com: 99.3% of 12,345 sessions succeeded (TLS negotiated "
+                           "and, where a policy applied, validated; 1 report from Google).")
+    assert "87 failed sessions were not delivered over that connection (MTA-STS enforce" in text
+    assert ("Google reported 87 sessions failing with certificate-expired on mx2.example.com "
             "(192.0.2.5): renew that certificate and check its auto-renewal.") in text
+    assert "used TLS" not in text  # most failures did use TLS: the old wording was false
 
 
 def test_text_summary_over_the_samples_reads_well(cli: Cli) -> None:
@@ -35,5 +37,9 @@ def test_text_summary_over_the_samples_reads_well(cli: Cli) -> None:
     text = cli("summary", "--format", "text").stdout
     paragraphs = text.strip().split("\n\n")
     assert [p.split(":")[0] for p in paragraphs] == ["example.com", "example.net", "example.org"]
-    assert "Mail.ru saw 2 sessions fail with sts-webpki-invalid" in text
+    # Mail.ru's details add up to more than its failed total: no more failed sessions than
+    # the domain had are claimed.
+    assert "Mail.ru reported 2 failure records with sts-webpki-invalid" in text
+    assert "add up to 11, more than the 9 failed sessions" in text
+    assert "375 failed sessions were delivered anyway (MTA-STS in testing mode" in text
     assert "mta-sts.example.net" in text  # the fix names the real policy host

@@ -107,7 +107,7 @@ def _low_rates(store: Store, first: date, last: date, rules: AlertRules) -> list
             rate = r["ok"] / total
             out.append(Alert(r["policy_domain"], "low_success_rate", r["day"],
                              f"{r['policy_domain']}: only {percent(rate, failures=r['failed'])} "
-                             f"of {total:,} sessions used TLS on {r['day']} (threshold "
+                             f"of {total:,} sessions succeeded on {r['day']} (threshold "
                              f"{percent(rules.success_threshold)}); see tlswatch failures "
                              f"--domain {r['policy_domain']} --since {r['day']}.",
                              {"success_rate": round(rate, 6), "sessions": total}))

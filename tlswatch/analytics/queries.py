@@ -1,10 +1,10 @@
-"""SQL over the store, with the counting rule of DESIGN.md built in.
+"""SQL over the store, with the counting rule built in.
 
-A report lists one entry per policy it applied, and some senders (Microsoft) report the
-same sessions under both ``sts`` and ``tlsa``.  So, per report and policy domain, sessions
-are summed within a policy type and the largest sum across policy types is taken; failure
-counts likewise per result type.  The loader marks the rows that count (``counted*``
-columns, see store/migrations.py), so every query here is one filtered scan.
+A report lists one entry per policy it applied; whether two entries are the same sessions
+depends on the sender's layout (Microsoft lists the same sessions under ``sts`` and
+``tlsa``, Postfix lists each session once).  The loader decides that per report and marks
+the policy rows and failure details that count (``counted``; see ingest/counting.py), so
+every query here is one filtered scan, and all figures come from one consistent choice.
 """
 
 from __future__ import annotations
@@ -73,6 +73,18 @@ def session_totals(store: Store, filters: Filters) -> list[dict[str, Any]]:
                    AS failed_sessions
         FROM policies{where}
         GROUP BY policy_domain ORDER BY policy_domain
+    """, params)
+
+
+def failed_by_policy(store: Store, filters: Filters) -> list[dict[str, Any]]:
+    """Per policy domain, policy type and policy text: the failed sessions that count."""
+    where, params = filters.where(failure_rows=False)
+    where = f"{where} AND counted" if where else " WHERE counted"
+    return store.rows(f"""
+        SELECT policy_domain, policy_type, policy_string, sum(failed_sessions) AS failed_sessions
+        FROM policies{where} AND failed_sessions > 0
+        GROUP BY policy_domain, policy_type, policy_string
+        ORDER BY policy_domain, policy_type
     """, params)
 
 

@@ -1,4 +1,4 @@
-"""Per-day figures for charts and daily files, with the counting rule (``counted*`` rows)."""
+"""Per-day figures for charts and daily files, with the counting rule (``counted`` rows)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from tlswatch.analytics.explain import explain
-from tlswatch.analytics.queries import Filters, day_bounds, failure_groups, session_totals
+from tlswatch.analytics.queries import (
+    Filters,
+    day_bounds,
+    failed_by_policy,
+    failure_groups,
+    session_totals,
+)
 from tlswatch.store import Store
 
 TOP_N = 5
@@ -38,6 +44,14 @@ class DomainSummary:
     previous: Period | None = None
     change_failed_sessions: int | None = None
     change_success_rate: float | None = None
+    # What the failures meant for delivery, as the policy in force says (RFC 8461 s5,
+    # RFC 7672): delivered_anyway, deferred_or_bounced, unknown (no mode in the policy).
+    delivery_impact: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failure_records(self) -> int:
+        """The failure details' sum, which some senders (Mail.ru) let exceed the total."""
+        return sum(self.failures_by_result_type.values())
 
     @property
     def total_sessions(self) -> int:
@@ -82,6 +96,7 @@ def summarize(store: Store, filters: Filters | None = None) -> Summary:
     ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip"),
                                     top_per_domain=TOP_N + 1))
     previous = _previous_period(store, filters)
+    impact = _delivery_impact(failed_by_policy(store, filters))
     domains = []
     for row in totals:
         name = row["policy_domain"]
@@ -95,11 +110,42 @@ def summarize(store: Store, filters: Filters | None = None) -> Summary:
             sending_ips=[{"sending_mta_ip": r["sending_mta_ip"],
                           "failed_sessions": int(r["failed_sessions"])}
                          for r in ips.get(name, []) if r["sending_mta_ip"]][:TOP_N],
+            delivery_impact=impact.get(name, {}),
         )
         if previous is not None:
             _add_change(summary, previous.get(name), previous["__period__"])
         domains.append(summary)
     return Summary(since=filters.since, until=filters.until, domains=domains)
+
+
+def policy_mode(policy_string: list[str] | None) -> str | None:
+    """The ``mode`` of an MTA-STS policy text (RFC 8461 s3.2; the first one counts)."""
+    for line in policy_string or ():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "mode":
+            return value.strip().lower()
+    return None
+
+
+def _delivery_impact(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Failed sessions by what happened to the mail, per domain.
+
+    MTA-STS ``testing`` and no policy at all: the sender delivered anyway.  MTA-STS
+    ``enforce`` and DANE (``tlsa``): the sender would not deliver over that connection, so
+    the mail was deferred and, if it went on failing, bounced.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        ptype, mode = row["policy_type"], policy_mode(row["policy_string"])
+        if ptype == "tlsa" or (ptype == "sts" and mode == "enforce"):
+            kind = "deferred_or_bounced"
+        elif ptype == "no-policy-found" or mode in ("testing", "none"):
+            kind = "delivered_anyway"
+        else:
+            kind = "unknown"
+        impact = out.setdefault(row["policy_domain"], {})
+        impact[kind] = impact.get(kind, 0) + int(row["failed_sessions"])
+    return out
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:
@@ -177,25 +223,55 @@ def _clip(text: str, limit: int = 100) -> str:
 
 
 def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
-    """One plain-English paragraph: how much mail used TLS, what failed where, what to do."""
+    """One plain-English paragraph: how many sessions succeeded, what failed where, what it
+    meant for delivery, and what to do.
+
+    RFC 8460 counts a session as successful when TLS was negotiated and, under an MTA-STS
+    or DANE policy, validated; most failures (certificates, policy fetches) still used TLS.
+    """
     total = d.total_sessions
     parts = [f"{d.policy_domain}: {percent(d.success_rate, failures=d.failed_sessions)} of "
-             f"{total:,} session{'s' if total != 1 else ''} used TLS"
-             f" ({d.reports:,} report{'s' if d.reports != 1 else ''} from "
+             f"{total:,} session{'s' if total != 1 else ''} succeeded (TLS negotiated and, "
+             f"where a policy applied, validated; {d.reports:,} "
+             f"report{'s' if d.reports != 1 else ''} from "
              f"{', '.join(short_org(o) for o in d.organizations)})."]
     if d.previous is not None and d.previous.success_rate is not None:
         parts.append(f"The period before: {percent(d.previous.success_rate)} of "
                      f"{d.previous.successful_sessions + d.previous.failed_sessions:,}.")
     if not d.failed_sessions:
         parts.append("No failures were reported.")
+    parts += _impact_sentences(d.delivery_impact)
+    # Some senders' failure details add up to more than their failed total: then speak of
+    # failure records, never of more failed sessions than the domain had.
+    records = d.failure_records > d.failed_sessions
+    unit = "failure record" if records else "session"
     for row in d.failure_sources[:max_causes]:
         e = explain(row["result_type"], domain=d.policy_domain)
         n = int(row["failed_sessions"])
         example = row.get("failure_reason_code")
         code = f" (reason given: {_clip(example)!r})" if example else ""
-        parts.append(f"{short_org(row['organization_name'])} saw {n:,} session"
-                     f"{'s' if n != 1 else ''} fail with {row['result_type']}{_where(row)}"
+        verb = "with" if records else "failing with"
+        parts.append(f"{short_org(row['organization_name'])} reported {n:,} {unit}"
+                     f"{'s' if n != 1 else ''} {verb} {row['result_type']}{_where(row)}"
                      f"{code}: {e.fix}.")
+    if records:
+        parts.append(f"(The failure details add up to {d.failure_records:,}, more than the "
+                     f"{d.failed_sessions:,} failed session"
+                     f"{'s' if d.failed_sessions != 1 else ''} the summaries give.)")
     if len(d.failure_sources) > max_causes:
         parts.append(f"More causes: tlswatch failures --domain {d.policy_domain}.")
     return " ".join(parts)
+
+
+def _impact_sentences(impact: dict[str, int]) -> list[str]:
+    said = []
+    if impact.get("delivered_anyway"):
+        n = impact["delivered_anyway"]
+        said.append(f"{n:,} failed session{'s were' if n != 1 else ' was'} delivered anyway "
+                    "(MTA-STS in testing mode, or no policy).")
+    if impact.get("deferred_or_bounced"):
+        n = impact["deferred_or_bounced"]
+        said.append(f"{n:,} failed session{'s were' if n != 1 else ' was'} not delivered over "
+                    "that connection (MTA-STS enforce or DANE): deferred, and bounced if it "
+                    "went on failing.")
+    return said

@@ -1,6 +1,6 @@
 """The ``tlswatch`` command line: parse options, call one library function, print.
 
-Exit codes (DESIGN.md): 0 success, 1 something was rejected or failed (the rest still
+Exit codes: 0 success, 1 something was rejected or failed (the rest still
 done), 2 usage error.  The commands live in modules by concern; importing them registers
 them on the one Typer app.
 """

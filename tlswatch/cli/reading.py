@@ -64,7 +64,7 @@ def render_summary(result: Summary, fmt: Format) -> str:
                 "domain": d.policy_domain, "reports": d.reports,
                 "reporters": len(d.organizations), "sessions": d.total_sessions,
                 "failed": d.failed_sessions,
-                "TLS rate": percent(d.success_rate, failures=d.failed_sessions),
+                "success": percent(d.success_rate, failures=d.failed_sessions),
                 "change": "" if change is None else f"{change * 100:+.2f} pp",
                 "top failures": ", ".join(f"{k} {v:,}" for k, v in top),
             })

@@ -1,6 +1,6 @@
 """Report documents -> validated, normalised reports, or a ``ReportError`` naming the field.
 
-Two tiers (issue 2): an *error* means the report cannot be loaded; a *warning* is a
+Two tiers: an *error* means the report cannot be loaded; a *warning* is a
 real-world deviation that loses no meaning, recorded on the report and shown by
 ``report show``.  pydantic does the fast check; when it refuses, the JSON Schema is run to
 say precisely where and why.
