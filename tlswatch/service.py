@@ -168,7 +168,7 @@ def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: i
     while not stopping.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
         try:
             result = drain(spool, settings.db, options=options, limit=settings.batch_size,
-                           lock_timeout=settings.lock_timeout)
+                           max_bytes=settings.max_batch_bytes, lock_timeout=settings.lock_timeout)
         except StoreLockedError as exc:
             log.warning("loader waits: %s", exc)
             result = None

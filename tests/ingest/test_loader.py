@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import detail, make_report, policy, write_json
 from tlswatch.errors import ReportError
@@ -9,15 +10,18 @@ from tlswatch.ingest.sources import Input, iter_inputs
 from tlswatch.store import Store
 
 
+def numbered(i: int) -> dict[str, Any]:
+    return make_report(org=f"Org {i % 7}", rid=f"r{i}", day=f"2026-11-{1 + i % 28:02d}",
+                       policies=[policy(f"d{i % 5}.example", 100, 2,
+                                        [detail("certificate-expired", 2)])])
+
+
 def corpus(folder: Path, count: int) -> list[str]:
     folder.mkdir()
     for i in range(count):
-        doc = make_report(org=f"Org {i % 7}", rid=f"r{i}", day=f"2026-11-{1 + i % 28:02d}",
-                          policies=[policy(f"d{i % 5}.example", 100, 2,
-                                           [detail("certificate-expired", 2)])])
-        write_json(folder / f"{i:05d}.json", doc, gz=i % 2 == 0)
+        write_json(folder / f"{i:05d}.json", numbered(i), gz=i % 2 == 0)
     (folder / "bad.json").write_text("{oops")
-    write_json(folder / "dup.json", make_report(org="Org 0", rid="r0"))
+    write_json(folder / "dup.json", numbered(0))  # the same report again, uncompressed
     return [str(folder)]
 
 

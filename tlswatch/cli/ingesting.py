@@ -44,12 +44,13 @@ def ingest(
         typer.echo(to_json(result.as_dict()))
     else:
         _print_ingest(result)
-    raise typer.Exit(1 if result.rejected else 0)
+    raise typer.Exit(1 if result.rejected or result.conflicts else 0)
 
 
 def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,
                         paths: list[str]) -> IngestResult:
     kwargs: dict[str, Any] = {"options": options_from(settings), "batch_size": settings.batch_size,
+                              "max_batch_bytes": settings.max_batch_bytes,
                               "workers": settings.workers}
     if not err.is_terminal or "-" in paths:
         return load(items, store, **kwargs)
@@ -64,10 +65,13 @@ def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,
 
 
 def _print_ingest(result: IngestResult) -> None:
+    conflicts = f", conflicts {result.conflicts:,}" if result.conflicts else ""
     typer.echo(f"accepted {result.accepted:,}, duplicates {result.duplicates:,}, "
-               f"rejected {result.rejected:,}")
+               f"rejected {result.rejected:,}{conflicts}")
     for rejection in result.rejections:
         typer.echo(f"rejected {rejection.source}: {rejection.reason}", err=True)
+    for conflict in result.conflict_reports:
+        typer.echo(f"quarantined {conflict.source}: {conflict.reason}", err=True)
 
 
 @app.command("validate")

@@ -95,7 +95,8 @@ def fetch_imap(
         loaded = IngestResult()
         while load_now:
             batch = drain(spool, settings.db, options=options_from(settings),
-                          limit=settings.batch_size, lock_timeout=settings.lock_timeout)
+                          limit=settings.batch_size, max_bytes=settings.max_batch_bytes,
+                          lock_timeout=settings.lock_timeout)
             if batch is None or not (batch.accepted + batch.duplicates + batch.rejected):
                 break
             loaded.accepted += batch.accepted

@@ -30,6 +30,8 @@ class Limits:
     max_input_bytes: int = 10 * 1024 * 1024
     max_inflated_bytes: int = 50 * 1024 * 1024
     max_json_depth: int = 64
+    max_policies: int = 1_000  # policy entries in one report
+    max_failure_details: int = 50_000  # failure details in one report, all entries together
 
 
 DEFAULT_LIMITS = Limits()
@@ -117,8 +119,25 @@ def decode_payload(
     if not data.strip():
         raise ReportError(source, "empty report")
     parsed = parse_json(data, source=source, max_depth=limits.max_json_depth)
+    _check_sizes(parsed, source=source, limits=limits)
     return Document(source=source, data=parsed, raw_json=data, raw_gzip=raw_gzip,
                     container=container)
+
+
+def _check_sizes(report: dict[str, Any], *, source: str, limits: Limits) -> None:
+    """Refuse reports with more entries than any real one, before they are validated."""
+    policies = report.get("policies")
+    if not isinstance(policies, list):
+        return  # validation says what is wrong
+    if len(policies) > limits.max_policies:
+        raise ReportError(source, f"{len(policies):,} policy entries, over the limit of "
+                          f"{limits.max_policies:,}", path="policies")
+    details = sum(len(p["failure-details"]) for p in policies
+                  if isinstance(p, dict) and isinstance(p.get("failure-details"), list))
+    if details > limits.max_failure_details:
+        raise ReportError(source, f"{details:,} failure details, over the limit of "
+                          f"{limits.max_failure_details:,} per report",
+                          path="policies[].failure-details")
 
 
 def gunzip(data: bytes, *, source: str, limit: int) -> bytes:

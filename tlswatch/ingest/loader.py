@@ -8,12 +8,14 @@ same run or a later one, is counted as a duplicate and not stored twice.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import gzip
 import hashlib
 import itertools
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 
 from tlswatch.dnsname import is_domain
+from tlswatch.errors import TlsWatchError
+from tlswatch.ingest.duplicates import Plan, Stored, plan, quarantined
 from tlswatch.ingest.prepare import (
     DEFAULT_OPTIONS,
     Options,
@@ -42,7 +46,7 @@ from tlswatch.ingest.rows import (
     to_table,
 )
 from tlswatch.ingest.sources import Input, Item
-from tlswatch.ingest.spool import Spool
+from tlswatch.ingest.spool import Entry, Spool
 from tlswatch.store import Store, now_utc
 
 log = logging.getLogger(__name__)
@@ -59,8 +63,10 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    conflicts: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     retry: list[Rejection] = field(default_factory=list)  # not quarantined: try again later
+    conflict_reports: list[Rejection] = field(default_factory=list)
     duplicate_reports: list[dict[str, str]] = field(default_factory=list)
     report_pks: list[int] = field(default_factory=list)
 
@@ -69,23 +75,33 @@ class IngestResult:
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            "conflicts": self.conflicts,
             "rejections": [{"source": r.source, "reason": r.reason} for r in self.rejections],
+            "conflict_reports": [{"source": r.source, "reason": r.reason}
+                                 for r in self.conflict_reports],
             "duplicate_reports": self.duplicate_reports,
             "retry_later": [{"source": r.source, "reason": r.reason} for r in self.retry],
         }
 
 
 class Loader:
-    """Collects prepared reports and rejects, writing them to the store a batch at a time."""
+    """Collects prepared reports and rejects, writing them to the store a batch at a time.
+
+    A batch is bounded by count and by bytes.  A batch that the store refuses (a value no
+    check foresaw) is split in halves until the report at fault is quarantined alone and
+    every other one is stored: one poisoned report never stops the rest.
+    """
 
     def __init__(self, store: Store, *, options: Options = DEFAULT_OPTIONS,
-                 batch_size: int = 2500) -> None:
+                 batch_size: int = 2500, max_batch_bytes: int = 64 * 1024 * 1024) -> None:
         self.store = store
         self.options = options
         self.batch_size = batch_size
+        self.max_batch_bytes = max_batch_bytes
         self.result = IngestResult()
         self._reports: list[Prepared] = []
         self._quarantine: list[Quarantined] = []
+        self._bytes = 0
 
     def add(self, item: Item) -> None:
         """Prepare one input here: good reports are queued, bad input quarantined."""
@@ -94,56 +110,96 @@ class Loader:
     def take(self, good: list[Prepared], bad: list[Quarantined]) -> None:
         """Queue the outcome of ``prepare`` (done here or in a worker process)."""
         self._reports.extend(good)
+        self._bytes += sum(_weight(r) for r in good) + sum(len(q.data) for q in bad)
         for q in bad:
-            log.info("rejected %s: %s", q.source, q.reason)
-            rejection = Rejection(source=q.source, reason=q.reason)
-            self.result.rejected += 1
-            self.result.rejections.append(rejection)
-            if q.transient:
-                self.result.retry.append(rejection)
-            else:
-                self._quarantine.append(q)
-        if len(self._reports) >= self.batch_size:
+            self._reject(q)
+        if len(self._reports) >= self.batch_size or self._bytes >= self.max_batch_bytes:
             self.flush()
 
+    def _reject(self, q: Quarantined) -> None:
+        log.info("rejected %s: %s", q.source, q.reason)
+        rejection = Rejection(source=q.source, reason=q.reason)
+        self.result.rejected += 1
+        self.result.rejections.append(rejection)
+        if q.transient:
+            self.result.retry.append(rejection)
+        else:
+            self._quarantine.append(q)
+
     def flush(self) -> None:
-        """Write what is queued in one transaction."""
+        """Write what is queued, in one transaction when the store takes it whole."""
         reports, self._reports = self._reports, []
         rejects, self._quarantine = self._quarantine, []
-        if not reports and not rejects:
-            return
-        with self.store.transaction():
-            fresh = self._drop_duplicates(reports)
-            if fresh:
-                self.result.report_pks.extend(_write_reports(self.store, fresh))
-            if rejects:
-                _write_quarantine(self.store, rejects)
-        self.result.accepted += len(fresh)
+        self._bytes = 0
+        if reports or rejects:
+            self._write_or_split(reports, rejects)
 
-    def _drop_duplicates(self, reports: list[Prepared]) -> list[Prepared]:
-        known = self.store.existing_reports([r.key for r in reports])
-        fresh = []
-        for report in reports:
-            if report.key in known:
-                self.result.duplicates += 1
-                self.result.duplicate_reports.append(
-                    {"source": report.source, "organization_name": report.key[0],
-                     "report_id": report.key[1]})
-                continue
-            known.add(report.key)
-            fresh.append(report)
-        return fresh
+    def _write_or_split(self, reports: list[Prepared], rejects: list[Quarantined]) -> None:
+        try:
+            with self.store.transaction():
+                outcome, pks = self._write(reports, rejects)
+        except Exception as exc:
+            if (isinstance(exc, TlsWatchError) and not exc.terminal) or not reports:
+                raise
+            if len(reports) == 1:
+                log.warning("could not store %s: %r", reports[0].source, exc)
+                self._reject(quarantined(reports[0], f"could not be stored "
+                                                     f"({type(exc).__name__}: {exc})"[:500]))
+                self._write_or_split([], [*rejects, self._quarantine.pop()])
+                return
+            half = len(reports) // 2
+            self._write_or_split(reports[:half], rejects)
+            self._write_or_split(reports[half:], [])
+            return
+        self.result.report_pks.extend(pks)
+        self._count(outcome)
+
+    def _write(self, reports: list[Prepared],
+               rejects: list[Quarantined]) -> tuple[Plan, list[int]]:
+        stored = {key: Stored(row["report_pk"], row["content_sha256"], row["dkim_result"],
+                              row["source"])
+                  for key, row in self.store.existing_reports([r.key for r in reports]).items()}
+        outcome = plan(reports, stored)
+        displaced = [Quarantined(f"{row['source']} (stored report {row['report_pk']})",
+                                 outcome.displaced[row["report_pk"]],
+                                 gzip.decompress(row["raw_gzip"]))
+                     for row in self.store.remove_reports(list(outcome.displaced))]
+        pks = _write_reports(self.store, outcome.fresh) if outcome.fresh else []
+        quarantine = [*rejects, *outcome.refused, *displaced]
+        if quarantine:
+            _write_quarantine(self.store, quarantine)
+        outcome.refused += displaced
+        return outcome, pks
+
+    def _count(self, outcome: Plan) -> None:
+        """Results are counted once the batch is committed (a split batch is not counted twice)."""
+        self.result.accepted += len(outcome.fresh)
+        self.result.duplicates += len(outcome.duplicates)
+        self.result.duplicate_reports += [
+            {"source": r.source, "organization_name": r.key[0], "report_id": r.key[1]}
+            for r in outcome.duplicates]
+        for q in outcome.refused:
+            log.warning("%s: %s", q.source, q.reason)
+            self.result.conflicts += 1
+            self.result.conflict_reports.append(Rejection(q.source, q.reason))
+
+
+def _weight(report: Prepared) -> int:
+    """Roughly what a queued report holds in memory: its text and its rows."""
+    rows = sum(1 + len(details) for _, details in report.policies)
+    return len(report.raw_gzip) + 300 * (1 + rows)
 
 
 def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTIONS,
-         batch_size: int = 2500, workers: int = 1,
+         batch_size: int = 2500, max_batch_bytes: int = 64 * 1024 * 1024, workers: int = 1,
          progress: Callable[[int], None] | None = None) -> IngestResult:
     """Prepare and store every input; return what happened to each.
 
     With ``workers`` > 1, inputs past the first chunk are prepared in that many worker
     processes while this process writes; small ingests never start a worker.
     """
-    loader = Loader(store, options=options, batch_size=batch_size)
+    loader = Loader(store, options=options, batch_size=batch_size,
+                    max_batch_bytes=max_batch_bytes)
     # Parsed reports hold no reference cycles; the cyclic collector scanning the growing
     # batch again and again cost a third of the ingest time (bench/ingest_bench.py).
     collecting = gc.isenabled()
@@ -167,41 +223,114 @@ def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTI
 
 
 def drain(spool: Spool, store_path: Path, *, options: Options = DEFAULT_OPTIONS,
-          limit: int = 2500, lock_timeout: float = 10.0,
-          retry_delay: float = 300.0) -> IngestResult | None:
-    """Load up to ``limit`` waiting spool entries in one transaction, then file them.
+          limit: int = 2500, max_bytes: int = 64 * 1024 * 1024, lock_timeout: float = 10.0,
+          retry_delay: float = 300.0, retry_for: float = 86400.0) -> IngestResult | None:
+    """Load up to ``limit`` waiting spool entries (and about ``max_bytes``), then file them.
 
     Entries move to ``done/`` or ``failed/`` only after the commit; a crash in between
     loads them again, and de-duplication counts them once.  Entries that failed for a
-    passing reason (a DKIM key lookup) are deferred by ``retry_delay`` seconds.
+    passing reason (a DKIM key lookup) are deferred by ``retry_delay`` seconds, for at most
+    ``retry_for`` seconds after receipt; then they fail like any other refusal.  An entry
+    that cannot be read, or that breaks loading in a way nothing foresaw, is filed in
+    ``failed/`` alone: no entry blocks the others or is retried forever.
     """
-    entries = spool.pending(limit)
+    entries, items = _read_pending(spool, limit, max_bytes)
     if not entries:
         return None
-    items: list[Item] = []
-    for entry in entries:
-        meta, data = spool.read(entry)
+    filing = {"retry_delay": retry_delay, "retry_for": retry_for}
+    try:
+        return _load_entries(spool, store_path, entries, items, options=options,
+                             max_bytes=max_bytes, lock_timeout=lock_timeout, **filing)
+    except Exception as exc:
+        if (isinstance(exc, TlsWatchError) and not exc.terminal) or len(entries) == 1:
+            raise  # a busy database: everything waits in the spool
+        log.warning("a batch of %d failed to load (%r); loading its entries one by one",
+                    len(entries), exc)
+    result = IngestResult()
+    for entry, item in zip(entries, items, strict=True):
+        try:
+            more = _load_entries(spool, store_path, [entry], [item], options=options,
+                                 max_bytes=max_bytes, lock_timeout=lock_timeout, **filing)
+        except Exception as exc:
+            if isinstance(exc, TlsWatchError) and not exc.terminal:
+                raise
+            log.exception("loading %s failed; filed in failed/", item.source)
+            reason = f"could not be loaded ({type(exc).__name__}: {str(exc)[:300]})"
+            spool.mark_failed(entry, f"{item.source}: {reason}")
+            spool.sync()
+            more = IngestResult(rejected=1, rejections=[Rejection(item.source, reason)])
+        _merge(result, more)
+    return result
+
+
+def _load_entries(spool: Spool, store_path: Path, entries: list[Entry], items: list[Input], *,
+                  options: Options, max_bytes: int, lock_timeout: float, retry_delay: float,
+                  retry_for: float) -> IngestResult:
+    with Store.open(store_path, lock_timeout=lock_timeout) as store:
+        result = load(items, store, options=options, batch_size=len(items) + 1,
+                      max_batch_bytes=max_bytes)
+    _file(spool, entries, items, result, retry_delay=retry_delay, retry_for=retry_for)
+    return result
+
+
+def _merge(into: IngestResult, more: IngestResult) -> None:
+    for name in ("accepted", "duplicates", "rejected", "conflicts"):
+        setattr(into, name, getattr(into, name) + getattr(more, name))
+    for name in ("rejections", "retry", "conflict_reports", "duplicate_reports", "report_pks"):
+        getattr(into, name).extend(getattr(more, name))
+
+
+def _read_pending(spool: Spool, limit: int, max_bytes: int) -> tuple[list[Entry], list[Input]]:
+    """The due entries, up to ``limit`` and about ``max_bytes``; unreadable ones are filed."""
+    entries: list[Entry] = []
+    items: list[Input] = []
+    total = 0
+    for entry in spool.pending(limit):
+        try:
+            meta, data = spool.read(entry)
+        except Exception as exc:  # a directory, a vanished or unreadable file
+            with contextlib.suppress(OSError):
+                spool.mark_failed(entry, f"spool entry {entry.id}: unreadable "
+                                  f"({type(exc).__name__}: {exc})")
+            continue
         domain = meta.get("domain")
+        entries.append(entry)
         items.append(Input(source=f"{meta.get('via', 'spool')}:{entry.id}", data=data,
                            filename=meta.get("filename"), via=str(meta.get("via", "spool")),
                            domain=domain if isinstance(domain, str) and is_domain(domain)
                            else None))
-    with Store.open(store_path, lock_timeout=lock_timeout) as store:
-        result = load(items, store, options=options, batch_size=len(items) + 1)
-    retry = {r.source for r in result.retry}
+        total += len(data)
+        if total >= max_bytes:
+            break
+    return entries, items
+
+
+def _file(spool: Spool, entries: list[Entry], items: list[Input], result: IngestResult, *,
+          retry_delay: float, retry_for: float) -> None:
+    """Move each loaded entry to done/ or failed/, or leave it to be tried again."""
+    retry = {r.source: r.reason for r in result.retry}
+    refused = [*result.rejections, *result.conflict_reports]
     for entry, item in zip(entries, items, strict=True):
-        assert isinstance(item, Input)
-        if any(_same_input(source, item.source) for source in retry):
+        waiting = [f"{s}: {r}" for s, r in retry.items() if _same_input(s, item.source)]
+        if waiting and _age(entry) < retry_for:
             spool.defer(entry, retry_delay)
             continue
-        reasons = [f"{r.source}: {r.reason}" for r in result.rejections
-                   if _same_input(r.source, item.source)]
+        reasons = [f"{r.source}: {r.reason}" for r in refused if _same_input(r.source, item.source)]
+        if waiting:
+            reasons.append(f"still failing {retry_for / 3600:g} hours after receipt; given up")
         if reasons:
             spool.mark_failed(entry, "\n".join(reasons))
         else:
             spool.mark_done(entry)
     spool.sync()
-    return result
+
+
+def _age(entry: Entry) -> float:
+    """Seconds since the entry was received (renames keep the file's mtime)."""
+    try:
+        return time.time() - entry.path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _same_input(source: str, input_source: str) -> bool:

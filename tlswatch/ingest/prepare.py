@@ -64,7 +64,9 @@ def options_from(settings: Settings) -> Options:
     return Options(
         limits=Limits(max_input_bytes=settings.max_input_bytes,
                       max_inflated_bytes=settings.max_inflated_bytes,
-                      max_json_depth=settings.max_json_depth),
+                      max_json_depth=settings.max_json_depth,
+                      max_policies=settings.max_policies,
+                      max_failure_details=settings.max_failure_details),
         domains=frozenset(d.lower().rstrip(".") for d in settings.domains),
         dkim=settings.dkim, dns_timeout=settings.dns_timeout)
 Outcome = tuple[list[Prepared], list[Quarantined]]
@@ -78,6 +80,8 @@ def check(item: Input, options: Options = DEFAULT_OPTIONS) -> tuple[list[str], l
                            url_domain=item.domain, limits=options.limits)
     except ReportError as exc:
         return [], [exc.detail]
+    except Exception as exc:  # never a 500 for a hostile body: a refusal naming what broke
+        return [], [_unforeseen(exc)]
     ids, reasons = [], []
     for doc in documents:
         try:
@@ -101,6 +105,17 @@ def prepare(item: Item, options: Options = DEFAULT_OPTIONS) -> Outcome:
         return good, bad
     if isinstance(item, ReportError):
         return [], [Quarantined(item.source, item.detail, b"")]
+    try:
+        return _prepare_input(item, options)
+    except Exception as exc:  # a hostile input found a path we did not foresee: refuse it alone
+        return [], [Quarantined(item.source, _unforeseen(exc), item.data)]
+
+
+def _unforeseen(exc: Exception) -> str:
+    return f"unreadable input ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def _prepare_input(item: Input, options: Options) -> Outcome:
     try:
         documents = decode(item.data, source=item.source, filename=item.filename,
                            url_domain=item.domain, limits=options.limits)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +50,28 @@ class ValidReport:
     digest: str  # sha256 of the report's content (canonical JSON): what a duplicate must match
 
 
-def validate(doc: Document) -> ValidReport:
-    """Validate one decoded document; raise ``ReportError`` for anything that cannot load."""
+# Reports cover one UTC day (RFC 8460 s4.1); a start outside these bounds is no real report
+# and would poison every later computation (year 1 cannot even be moved to UTC).
+EARLIEST_START = datetime(2010, 1, 1)
+CLOCK_SKEW = timedelta(days=1)  # how far ahead of our clock a report's start may be
+LONGEST_RANGE = timedelta(days=31)
+
+
+def validate(doc: Document, *, now: datetime | None = None) -> ValidReport:
+    """Validate one decoded document; raise ``ReportError`` for anything that cannot load.
+
+    ``now`` (naive UTC; default: the clock) bounds how far in the future a report may start.
+    """
+    try:
+        return _validate(doc, now or datetime.now(UTC).replace(tzinfo=None))
+    except ReportError:
+        raise
+    except Exception as exc:  # whatever a hostile document finds, it is a refusal, never a crash
+        raise ReportError(doc.source, f"unreadable report ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from exc
+
+
+def _validate(doc: Document, now: datetime) -> ValidReport:
     try:
         report = Report.model_validate(doc.data)
     except ValidationError as exc:
@@ -59,8 +79,7 @@ def validate(doc: Document) -> ValidReport:
     warnings: list[str] = []
     start = _parse_datetime(doc, report.date_range.start_datetime, "start-datetime", warnings)
     end = _parse_datetime(doc, report.date_range.end_datetime, "end-datetime", warnings)
-    if end < start:
-        raise ReportError(doc.source, "end-datetime is before start-datetime", path="date-range")
+    _check_range(doc, start, end, now)
     if "contact-info" not in doc.data:
         warnings.append("contact-info: missing")
     elif report.contact_info is None:
@@ -75,6 +94,22 @@ def validate(doc: Document) -> ValidReport:
     return ValidReport(source=doc.source, report=report, start=start, end=end, policies=facts,
                        warnings=warnings, raw_json=doc.raw_json, raw_gzip=doc.raw_gzip,
                        container=doc.container, digest=_digest(doc.data))
+
+
+def _check_range(doc: Document, start: datetime, end: datetime, now: datetime) -> None:
+    where = "date-range"
+    if end < start:
+        raise ReportError(doc.source, "end-datetime is before start-datetime", path=where)
+    if start < EARLIEST_START:
+        raise ReportError(doc.source, f"start-datetime {start.date().isoformat()} is before "
+                          f"{EARLIEST_START:%Y-%m-%d}: not a real report", path=where)
+    if start > now + CLOCK_SKEW:
+        raise ReportError(doc.source, f"future-dated: start-datetime {start.isoformat()}Z is "
+                          f"more than {CLOCK_SKEW.days} day ahead of this host's clock "
+                          f"({now:%Y-%m-%dT%H:%M}Z)", path=where)
+    if end - start > LONGEST_RANGE:
+        raise ReportError(doc.source, f"covers {(end - start).days} days; a report covers one "
+                          f"day (at most {LONGEST_RANGE.days} accepted)", path=where)
 
 
 def _digest(data: dict[str, Any]) -> str:
@@ -190,13 +225,13 @@ def _parse_datetime(doc: Document, text: str, key: str, warnings: list[str]) -> 
     normal = normal.replace("T23:59:60", "T23:59:59")  # a leap second, as RFC 3339 allows
     try:
         value = datetime.fromisoformat(normal)
-    except ValueError:
+        if value.tzinfo is None:
+            warnings.append(f"date-range.{key}: no time zone; read as UTC")
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: year 1 moved to UTC
         raise ReportError(doc.source, f"not a valid RFC 3339 date-time, got {text!r}",
                           path=f"date-range.{key}") from None
-    if value.tzinfo is None:
-        warnings.append(f"date-range.{key}: no time zone; read as UTC")
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 @cache
@@ -221,8 +256,11 @@ def _explain(doc: Document, exc: ValidationError) -> ReportError:
         path, message = found[0]
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         return ReportError(doc.source, message + more, path=path)
-    first = exc.errors()[0]  # the schema and the models disagree: say what pydantic said
-    return ReportError(doc.source, first["msg"], path=_json_path(first["loc"]))
+    # Only the models refuse it (a decimal number as a count): say what pydantic said.
+    first = exc.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    return ReportError(doc.source, f"{message}, got {_show(first.get('input'))}",
+                       path=_json_path(first["loc"]))
 
 
 def _json_path(parts: Any) -> str:
@@ -242,6 +280,8 @@ def _message(error: jsonschema.ValidationError) -> str:
     value: Any = error.validator_value
     schema: Any = error.schema
     instance: Any = error.instance
+    if keyword == "maximum":
+        return f"must be at most {value:,}, got {got}"
     if keyword == "required":
         missing = [k for k in value if k not in instance]
         return f"missing required field {missing[0]!r}" if missing else error.message

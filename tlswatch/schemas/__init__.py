@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from tlswatch.schemas.models import (
+    MAX_COUNT,
     RFC8460_RESULT_TYPES,
     DateRange,
     FailureDetail,
@@ -24,6 +25,7 @@ from tlswatch.schemas.models import (
 )
 
 __all__ = [
+    "MAX_COUNT",
     "RFC8460_RESULT_TYPES",
     "DateRange",
     "FailureDetail",

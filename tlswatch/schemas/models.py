@@ -29,14 +29,18 @@ DATETIME_PATTERN = (
 )
 
 
+# The largest session count accepted in one place of a report: far above any real day's
+# mail (a trillion sessions), far below where 64-bit sums could overflow.
+MAX_COUNT = 10**12
+
+
 def _count(value: Any) -> int:
-    # JSON Schema's "integer" admits 5.0 and refuses booleans; so do we.
-    if isinstance(value, bool):
+    # Booleans and every float are refused: 1e300 or 5.0 is no session count (JSON Schema's
+    # "integer" would admit 5.0; the schema is only used to word refusals).
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError("must be a non-negative integer")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or value < 0:
-        raise ValueError("must be a non-negative integer")
+    if value > MAX_COUNT:
+        raise ValueError(f"must be at most {MAX_COUNT:,}")
     return value
 
 

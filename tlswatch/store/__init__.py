@@ -139,20 +139,36 @@ class Store:
         finally:
             self.con.unregister("_batch")
 
-    def existing_reports(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (organization_name, report_id) pairs are stored already."""
+    def existing_reports(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str],
+                                                                        dict[str, Any]]:
+        """The stored reports among these (organization_name, report_id) keys: their key,
+        content digest, DKIM result and source."""
         if not keys:
-            return set()
+            return {}
         probe = pa.table({"organization_name": [k[0] for k in keys],
                           "report_id": [k[1] for k in keys]})
         self.con.register("_probe", probe)
         try:
-            rows = self.con.execute(
-                "SELECT r.organization_name, r.report_id FROM reports r "
-                "JOIN _probe p USING (organization_name, report_id)").fetchall()
+            rows = self.rows(
+                "SELECT DISTINCT r.report_pk, r.organization_name, r.report_id, "
+                "r.content_sha256, r.dkim_result, r.source FROM reports r "
+                "JOIN _probe p USING (organization_name, report_id)")
         finally:
             self.con.unregister("_probe")
-        return {(a, b) for a, b in rows}
+        return {(r["organization_name"], r["report_id"]): r for r in rows}
+
+    def remove_reports(self, pks: Sequence[int]) -> list[dict[str, Any]]:
+        """Delete reports with all their rows; return each one's source and raw report."""
+        if not pks:
+            return []
+        marks = ", ".join("?" for _ in pks)
+        removed = self.rows("SELECT r.report_pk, r.source, w.raw_gzip FROM reports r JOIN "
+                            f"report_raw w USING (report_pk) WHERE r.report_pk IN ({marks})",
+                            list(pks))
+        for table in ("failure_details", "policies", "report_raw", "reports"):
+            self.con.execute(f"DELETE FROM {table} WHERE report_pk IN ({marks})",
+                             list(pks)).fetchall()
+        return removed
 
     def insert_failure_details(self, data: pa.Table) -> None:
         """Append failure details, numbering their names in ``names`` (in SQL, vectorised)."""

@@ -1,0 +1,86 @@
+"""A report seen again: an ordinary duplicate, or a conflicting one that must not hide the first.
+
+A report is identified by (organization-name, report-id).  The same content again (by mail
+and by HTTPS, or a retry) is an ordinary duplicate, stored once.  Different content under a
+known key is a *conflicting duplicate*: anyone can send a report naming Google and an
+existing report-id, so the first one stays and the newcomer is quarantined, unless the
+newcomer carries a DKIM signature by its reporting domain (RFC 8460 section 3) and the
+stored one does not; then the newcomer is stored and the displaced one is quarantined.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+
+from tlswatch.ingest.prepare import Prepared, Quarantined
+
+CONFLICT = "conflicting duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the store knows of a report already loaded."""
+
+    report_pk: int
+    digest: str | None  # None: loaded before digests were kept; taken as the same content
+    dkim_result: str | None
+    source: str | None
+
+
+@dataclass
+class Plan:
+    """What to do with one batch of prepared reports."""
+
+    fresh: list[Prepared] = field(default_factory=list)
+    duplicates: list[Prepared] = field(default_factory=list)
+    refused: list[Quarantined] = field(default_factory=list)  # conflicting newcomers
+    displaced: dict[int, str] = field(default_factory=dict)  # stored report_pk -> reason
+
+
+def plan(reports: list[Prepared], stored: dict[tuple[str, str], Stored]) -> Plan:
+    """Sort a batch into fresh reports, duplicates and conflicts (see the module text)."""
+    out = Plan()
+    first: dict[tuple[str, str], Stored | Prepared] = dict(stored)
+    for report in reports:
+        incumbent = first.get(report.key)
+        if incumbent is None:
+            first[report.key] = report
+            out.fresh.append(report)
+        elif _digest(incumbent) in (None, report.report.content_sha256):
+            out.duplicates.append(report)
+        elif _signed(report) and not _signed(incumbent):
+            first[report.key] = report
+            out.fresh.append(report)
+            reason = (f"{CONFLICT}: displaced by a DKIM-signed report with the same "
+                      f"organization-name and report-id ({report.source})")
+            if isinstance(incumbent, Stored):
+                out.displaced[incumbent.report_pk] = reason
+            else:
+                out.fresh.remove(incumbent)
+                out.refused.append(quarantined(incumbent, reason))
+        else:
+            out.refused.append(quarantined(report, (
+                f"{CONFLICT}: {report.key[0]!r} report-id {report.key[1]!r} is already "
+                f"stored with different content (from {_source(incumbent)}); the first one "
+                "is kept")))
+    return out
+
+
+def quarantined(report: Prepared, reason: str) -> Quarantined:
+    """A prepared report as a quarantine entry (its JSON text as received)."""
+    return Quarantined(report.source, reason, gzip.decompress(report.raw_gzip))
+
+
+def _digest(report: Stored | Prepared) -> str | None:
+    return report.digest if isinstance(report, Stored) else report.report.content_sha256
+
+
+def _signed(report: Stored | Prepared) -> bool:
+    result = report.dkim_result if isinstance(report, Stored) else report.report.dkim_result
+    return result == "pass"
+
+
+def _source(report: Stored | Prepared) -> str:
+    return (report.source or f"stored report {report.report_pk}") \
+        if isinstance(report, Stored) else report.source
