@@ -136,14 +136,19 @@ def json_text(report: Daily) -> str:
 
 
 def _arrow(report: Daily) -> pa.Table:
+    # Session sums are 64-bit integers; only a store holding counts from before counts were
+    # bounded can pass that, and then the file uses 38-digit decimals instead of failing.
+    ds = report.domains
+    widest = max((n for d in ds for n in (d.successful_sessions, d.failed_sessions,
+                                          *d.failures_by_result_type.values())), default=0)
+    count = pa.int64() if widest < 2**63 else pa.decimal128(38, 0)
     failures = pa.list_(pa.struct([("result_type", pa.string()),
-                                   ("failed_sessions", pa.int64())]))
+                                   ("failed_sessions", count)]))
     schema = pa.schema([("day", pa.date32()), ("policy_domain", pa.string()),
                         ("reports", pa.int64()), ("organizations", pa.list_(pa.string())),
-                        ("successful_sessions", pa.int64()), ("failed_sessions", pa.int64()),
+                        ("successful_sessions", count), ("failed_sessions", count),
                         ("success_rate", pa.float64()), ("failures_by_result_type", failures),
                         ("paragraph", pa.string())])
-    ds = report.domains
     return pa.table([
         [report.day] * len(ds), [d.policy_domain for d in ds], [d.reports for d in ds],
         [d.organizations for d in ds], [d.successful_sessions for d in ds],

@@ -208,6 +208,9 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
         raise ReportError(source, f"JSON nested deeper than {max_depth} levels") from exc
     if not isinstance(value, dict):
         raise ReportError(source, f"JSON is {_json_kind(value)}, not a report object")
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(value):
+        raise ReportError(source, "a JSON string holds an unpaired UTF-16 surrogate escape "
+                          "(\\uD800-\\uDFFF): not text")
     # Nesting can be no deeper than the number of brackets: most reports need no walk.
     if data.count(b"{") + data.count(b"[") <= max_depth:
         return value
@@ -215,6 +218,18 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     if path is not None:
         raise ReportError(source, f"JSON nested deeper than {max_depth} levels", path=path)
     return value
+
+
+# Only an escape can put a lone surrogate into a parsed string; pairs are legal (emoji).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _too_deep(value: Any, max_depth: int) -> str | None:
