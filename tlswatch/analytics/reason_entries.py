@@ -300,9 +300,10 @@ ENTRIES: tuple[Entry, ...] = (
          "TLS enabled on that listener)", RECEIVER, MOX, "smtp-starttls-reply-code-454"),
     text(r"\Atls-remote-alert-\d{1,3}(?:-[a-z0-9-]{1,60})?\Z", "mox",
          "the MX ended the TLS handshake with the TLS alert named in the code (40 "
-         "handshake-failure: no common cipher; 70 protocol-version: old TLS only)",
+         "handshake-failure: usually no common cipher or version; 70 "
+         "protocol-version-not-supported: the MX offers only old TLS versions)",
          "enable current cipher suites and TLS 1.2/1.3 on the MX", RECEIVER,
-         f"{MOX}; alert numbers: RFC 8446 section 6", "tls-remote-alert-40-handshake-failure",
+         f"{MOX}; alert names: {GO_TLS} (alert.go)", "tls-remote-alert-40-handshake-failure",
          "tls-remote-alert-70-protocol-version-not-supported"),
     code("tls-record-header-error", "mox",
          "after STARTTLS the sender received something that is not TLS: typically an SMTP "
