@@ -59,7 +59,8 @@ FIX_STARTTLS = ("enable STARTTLS on the MX; if it is enabled, look for a firewal
 FIX_KEY_USAGE = ("reissue the certificate for TLS server use (extended key usage "
                  "serverAuth)")
 
-MTA_STS_URL = r'\Aget "https://mta-sts\.[^"\s]{1,253}": (?:tls: failed to verify certificate: )?'
+MTA_STS_GET = r'\Aget "https://mta-sts\.[^"\s]{1,253}": '  # Go's url.Error for the policy fetch
+MTA_STS_URL = MTA_STS_GET + r"(?:tls: failed to verify certificate: )?"
 FALLBACK = r"(?:\+fallback-to-cached-policy)?\Z"
 
 
@@ -217,8 +218,8 @@ ENTRIES: tuple[Entry, ...] = (
          f"{GO_X509}; {RFC8461_FETCH}",
          'Get "https://mta-sts.example.com/.well-known/mta-sts.txt": x509: certificate signed '
          "by unknown authority"),
-    text(r"\Aget \"https://mta-sts\.[^\"\s]{1,253}\": dial tcp: lookup [^\s]{1,253}"
-         r"(?: on [^\s]{1,100})?: no such host", "Go senders",
+    text(MTA_STS_GET + r"dial tcp: lookup [^\s]{1,253}(?: on [^\s]{1,100})?: no such host",
+         "Go senders",
          "the MTA-STS policy host mta-sts.<domain> does not exist in DNS, though the domain "
          "publishes an _mta-sts TXT record",
          "publish an address for mta-sts.<domain>, or retire MTA-STS properly (serve mode: "
