@@ -50,12 +50,41 @@ def report_entries(report: dict[str, Any]) -> dict[tuple[str, Any], tuple[int, i
     return out
 
 
+def counted(report: dict[str, Any]) -> tuple[int, int, dict[str, int]]:
+    """The counting rule applied by hand: (successful, failed, failures by result type).
+
+    no-policy-found is added to the rest; sts and tlsa are the same sessions when their totals
+    are equal (then the type with more failures counts), otherwise they are added.
+    """
+    kinds: dict[str, tuple[int, int, Counter[str]]] = {}
+    for entry in report["policies"]:
+        ok, failed, details = kinds.get(entry["policy"]["policy-type"], (0, 0, Counter()))
+        for d in entry.get("failure-details", []):
+            details[d["result-type"]] += d["failed-session-count"]
+        kinds[entry["policy"]["policy-type"]] = (
+            ok + entry["summary"]["total-successful-session-count"],
+            failed + entry["summary"]["total-failure-session-count"], details)
+    none: tuple[int, int, Counter[str]] = (0, 0, Counter())
+    sts, tlsa = kinds.get("sts", none), kinds.get("tlsa", none)
+    if sts[0] + sts[1] == tlsa[0] + tlsa[1] > 0:
+        used = [max(sts, tlsa, key=lambda k: k[1])]
+    else:
+        used = [sts, tlsa]
+    used.append(kinds.get("no-policy-found", none))
+    by_type: Counter[str] = Counter()
+    for _, _, details in used:
+        by_type.update(details)
+    return sum(k[0] for k in used), sum(k[1] for k in used), dict(by_type)
+
+
 def test_the_reporter_built_and_delivered_one_report_per_domain(delivered: Delivered) -> None:
     assert delivered.delivery == {layout.domain: "sent" for layout in LAYOUTS}, delivered.logs
     for layout in LAYOUTS:  # the harness sent what the layouts say (tlswatch not involved)
         report = delivered.reports[layout.domain]
         assert report["report-id"].endswith(f"_idx1_{layout.domain}")
         assert report_entries(report) == sent_entries(layout), layout.domain
+        assert counted(report) == (layout.successful, layout.failed,
+                                   layout.failures_by_result_type), layout.domain
 
 
 def test_every_mail_was_accepted(delivered: Delivered) -> None:
