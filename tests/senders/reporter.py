@@ -62,6 +62,7 @@ class Reporter:
         self.http_log = root / "http-replies.log"
         self.config = root / "tlsrpt.cfg"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.entries = 0  # policy entries collectd has stored (one per policy a session used)
         http_script = (f"curl --silent --show-error --cacert {cafile} "
                        "--header 'Content-Type: application/tlsrpt+gzip' --data-binary @- "
                        "--write-out '\\nHTTP %{http_code} %{url_effective}\\n' "
