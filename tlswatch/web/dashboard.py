@@ -8,9 +8,7 @@ the spool like any other report.  No JavaScript is served; charts are SVG drawn 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import secrets
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -35,9 +33,13 @@ from tlswatch.ingest.sources import Input
 from tlswatch.ingest.spool import Spool
 from tlswatch.store import Store
 from tlswatch.web.charts import rate_chart, sparkline, stacked_bars
+from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
+from tlswatch.web.csrf import HEADER as CSRF_HEADER
+from tlswatch.web.csrf import CsrfTokens
 from tlswatch.web.render import render
 
-CSRF_COOKIE = "tlswatch_csrf"
+# Room for the multipart envelope around an upload of max_input_bytes.
+FORM_OVERHEAD = 64 * 1024
 
 
 def _jsonable(value: Any) -> Any:
@@ -50,6 +52,7 @@ class Dashboard:
         self.settings = settings
         self.spool = spool
         self.options = options
+        self.csrf = CsrfTokens()
 
     def routes(self) -> list[Route]:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
@@ -213,15 +216,14 @@ class Dashboard:
         return self._page(request, "alerts.html", {"alerts": rows}, period="")
 
     async def upload(self, request: Request) -> Response:
-        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        cookie = request.cookies.get(CSRF_COOKIE)
+        session = self.csrf.session(cookie)
         message, ok, status = "", False, 200
         if request.method == "POST":
+            refusal = self._upload_refusal(request, cookie)
+            if refusal is not None:
+                return refusal
             form = await request.form(max_files=1, max_fields=5)
-            sent = str(form.get("csrf", ""))
-            cookie = request.cookies.get(CSRF_COOKIE, "")
-            if not cookie or not hmac.compare_digest(sent, cookie):
-                return HTMLResponse("refused: the form's CSRF token does not match; reload the "
-                                    "upload page and try again", status_code=403)
             upload = form.get("report")
             if upload is None or isinstance(upload, str):
                 message, status = "no file was sent", 400
@@ -229,14 +231,29 @@ class Dashboard:
                 data = await upload.read(self.settings.max_input_bytes + 1)
                 message, ok, status = await self._accept_upload(upload.filename or "upload",
                                                                 data)
+        token = self.csrf.issue(session)
         if request.query_params.get("format") == "json":
             response: Response = JSONResponse({"ok": ok, "message": message, "csrf": token},
                                               status_code=status)
         else:
             response = HTMLResponse(render("upload.html", csrf=token, message=message, ok=ok,
                                            period=""), status_code=status)
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        response.set_cookie(CSRF_COOKIE, session, httponly=True, samesite="strict")
         return response
+
+    def _upload_refusal(self, request: Request, cookie: str | None) -> Response | None:
+        """Checks made before the body is read: the server-issued token, the size."""
+        token = request.headers.get(CSRF_HEADER) or request.query_params.get("csrf", "")
+        problem = self.csrf.problem(token, cookie)
+        if problem:
+            return HTMLResponse(f"refused: upload: {problem}; reload the upload page and try "
+                                "again", status_code=403)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.settings.max_input_bytes + FORM_OVERHEAD:
+            return HTMLResponse(f"refused: upload: a body of {int(declared):,} bytes is over "
+                                f"the limit of {self.settings.max_input_bytes:,}",
+                                status_code=413)
+        return None
 
     async def _accept_upload(self, filename: str, data: bytes) -> tuple[str, bool, int]:
         if len(data) > self.settings.max_input_bytes:
