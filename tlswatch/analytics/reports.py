@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from typing import Any
 
@@ -52,11 +53,7 @@ def find_report(store: Store, ident: str) -> int:
 def show_report(store: Store, ident: str) -> dict[str, Any]:
     """One report: its stored fields, policies, failure details, warnings and raw JSON."""
     pk = find_report(store, ident)
-    report = store.rows("SELECT * EXCLUDE (report_pk) FROM reports WHERE report_pk = ?", [pk])[0]
-    policies = store.rows("""
-        SELECT policy_index, policy_type, policy_domain, policy_string, mx_host,
-               successful_sessions, failed_sessions, counted_successful, counted_failed
-        FROM policies WHERE report_pk = ? ORDER BY policy_index""", [pk])
+    report, policies = _report_and_policies(store, pk)
     details = store.rows("""
         SELECT p.policy_index, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
                f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
@@ -70,3 +67,66 @@ def show_report(store: Store, ident: str) -> dict[str, Any]:
             for d in details if d["policy_index"] == policy["policy_index"]]
     return {"id": pk, **report, "policies": policies,
             "raw_json": json.loads(gzip.decompress(raw))}
+
+
+DETAILS_PER_PAGE = 500
+RAW_SHOWN_BYTES = 64 * 1024
+
+
+def report_page(store: Store, ident: str, *, page: int = 1, per_page: int = DETAILS_PER_PAGE,
+                raw_bytes: int = RAW_SHOWN_BYTES) -> dict[str, Any]:
+    """One report for a page: like ``show_report``, but one page of its failure details
+    (biggest first within each policy) and the raw JSON only when it is at most
+    ``raw_bytes`` long (else its first ``raw_bytes`` as text): a report with 200,000
+    failure details still makes a small page."""
+    pk = find_report(store, ident)
+    report, policies = _report_and_policies(store, pk)
+    total = store.rows("SELECT count(*) AS n FROM failure_details WHERE report_pk = ?",
+                       [pk])[0]["n"]
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    details = store.rows(f"""
+        SELECT p.policy_index, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
+               f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
+               f.additional_information, f.failure_reason_code, f.counted
+        FROM failure_details f JOIN policies p USING (policy_pk)
+        WHERE f.report_pk = ?
+        ORDER BY p.policy_index, f.failed_session_count DESC, f.result_type,
+                 f.receiving_mx_hostname, f.receiving_ip, f.sending_mta_ip,
+                 f.failure_reason_code, f.receiving_mx_helo, f.additional_information
+        LIMIT {int(per_page)} OFFSET {int((page - 1) * per_page)}""", [pk])
+    for policy in policies:
+        policy["failure_details"] = [
+            {k: v for k, v in d.items() if k != "policy_index"}
+            for d in details if d["policy_index"] == policy["policy_index"]]
+    head = _raw_head(raw_report(store, pk), raw_bytes)
+    return {"id": pk, **report, "policies": policies,
+            "failure_details_page": {"page": page, "pages": pages, "per_page": per_page,
+                                     "total": total,
+                                     "first": (page - 1) * per_page + 1 if details else 0,
+                                     "last": (page - 1) * per_page + len(details)},
+            "raw_json": json.loads(head) if len(head) <= raw_bytes else None,
+            "raw_head": head[:raw_bytes].decode("utf-8", "replace"),
+            "raw_truncated": len(head) > raw_bytes}
+
+
+def _report_and_policies(store: Store, pk: int
+                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    report = store.rows("SELECT * EXCLUDE (report_pk) FROM reports WHERE report_pk = ?", [pk])[0]
+    policies = store.rows("""
+        SELECT policy_index, policy_type, policy_domain, policy_string, mx_host,
+               successful_sessions, failed_sessions, counted_successful, counted_failed
+        FROM policies WHERE report_pk = ? ORDER BY policy_index""", [pk])
+    return report, policies
+
+
+def raw_report(store: Store, pk: int) -> bytes:
+    """The report's JSON as stored, gzip-compressed."""
+    return bytes(store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?",
+                            [pk])[0]["raw_gzip"])
+
+
+def _raw_head(raw_gzip: bytes, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the JSON: enough to tell whether there is more."""
+    with gzip.GzipFile(fileobj=io.BytesIO(raw_gzip)) as inflating:
+        return inflating.read(limit + 1)

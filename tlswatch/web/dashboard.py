@@ -8,17 +8,20 @@ the spool like any other report.  No JavaScript is served; charts are SVG drawn 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters, failure_groups
-from tlswatch.analytics.reports import list_reports, show_report
+from tlswatch.analytics.reports import find_report, list_reports, raw_report, report_page
 from tlswatch.analytics.series import (
     by_organization,
     daily_failures,
@@ -47,6 +50,10 @@ def _jsonable(value: Any) -> Any:
                                  if isinstance(v, date | datetime) else str(v)))
 
 
+def _page_number(text: str) -> int:
+    return int(text) if text.isdigit() and len(text) < 9 else 1
+
+
 class Dashboard:
     def __init__(self, settings: Settings, spool: Spool, options: Options) -> None:
         self.settings = settings
@@ -57,6 +64,7 @@ class Dashboard:
     def routes(self) -> list[Route]:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
                 Route("/reports", self.reports), Route("/reports/{ident}", self.report),
+                Route("/reports/{ident}/raw.json", self.raw_report),
                 Route("/alerts", self.alerts),
                 Route("/upload", self.upload, methods=["GET", "POST"])]
 
@@ -200,14 +208,43 @@ class Dashboard:
 
     async def report(self, request: Request) -> Response:
         ident = request.path_params["ident"]
+        page = _page_number(request.query_params.get("page", "1"))
         try:
-            data = await self._read(lambda s: show_report(s, ident))
+            data = await self._read(lambda s: report_page(s, ident, page=page))
         except NotFoundError as exc:
             return HTMLResponse(str(exc).replace("<", "&lt;"), status_code=404)
         if data is None:
             return HTMLResponse("no reports yet", status_code=404)
-        raw = json.dumps(data["raw_json"], indent=2, ensure_ascii=False)
+        data["raw_url"] = f"/reports/{data['id']}/raw.json"
+        raw = json.dumps(data["raw_json"], indent=2, ensure_ascii=False) \
+            if data["raw_json"] is not None else data["raw_head"]
+        del data["raw_head"]
         return self._page(request, "report.html", {"report": data}, raw=raw, period="")
+
+    async def raw_report(self, request: Request) -> Response:
+        """The report's JSON as received, in full, as a download."""
+        ident = request.path_params["ident"]
+
+        def read(store: Store) -> tuple[int, bytes]:
+            pk = find_report(store, ident)
+            return pk, raw_report(store, pk)
+
+        try:
+            found = await self._read(read)
+        except NotFoundError as exc:
+            return HTMLResponse(str(exc).replace("<", "&lt;"), status_code=404)
+        if found is None:
+            return HTMLResponse("no reports yet", status_code=404)
+        pk, raw = found
+
+        def inflate() -> Iterator[bytes]:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as inflating:
+                while chunk := inflating.read(1024 * 1024):
+                    yield chunk
+
+        name = f"report-{pk}.json"
+        return StreamingResponse(inflate(), media_type="application/json", headers={
+            "Content-Disposition": f'attachment; filename="{name}"'})
 
     async def alerts(self, request: Request) -> Response:
         rows = await self._read(lambda s: s.rows(
