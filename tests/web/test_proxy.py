@@ -109,3 +109,36 @@ def test_trusted_proxies_need_a_login_and_valid_networks(tmp_path: Path) -> None
         create_app(settings, Spool(tmp_path), Metrics())
     with pytest.raises(ConfigError, match=r"'proxy\.example' is not an IP address or CIDR"):
         load_settings(None, environ={}, trusted_proxies="proxy.example")
+
+
+def test_the_documented_proxy_set_up_has_a_login(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/tlswatch-behind-proxy.toml as written, with only the folders moved: a client
+    that the proxy reports from the internet must log in; the receiver stays open."""
+    import asyncio
+
+    from tests.conftest import ROOT
+    from tlswatch.config import load_settings
+    from tlswatch.ingest.spool import Spool
+    from tlswatch.metrics import Metrics
+    from tlswatch.web import create_app
+
+    monkeypatch.setenv("TLSWATCH_WEB_PASSWORD", "pw-from-env")
+    settings = load_settings(ROOT / "deploy" / "tlswatch-behind-proxy.toml", environ={
+        "TLSWATCH_WEB_PASSWORD": "pw-from-env"}, db=tmp_path / "t.duckdb",
+        spool=tmp_path / "spool", policy_dir=tmp_path / "policies")
+    app = create_app(settings, Spool(settings.spool), Metrics())
+    forwarded = {"Host": "reports.example.com", "X-Forwarded-For": "203.0.113.9",
+                 "X-Forwarded-Proto": "https"}
+
+    async def ask() -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            return [(await c.get("/reports", headers=forwarded)).status_code,
+                    (await c.get("/healthz", headers=forwarded)).status_code,
+                    (await c.get("/alerts?format=json", headers=forwarded,
+                                 auth=("admin", "pw-from-env"))).status_code,
+                    (await c.get("/healthz", headers={**forwarded,
+                                                      "Host": "rebound.example"})).status_code]
+
+    assert asyncio.run(ask()) == [401, 200, 200, 421]
