@@ -9,7 +9,7 @@ import hmac
 import ipaddress
 import os
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,7 +77,8 @@ class Guard:
 
     def _refusal(self, scope: Scope) -> tuple[Scope, Response | None]:
         """The scope with the real client, or the answer that refuses the request."""
-        host = Headers(scope=scope).get("host")
+        host = next((value.decode("latin-1") for name, value in scope["headers"]
+                     if name == b"host"), None)
         if scope["path"] != POLICY_PATH and not self.hosts.allows(host):
             return scope, PlainTextResponse(
                 f"refused: Host {host!r} is not a name of this server (allowed_hosts); "

@@ -13,6 +13,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
@@ -20,7 +21,8 @@ from starlette.types import Scope
 from tlswatch.config import Settings
 from tlswatch.web.policyhost import host_name
 
-FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host")
+FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip",
+                                b"x-forwarded-host"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -44,6 +46,7 @@ class Client:
         return self.known and address is not None and address.is_loopback
 
 
+@lru_cache(maxsize=4096)  # the same few peers and Host names, parsed once
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip()
     if text.startswith("["):  # [v6] or [v6]:port
@@ -62,6 +65,8 @@ class ClientView:
                                         for t in trusted_proxies]
 
     def trusted(self, host: str) -> bool:
+        if not self.networks:
+            return False
         address = _address(host)
         return address is not None and any(address in net for net in self.networks)
 
@@ -69,9 +74,10 @@ class ClientView:
         """The client as the proxy reports it (``ForwardingError`` if a trusted proxy sent
         something that is not an address), or the peer itself."""
         peer = scope["client"][0] if scope.get("client") else ""
+        if not self.trusted(peer):  # (ASGI servers give header names in lower case)
+            return Client(peer, known=not any(name in FORWARDING_HEADERS
+                                              for name, _ in scope["headers"]))
         headers = Headers(scope=scope)
-        if not self.trusted(peer):
-            return Client(peer, known=not any(h in headers for h in FORWARDING_HEADERS))
         hops = [hop.strip() for value in headers.getlist("x-forwarded-for")
                 for hop in value.split(",")]
         if not hops:  # the proxy host itself, or a proxy that does not say who asked
@@ -110,7 +116,7 @@ class HostCheck:
         if header is None or self.any:  # no Host: not a browser, so not a rebinding
             return True
         name = host_name(header.strip()).lower().rstrip(".")
-        return _address(name) is not None or name in self.names
+        return name in self.names or _address(name) is not None
 
 
 def allowed_hosts(settings: Settings) -> tuple[str, ...]:
