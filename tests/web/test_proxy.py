@@ -142,3 +142,23 @@ def test_the_documented_proxy_set_up_has_a_login(tmp_path: Path,
                                                       "Host": "rebound.example"})).status_code]
 
     assert asyncio.run(ask()) == [401, 200, 200, 421]
+
+
+def test_forwarded_for_is_read_from_the_right_past_trusted_hops() -> None:
+    from tlswatch.web.proxy import ClientView, ForwardingError
+
+    view = ClientView(["127.0.0.1", "10.0.0.0/8"])
+
+    def client(peer: str, *forwarded: str) -> tuple[str, bool]:
+        headers = [(b"x-forwarded-for", value.encode()) for value in forwarded]
+        seen = view.client({"type": "http", "client": (peer, 1), "headers": headers})
+        return seen.host, seen.loopback
+
+    # a client's own claim sits left of what the proxies appended: it is never reached
+    assert client("127.0.0.1", "127.0.0.1, 203.0.113.9, 10.1.2.3") == ("203.0.113.9", False)
+    assert client("::ffff:127.0.0.1", "127.0.0.1") == ("127.0.0.1", True)
+    assert client("127.0.0.1", "10.0.0.1", "127.0.0.1") == ("10.0.0.1", False)
+    assert client("127.0.0.1", "[2001:db8::1]:443") == ("2001:db8::1", False)
+    assert client("192.0.2.1", "127.0.0.1") == ("192.0.2.1", False)  # not a proxy of ours
+    with pytest.raises(ForwardingError, match="'unknown' is not an IP address"):
+        client("127.0.0.1", "unknown")

@@ -275,7 +275,8 @@ class Dashboard:
         else:
             response = HTMLResponse(render("upload.html", csrf=token, message=message, ok=ok,
                                            period=""), status_code=status)
-        response.set_cookie(CSRF_COOKIE, session, httponly=True, samesite="strict")
+        response.set_cookie(CSRF_COOKIE, session, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
         return response
 
     def _upload_refusal(self, request: Request, cookie: str | None) -> Response | None:
