@@ -26,8 +26,7 @@ run: $(STAMP)
 	@echo "  .venv/bin/tlswatch --db $(DB) summary"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 
-## system-deps: Debian packages the tests start: Dovecot (IMAP tests), Chromium (dashboard),
-## nginx (the documented reverse-proxy set-up)
+## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy)
 system-deps:
 	@missing=""; \
 	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
