@@ -26,6 +26,7 @@ FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip",
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ForwardingError(ValueError):
@@ -46,9 +47,14 @@ class Client:
         return self.known and address is not None and address.is_loopback
 
 
-@lru_cache(maxsize=4096)  # the same few peers and Host names, parsed once
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(text: str) -> Address | None:
+    """The IP address in ``text`` (``[v6]:port`` and ``v4:port`` too), or None."""
     text = text.strip()
+    return None if len(text) > 64 else _parse_address(text)  # an address is short
+
+
+@lru_cache(maxsize=4096)  # the same few peers and Host names, parsed once
+def _parse_address(text: str) -> Address | None:
     if text.startswith("["):  # [v6] or [v6]:port
         text = text[1:].partition("]")[0]
     elif text.count(":") == 1:  # v4:port
@@ -98,7 +104,7 @@ class ClientView:
         """The scope as the app should see it: the real client (so per-IP limits apply to
         it) and, from a trusted proxy, the scheme the client used."""
         peer = scope["client"][0] if scope.get("client") else ""
-        if not self.trusted(peer) or client.host == peer:
+        if not self.trusted(peer):
             return scope
         changed = {**scope, "client": (client.host, 0)}
         proto = Headers(scope=scope).get("x-forwarded-proto", "").rpartition(",")[2].strip()
