@@ -26,11 +26,12 @@ run: $(STAMP)
 	@echo "  .venv/bin/tlswatch --db $(DB) summary"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 
-## system-deps: Debian packages the tests start: Dovecot (IMAP tests), Chromium (dashboard)
+## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy)
 system-deps:
 	@missing=""; \
 	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (the tests run a real Dovecot and a real Chromium)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

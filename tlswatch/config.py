@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import tomllib
@@ -108,12 +109,21 @@ class Settings:
         "Tries per delivery before it is logged as failed."))
 
     web_auth: str = field(default="auto", metadata=_help(
-        "Dashboard login: auto (required unless 'http' is a loopback address), always, never."))
+        "Dashboard login: auto (required unless 'http' is a loopback address and the client "
+        "a known loopback one: see trusted_proxies), always, never."))
     web_token: str = field(default="", metadata=_help(
         "Token for the dashboard (Authorization: Bearer TOKEN)."))
     web_user: str = field(default="", metadata=_help("User for the dashboard's basic auth."))
     web_password_env: str = field(default="", metadata=_help(
         "Environment variable holding the dashboard password."))
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata=_help(
+        "Addresses or CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
+        "are believed (empty: none; then a forwarding header only takes away the loopback "
+        "exemption from login)."))
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata=_help(
+        "Host header names served, against DNS rebinding; other names get 421 (IP literals "
+        "always pass; '*': any). Empty: localhost, the 'http' address, public_host and "
+        "smtp_hostname (neither set: this host's FQDN)."))
 
     policy_dir: Path = field(default=Path("policies"), metadata=_help(
         "Folder of the MTA-STS policies that 'serve' hosts (one file per domain)."))
@@ -125,6 +135,12 @@ class Settings:
         if self.web_auth not in ("auto", "always", "never"):
             raise ConfigError(f"setting web_auth: must be auto, always or never, got "
                               f"{self.web_auth!r}")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"setting trusted_proxies: {proxy!r} is not an IP address "
+                                  "or CIDR network") from None
         if self.dkim not in ("record", "require"):
             raise ConfigError(f"setting dkim: must be 'record' or 'require', got {self.dkim!r}")
 

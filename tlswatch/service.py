@@ -96,7 +96,9 @@ class Service:
             config = uvicorn.Config(create_app(s, self.spool, self.metrics), lifespan="off",
                                     log_level="warning", access_log=False,
                                     ssl_certfile=s.tls_cert or None,
-                                    ssl_keyfile=s.tls_key or None, timeout_graceful_shutdown=5)
+                                    ssl_keyfile=s.tls_key or None, timeout_graceful_shutdown=5,
+                                    # the app decides whom to believe (trusted_proxies)
+                                    proxy_headers=False)
             http_server = _Server(config)
             http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
             while not http_server.started and not http_task.done():

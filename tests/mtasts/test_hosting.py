@@ -123,3 +123,61 @@ def test_retire_serves_mode_none_with_a_new_id(cli: Cli) -> None:
     assert "mode: none" in text and "Senders may keep the old policy until" in text
     retired = json.loads(cli("policy", "retire", "bye.example", "--format", "json").stdout)
     assert retired["id"] != first["id"] and "mode: none" in retired["policy"]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "evil/../../x", "a..b", "evil-.example",
+                                  "evil.example/x", "%2e%2e%2fevil"])
+@pytest.mark.parametrize("command", ["init", "status", "retire", "advise"])
+def test_policy_commands_refuse_names_that_are_not_dns_names(cli: Cli, tmp_path: Path,
+                                                             command: str, name: str) -> None:
+    before = _tree(tmp_path)
+    extra = ["--mx", "mx.example.com"] if command == "init" else []
+    refused = cli("policy", command, name, *extra, code=2)
+    assert "not a DNS host name" in refused.stderr and "DOMAIN" in refused.stderr
+    assert _tree(tmp_path) == before  # nothing written, inside policy_dir or outside it
+
+
+def test_traversal_hosts_get_404_and_nothing_outside_policy_dir(cli: Cli, tmp_path: Path
+                                                                ) -> None:
+    """A Host header is a stranger's text: it must never pick a file outside policy_dir."""
+    cli.json("policy", "init", "hosted.example", "--mx", "mx.hosted.example")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bait = json.dumps({"domain": "bait", "mode": "enforce", "mx": ["bait.example"],
+                       "max_age": 1})
+    (outside / "x.json").write_text(bait)
+    (tmp_path / "srv").mkdir()
+    before = _tree(tmp_path / "outside")
+    hosts = [f"mta-sts.{outside}/x", "mta-sts.../outside/x", "mta-sts../../outside/x",
+             "mta-sts.%2e%2e%2foutside%2fx", "mta-sts.%2E%2E/outside/x",
+             "mta-sts.hosted.example/../../outside/x", "mta-sts.\\..\\outside\\x",
+             "mta-sts.unknown.example", "mta-sts.", "example.com"]
+    with Serve(tmp_path / "srv", smtp="", policy_dir=str(tmp_path / "policies")) as server, \
+            httpx.Client(base_url=server.http_url) as client:
+        good = client.get("/.well-known/mta-sts.txt", headers={"Host": "mta-sts.hosted.example"})
+        assert good.status_code == 200 and "mx: mx.hosted.example" in good.text
+        upper = client.get("/.well-known/mta-sts.txt",
+                           headers={"Host": "MTA-STS.Hosted.Example.:443"})
+        assert upper.status_code == 200
+        for host in hosts:
+            reply = client.get("/.well-known/mta-sts.txt", headers={"Host": host})
+            assert reply.status_code == 404, host
+            assert "bait" not in reply.text, host
+    assert _tree(tmp_path / "outside") == before
+    assert (outside / "x.json").read_text() == bait
+
+
+def test_the_store_lists_its_domains_before_building_a_path(tmp_path: Path) -> None:
+    from tlswatch.mtasts.hosting import PolicyStore
+
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "not a name.json").write_text("{}")
+    (tmp_path / "x.json").write_text("{}")
+    store = PolicyStore(tmp_path / "policies")
+    assert store.domains() == frozenset()
+    for name in ("../x", str(tmp_path / "x"), "not a name"):
+        assert store.hosted(name) is None

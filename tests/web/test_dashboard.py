@@ -48,17 +48,20 @@ def test_upload_needs_the_csrf_token(server: Serve) -> None:
     data = (VALID / "misc" / "with-bom.json").read_bytes().replace(b"bom-2026-11-21",
                                                                    b"upload-csrf")
     with httpx.Client(base_url=base) as client:
-        blocked = client.post("/upload", files={"report": ("r.json", data)},
-                              data={"csrf": "guess"})
-        assert blocked.status_code == 403
+        blocked = client.post("/upload?csrf=guess", files={"report": ("r.json", data)})
+        assert blocked.status_code == 403 and blocked.text.startswith("refused: upload: ")
         token = client.get("/upload?format=json").json()["csrf"]
-        good = client.post("/upload?format=json", files={"report": ("r.json", data)},
-                           data={"csrf": token})
+        good = client.post("/upload", params={"format": "json", "csrf": token},
+                           files={"report": ("r.json", data)})
         assert good.status_code == 200 and good.json()["ok"], good.text
         assert "upload-csrf" in good.json()["message"]
         bad = client.post("/upload?format=json", files={"report": ("bad.json", b"{oops")},
-                          data={"csrf": token})
+                          headers={"X-CSRF-Token": token})
         assert bad.status_code == 400 and "not valid JSON" in bad.json()["message"]
+    with httpx.Client(base_url=base) as other:  # another session cannot use that token
+        other.get("/upload")
+        stolen = other.post("/upload", params={"csrf": token}, files={"report": ("r", data)})
+        assert stolen.status_code == 403 and "not issued to this session" in stolen.text
     server.wait_loaded()
     assert server.query("SELECT received_via FROM reports WHERE report_id = 'upload-csrf'") == \
         [("upload",)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from typing import Any
 
 from tlswatch.analytics.queries import Filters
@@ -52,30 +53,80 @@ def show_report(store: Store, ident: str) -> dict[str, Any]:
     """One report: its stored fields, policies (with the counting rule that applied), failure
     details in the sender's order, warnings, and the report exactly as received."""
     pk = find_report(store, ident)
+    report, policies = _report_and_policies(store, pk)
+    _attach(policies, store.rows(_DETAILS, [pk]))
+    return {"id": pk, **report, "policies": policies,
+            "raw_report": raw_text(gzip.decompress(raw_report(store, pk)))}
+
+
+DETAILS_PER_PAGE = 500
+RAW_SHOWN_BYTES = 64 * 1024
+_DETAILS = """
+    SELECT p.policy_index, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
+           f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
+           f.additional_information, f.failure_reason_code, f.counted
+    FROM failure_details f JOIN policies p USING (policy_pk)
+    WHERE f.report_pk = ? ORDER BY p.policy_index, f.detail_index, f.rowid"""
+
+
+def report_page(store: Store, ident: str, *, page: int = 1, per_page: int = DETAILS_PER_PAGE,
+                raw_bytes: int = RAW_SHOWN_BYTES) -> dict[str, Any]:
+    """One report for a page: like ``show_report``, but one page of its failure details
+    and at most ``raw_bytes`` of the report as received: a report with 200,000 failure
+    details still makes a small page."""
+    pk = find_report(store, ident)
+    report, policies = _report_and_policies(store, pk)
+    total = store.rows("SELECT count(*) AS n FROM failure_details WHERE report_pk = ?",
+                       [pk])[0]["n"]
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    details = store.rows(f"{_DETAILS} LIMIT {int(per_page)} OFFSET {int((page - 1) * per_page)}",
+                         [pk])
+    _attach(policies, details)
+    head = _raw_head(raw_report(store, pk), raw_bytes)
+    return {"id": pk, **report, "policies": policies,
+            "failure_details_page": {"page": page, "pages": pages, "per_page": per_page,
+                                     "total": total,
+                                     "first": (page - 1) * per_page + 1 if details else 0,
+                                     "last": (page - 1) * per_page + len(details)},
+            "raw_report": raw_text(head[:raw_bytes]),
+            "raw_truncated": len(head) > raw_bytes}
+
+
+def _report_and_policies(store: Store, pk: int
+                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     report = store.rows("SELECT * EXCLUDE (report_pk) FROM reports WHERE report_pk = ?", [pk])[0]
     policies = store.rows("""
         SELECT policy_index, policy_type, policy_domain, policy_string, mx_host,
                successful_sessions, failed_sessions, counted, counting
         FROM policies WHERE report_pk = ? ORDER BY policy_index""", [pk])
-    details = store.rows("""
-        SELECT p.policy_index, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
-               f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
-               f.additional_information, f.failure_reason_code, f.counted
-        FROM failure_details f JOIN policies p USING (policy_pk)
-        WHERE f.report_pk = ? ORDER BY p.policy_index, f.detail_index, f.rowid""", [pk])
-    raw = store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?", [pk])[0]["raw_gzip"]
     for policy in policies:
         policy["counting_rule"] = describe(policy["counting"], policy["policy_type"],
                                            policy["counted"])
+    return report, policies
+
+
+def _attach(policies: list[dict[str, Any]], details: list[dict[str, Any]]) -> None:
+    for policy in policies:
         policy["failure_details"] = [
             {k: v for k, v in d.items() if k != "policy_index"}
             for d in details if d["policy_index"] == policy["policy_index"]]
-    return {"id": pk, **report, "policies": policies, "raw_report": raw_text(raw)}
 
 
-def raw_text(raw_gzip: bytes) -> str:
-    """The report's JSON text exactly as received (the store keeps it gzip-compressed)."""
-    data = gzip.decompress(raw_gzip)
+def raw_report(store: Store, pk: int) -> bytes:
+    """The report's JSON as stored, gzip-compressed."""
+    return bytes(store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?",
+                            [pk])[0]["raw_gzip"])
+
+
+def _raw_head(raw_gzip: bytes, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the JSON: enough to tell whether there is more."""
+    with gzip.GzipFile(fileobj=io.BytesIO(raw_gzip)) as inflating:
+        return inflating.read(limit + 1)
+
+
+def raw_text(data: bytes) -> str:
+    """The report's JSON text exactly as received (a BOM dropped; a cut character replaced)."""
     return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace")
 
 

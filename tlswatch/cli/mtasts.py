@@ -17,6 +17,7 @@ from tlswatch.cli.base import (
     app,
 )
 from tlswatch.config import Settings
+from tlswatch.dnsname import BadDomain, parse_domain
 
 
 @app.command("check")
@@ -49,6 +50,19 @@ def check_command(
     raise typer.Exit(1 if any(f.severity == "error" for f in findings) else 0)
 
 
+def _policy_domain(value: str) -> str:
+    """A usage error (exit 2) for a name that is not a DNS host name: it becomes a file name
+    in policy_dir and part of the policy's host name."""
+    try:
+        return parse_domain(value)
+    except BadDomain as exc:
+        typer.echo(f"tlswatch: policy DOMAIN argument: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+DomainArg = Annotated[str, typer.Argument(help="The mail domain (a DNS name).",
+                                          callback=_policy_domain)]
+
 policy_app = typer.Typer(help="Host MTA-STS policies and decide when to enforce them.",
                          no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -74,7 +88,7 @@ def _print_policy(policy: Any, settings: Settings, fmt: Format | None, note: str
 @policy_app.command("init")
 def policy_init(
     ctx: typer.Context,
-    domain: Annotated[str, typer.Argument(help="The mail domain.")],
+    domain: DomainArg,
     mx: Annotated[list[str], typer.Option("--mx", help="MX host or *.pattern (repeat).")],
     mode: Annotated[str, typer.Option(help="testing, enforce or none.")] = "testing",
     max_age: Annotated[int, typer.Option(help="Seconds senders cache the policy.")] = 86400,
@@ -90,7 +104,7 @@ def policy_init(
 
 
 @policy_app.command("retire")
-def policy_retire(ctx: typer.Context, domain: Annotated[str, typer.Argument()],
+def policy_retire(ctx: typer.Context, domain: DomainArg,
                   fmt: FormatOpt = None) -> None:
     """Serve mode none with a new id; say when the old policy expires (RFC 8461 s8)."""
     from tlswatch.mtasts.hosting import retire_policy
@@ -108,7 +122,7 @@ def policy_retire(ctx: typer.Context, domain: Annotated[str, typer.Argument()],
 @policy_app.command("status")
 def policy_status(
     ctx: typer.Context,
-    domain: Annotated[str, typer.Argument()],
+    domain: DomainArg,
     nameserver: Annotated[str | None, typer.Option(help="DNS server IP[:PORT].")] = None,
     fmt: FormatOpt = None,
 ) -> None:
@@ -127,7 +141,7 @@ def policy_status(
 
 
 @policy_app.command("advise")
-def policy_advise(ctx: typer.Context, domain: Annotated[str, typer.Argument()],
+def policy_advise(ctx: typer.Context, domain: DomainArg,
                   days: Annotated[int, typer.Option(help="Days of reports to read.")] = 14,
                   fmt: FormatOpt = None) -> None:
     """From the stored reports: move from testing to enforce, or what blocks it."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tlswatch.config import Settings
+from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.errors import NotFoundError, TlsWatchError
 from tlswatch.mtasts.policy import MAX_AGE_LIMIT, covered_by, parse_policy, policy_id, render_policy
 
@@ -40,11 +41,27 @@ class HostedPolicy:
 
 
 class PolicyStore:
+    """One ``<domain>.json`` per hosted domain.  A name becomes a path only after it has
+    passed ``policy_domain``, so no name can reach outside the folder."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._listing: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def path(self, domain: str) -> Path:
-        return self.folder / f"{domain.lower().rstrip('.')}.json"
+        return self.folder / f"{policy_domain(domain)}.json"
+
+    def domains(self) -> frozenset[str]:
+        """The hosted domains, from the folder's listing (re-read when the folder changes)."""
+        try:
+            stamp = self.folder.stat().st_mtime_ns
+        except OSError:
+            return frozenset()
+        if stamp != self._listing[0]:
+            names = frozenset(entry.name.removesuffix(".json") for entry in os.scandir(self.folder)
+                              if entry.name.endswith(".json") and entry.is_file())
+            self._listing = (stamp, frozenset(n for n in names if _is_canonical(n)))
+        return self._listing[1]
 
     def get(self, domain: str) -> HostedPolicy:
         try:
@@ -59,17 +76,41 @@ class PolicyStore:
         except NotFoundError:
             return None
 
+    def hosted(self, name: str) -> HostedPolicy | None:
+        """The policy of a domain named by a stranger (a Host header): names that are not
+        listed in the folder are refused before any path is built from them."""
+        if name not in self.domains():
+            return None
+        return self.find(name)
+
     def save(self, policy: HostedPolicy) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         policy.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
-        tmp = self.path(policy.domain).with_suffix(".tmp")
+        target = self.path(policy.domain)
+        tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(policy), indent=1))
-        os.replace(tmp, self.path(policy.domain))
+        os.replace(tmp, target)
+
+
+def policy_domain(text: str) -> str:
+    """A policy's domain in canonical form, or an error naming it: the name becomes a file
+    name in ``policy_dir`` and part of the MTA-STS host, so it must be a DNS host name."""
+    try:
+        return parse_domain(text)
+    except BadDomain as exc:
+        raise TlsWatchError(f"policy domain: {exc}") from None
+
+
+def _is_canonical(name: str) -> bool:
+    try:
+        return parse_domain(name) == name
+    except BadDomain:
+        return False
 
 
 def init_policy(settings: Settings, domain: str, *, mx: list[str], mode: str, max_age: int
                 ) -> HostedPolicy:
-    domain = domain.lower().rstrip(".")
+    domain = policy_domain(domain)
     if mode not in ("testing", "enforce", "none"):
         raise TlsWatchError(f"mode must be testing, enforce or none, got {mode!r}")
     if not 0 <= max_age <= MAX_AGE_LIMIT:
@@ -150,7 +191,7 @@ def status(settings: Settings, domain: str, *, published_ids: list[str], mx_host
 def advise(store: Any, settings: Settings, domain: str, *, days: int = 14,
            today: date | None = None) -> dict[str, Any]:
     """From the stored reports: is it safe to move from testing to enforce?"""
-    domain = domain.lower().rstrip(".")
+    domain = policy_domain(domain)
     hosted = PolicyStore(Path(settings.policy_dir)).find(domain)
     newest = store.rows("SELECT max(day) AS d FROM policies WHERE policy_domain = ?",
                         [domain])[0]["d"]

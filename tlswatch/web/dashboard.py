@@ -8,19 +8,20 @@ the spool like any other report.  No JavaScript is served; charts are SVG drawn 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import gzip
+import io
 import json
-import secrets
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters, failure_groups
-from tlswatch.analytics.reports import list_reports, show_report
+from tlswatch.analytics.reports import find_report, list_reports, raw_report, report_page
 from tlswatch.analytics.series import (
     by_organization,
     daily_failures,
@@ -35,9 +36,13 @@ from tlswatch.ingest.sources import Input
 from tlswatch.ingest.spool import Spool
 from tlswatch.store import Store
 from tlswatch.web.charts import rate_chart, sparkline, stacked_bars
+from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
+from tlswatch.web.csrf import HEADER as CSRF_HEADER
+from tlswatch.web.csrf import CsrfTokens
 from tlswatch.web.render import render
 
-CSRF_COOKIE = "tlswatch_csrf"
+# Room for the multipart envelope around an upload of max_input_bytes.
+FORM_OVERHEAD = 64 * 1024
 
 
 def _jsonable(value: Any) -> Any:
@@ -45,15 +50,21 @@ def _jsonable(value: Any) -> Any:
                                  if isinstance(v, date | datetime) else str(v)))
 
 
+def _page_number(text: str) -> int:
+    return int(text) if text.isdigit() and len(text) < 9 else 1
+
+
 class Dashboard:
     def __init__(self, settings: Settings, spool: Spool, options: Options) -> None:
         self.settings = settings
         self.spool = spool
         self.options = options
+        self.csrf = CsrfTokens()
 
     def routes(self) -> list[Route]:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
                 Route("/reports", self.reports), Route("/reports/{ident}", self.report),
+                Route("/reports/{ident}/raw.json", self.raw_report),
                 Route("/alerts", self.alerts),
                 Route("/upload", self.upload, methods=["GET", "POST"])]
 
@@ -197,14 +208,41 @@ class Dashboard:
 
     async def report(self, request: Request) -> Response:
         ident = request.path_params["ident"]
+        page = _page_number(request.query_params.get("page", "1"))
         try:
-            data = await self._read(lambda s: show_report(s, ident))
+            data = await self._read(lambda s: report_page(s, ident, page=page))
         except NotFoundError as exc:
             return HTMLResponse(str(exc).replace("<", "&lt;"), status_code=404)
         if data is None:
             return HTMLResponse("no reports yet", status_code=404)
+        data["raw_url"] = f"/reports/{data['id']}/raw.json"
         raw = data["raw_report"]
         return self._page(request, "report.html", {"report": data}, raw=raw, period="")
+
+    async def raw_report(self, request: Request) -> Response:
+        """The report's JSON as received, in full, as a download."""
+        ident = request.path_params["ident"]
+
+        def read(store: Store) -> tuple[int, bytes]:
+            pk = find_report(store, ident)
+            return pk, raw_report(store, pk)
+
+        try:
+            found = await self._read(read)
+        except NotFoundError as exc:
+            return HTMLResponse(str(exc).replace("<", "&lt;"), status_code=404)
+        if found is None:
+            return HTMLResponse("no reports yet", status_code=404)
+        pk, raw = found
+
+        def inflate() -> Iterator[bytes]:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as inflating:
+                while chunk := inflating.read(1024 * 1024):
+                    yield chunk
+
+        name = f"report-{pk}.json"
+        return StreamingResponse(inflate(), media_type="application/json", headers={
+            "Content-Disposition": f'attachment; filename="{name}"'})
 
     async def alerts(self, request: Request) -> Response:
         rows = await self._read(lambda s: s.rows(
@@ -213,15 +251,14 @@ class Dashboard:
         return self._page(request, "alerts.html", {"alerts": rows}, period="")
 
     async def upload(self, request: Request) -> Response:
-        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        cookie = request.cookies.get(CSRF_COOKIE)
+        session = self.csrf.session(cookie)
         message, ok, status = "", False, 200
         if request.method == "POST":
+            refusal = self._upload_refusal(request, cookie)
+            if refusal is not None:
+                return refusal
             form = await request.form(max_files=1, max_fields=5)
-            sent = str(form.get("csrf", ""))
-            cookie = request.cookies.get(CSRF_COOKIE, "")
-            if not cookie or not hmac.compare_digest(sent, cookie):
-                return HTMLResponse("refused: the form's CSRF token does not match; reload the "
-                                    "upload page and try again", status_code=403)
             upload = form.get("report")
             if upload is None or isinstance(upload, str):
                 message, status = "no file was sent", 400
@@ -229,14 +266,30 @@ class Dashboard:
                 data = await upload.read(self.settings.max_input_bytes + 1)
                 message, ok, status = await self._accept_upload(upload.filename or "upload",
                                                                 data)
+        token = self.csrf.issue(session)
         if request.query_params.get("format") == "json":
             response: Response = JSONResponse({"ok": ok, "message": message, "csrf": token},
                                               status_code=status)
         else:
             response = HTMLResponse(render("upload.html", csrf=token, message=message, ok=ok,
                                            period=""), status_code=status)
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        response.set_cookie(CSRF_COOKIE, session, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
         return response
+
+    def _upload_refusal(self, request: Request, cookie: str | None) -> Response | None:
+        """Checks made before the body is read: the server-issued token, the size."""
+        token = request.headers.get(CSRF_HEADER) or request.query_params.get("csrf", "")
+        problem = self.csrf.problem(token, cookie)
+        if problem:
+            return HTMLResponse(f"refused: upload: {problem}; reload the upload page and try "
+                                "again", status_code=403)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.settings.max_input_bytes + FORM_OVERHEAD:
+            return HTMLResponse(f"refused: upload: a body of {int(declared):,} bytes is over "
+                                f"the limit of {self.settings.max_input_bytes:,}",
+                                status_code=413)
+        return None
 
     async def _accept_upload(self, filename: str, data: bytes) -> tuple[str, bool, int]:
         if len(data) > self.settings.max_input_bytes:

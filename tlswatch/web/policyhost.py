@@ -9,7 +9,30 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.mtasts.hosting import PolicyStore
+
+PREFIX = "mta-sts."
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without the port (``[v6]:port`` included)."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    name, colon, port = header.rpartition(":")
+    return name if colon and port.isdigit() else header
+
+
+def policy_host_domain(header: str) -> str | None:
+    """The hosted domain a ``Host: mta-sts.<domain>`` names, or None when the header is not
+    such a host name (checked before the name comes near the policy folder)."""
+    try:
+        name = parse_domain(host_name(header))
+    except BadDomain:
+        return None
+    if not name.startswith(PREFIX):
+        return None
+    return name.removeprefix(PREFIX) or None
 
 
 class PolicyHost:
@@ -20,11 +43,13 @@ class PolicyHost:
         return [Route("/.well-known/mta-sts.txt", self.policy, methods=["GET"])]
 
     async def policy(self, request: Request) -> Response:
-        host = request.headers.get("host", "").rsplit(":", 1)[0].lower().rstrip(".")
-        if not host.startswith("mta-sts."):
-            return PlainTextResponse("not an mta-sts.<domain> host\n", status_code=404)
-        hosted = await asyncio.to_thread(self.store.find, host.removeprefix("mta-sts."))
+        header = request.headers.get("host", "")
+        domain = policy_host_domain(header)
+        if domain is None:
+            return PlainTextResponse(f"no policy here: Host {header[:80]!r} is not "
+                                     "mta-sts.<a domain name>\n", status_code=404)
+        hosted = await asyncio.to_thread(self.store.hosted, domain)
         if hosted is None:
-            return PlainTextResponse(f"no policy for {host}\n", status_code=404)
+            return PlainTextResponse(f"no policy for {PREFIX}{domain}\n", status_code=404)
         # The policy's lines end in CRLF; text/plain as RFC 8461 section 3.2 asks.
         return Response(hosted.text, media_type="text/plain")
