@@ -88,8 +88,8 @@ def record(store: Store, settings: Settings, found: Sequence[Alert]) -> Recorded
         batch = store.next_outbox_batch()
         rows = store.record_alerts(
             table, cap=cap, batch=batch, more_kind=MORE, now=now,
-            more_message=f"{{more}} more alert(s) for {{day}} were not recorded or sent: at "
-                         f"most {cap} a day are (setting max_alerts_per_day). See "
+            more_message=f"{{more}} more alert(s) for {{day}} were not recorded or sent (at "
+                         f"most {cap} a day: setting max_alerts_per_day); see "
                          "tlswatch failures --since {day} --until {day}.")
         new = sorted((Alert(r["policy_domain"], r["kind"], r["day"], r["message"],
                             json.loads(r["details"] or "{}")) for r in rows),
