@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -26,9 +26,6 @@ from tlswatch.cli.base import (
     report_app,
 )
 from tlswatch.config import describe
-
-if TYPE_CHECKING:
-    from tlswatch.outbox import Delivery
 
 SUMMARY_COLUMNS = ["policy_domain", "reports", "successful_sessions", "failed_sessions",
                    "success_rate", "change_success_rate", "failures_by_result_type"]
@@ -180,7 +177,7 @@ def export_daily_command(
     settings = _state(ctx).settings
     chosen = _day(day) or (datetime.now(UTC).date() - timedelta(days=1))
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
-    failed: list[Delivery] = []
+    failed: list[jobs.Delivery] = []
     with _errors():
         try:
             if send:
@@ -223,7 +220,7 @@ def alerts(
     from tlswatch.analytics import alerts as history
 
     settings = _state(ctx).settings
-    failed: list[Delivery] = []
+    failed: list[jobs.Delivery] = []
     with _errors():
         if check:
             failed = jobs.check_and_send(settings, datetime.now(UTC).date())
