@@ -105,8 +105,14 @@ class Settings:
         "Recipients per policy domain, e.g. {\"example.com\": [\"ops@example.com\"]}."))
     webhook_url: str = field(default="", metadata=_help(
         "URL that gets summaries and alerts as JSON with a Slack-style 'text' (empty: none)."))
-    delivery_attempts: int = field(default=3, metadata=_help(
-        "Tries per delivery before it is logged as failed."))
+    delivery_attempts: int = field(default=8, metadata=_help(
+        "Tries per delivery (mail or webhook post) before it is marked failed and logged."))
+    delivery_backoff: float = field(default=30.0, metadata=_help(
+        "Seconds before a failed delivery is tried again; doubles with each try (at most 1 h)."))
+    delivery_interval: float = field(default=5.0, metadata=_help(
+        "Seconds between the outbox checks of the delivery worker in 'serve'."))
+    max_alerts_per_day: int = field(default=50, metadata=_help(
+        "Alerts recorded and sent per report day; beyond it one alert counts the rest."))
 
     web_auth: str = field(default="auto", metadata=_help(
         "Dashboard login: auto (required unless 'http' is a loopback address and the client "

@@ -1,25 +1,55 @@
-"""Sending summaries and alerts: mail (SMTP with STARTTLS and login) and a JSON webhook.
+"""Summaries and alerts as messages: mail (SMTP with STARTTLS and login) and a JSON webhook.
 
-A failed delivery is retried, then logged and reported back; it never raises, so a broken
-mail server cannot stop the service.
+A message is rendered once, when it is put in the outbox, and sent (one attempt at a time)
+by the delivery worker (``tlswatch.outbox``), which retries it with back-off.
+
+Chat text (the webhook's ``text``, read by Slack and Mattermost) treats every character
+as plain text: ``&``, ``<``, ``>`` become entities as Slack requires, so no ``<!channel>``,
+``<@U123>`` or ``<url|text>`` can form; emphasis, code and heading marks are replaced by
+look-alikes, ``@`` by a full-width at sign, and a zero-width space after ``.`` and ``:``
+keeps domains and URLs from turning into links.  Report data (organisation names,
+domains, reason codes) can then neither mention anyone nor link anywhere.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import smtplib
 import ssl
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from tlswatch.config import Settings
 
-log = logging.getLogger(__name__)
+MAIL, WEBHOOK = "mail", "webhook"
+
+_CHAT = str.maketrans({
+    "&": "&amp;", "<": "&lt;", ">": "&gt;",  # Slack's control characters
+    "*": "\u2217", "_": "\u02cd", "~": "\u02dc", "`": "\u02cb",  # emphasis, strike, code
+    "#": "\uff03", "@": "\uff20", "[": "\uff3b", "]": "\uff3d",  # headings, mentions, links
+    "|": "\u2223",
+    ".": ".\u200b", ":": ":\u200b",  # domain.example and scheme:// never form a link
+})
+
+
+def chat_text(text: str) -> str:
+    """``text`` as Slack/Mattermost plain text: no mention, link or markup can form."""
+    return text.translate(_CHAT)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivery: a mail to a group of recipients, or one post to the webhook."""
+
+    channel: str
+    recipient: str  # the addresses, comma-separated, or "webhook"
+    subject: str
+    body: dict[str, Any]  # mail: text (and html); webhook: the JSON payload
 
 
 def recipients(settings: Settings, domains: Sequence[str]) -> dict[tuple[str, ...], list[str]]:
@@ -34,77 +64,69 @@ def recipients(settings: Settings, domains: Sequence[str]) -> dict[tuple[str, ..
     return groups
 
 
-def _retry(what: str, attempts: int, action: Callable[[], None]) -> str | None:
-    error = None
-    for attempt in range(1, max(1, attempts) + 1):
-        try:
-            action()
-            return None
-        except Exception as exc:  # any failure is reported, none is fatal
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning("%s failed (attempt %d of %d): %s", what, attempt, attempts, error)
-            if attempt < attempts:
-                time.sleep(min(30.0, 0.5 * 4 ** (attempt - 1)))
-    return error
+def messages(settings: Settings, *, subject: str, by_domain: dict[str, str],
+             html: Callable[[list[str]], str] | None = None,
+             payload: dict[str, Any] | None = None) -> list[Message]:
+    """A mail per recipient group with the parts for their domains; everything to the webhook.
+
+    ``by_domain`` holds the plain text for each domain.
+    """
+    out = []
+    if settings.mail_smtp:
+        for domains, people in recipients(settings, sorted(by_domain)).items():
+            body = {"text": "\n\n".join(by_domain[d] for d in domains)}
+            if html is not None:
+                body["html"] = html(list(domains))
+            out.append(Message(MAIL, ", ".join(people), subject, body))
+    if settings.webhook_url:
+        text = chat_text(f"{subject}\n\n" + "\n\n".join(by_domain.values()))
+        out.append(Message(WEBHOOK, WEBHOOK, subject, {**(payload or {}), "text": text}))
+    return out
 
 
-def send_mail(settings: Settings, to: Sequence[str], subject: str, text: str,
-              html: str | None = None) -> str | None:
-    """Send one message; return None, or the error after the last attempt."""
-    if not settings.mail_smtp or not to:
-        return None
+def destination(settings: Settings, channel: str, recipient: str) -> str:
+    """How a delivery is named in messages and logs (the webhook by host: its URL is a key)."""
+    if channel == WEBHOOK:
+        return f"webhook at {urlsplit(settings.webhook_url).hostname or '(not set)'}"
+    return f"mail to {recipient}"
+
+
+def send(settings: Settings, channel: str, recipient: str, subject: str,
+         body: dict[str, Any]) -> None:
+    """Make one attempt; raise whatever went wrong."""
+    if channel == WEBHOOK:
+        _post_webhook(settings, body)
+    elif channel == MAIL:
+        _send_mail(settings, [r.strip() for r in recipient.split(",")], subject, body)
+    else:
+        raise ValueError(f"unknown delivery channel {channel!r}")
+
+
+def _send_mail(settings: Settings, to: list[str], subject: str, body: dict[str, Any]) -> None:
+    if not settings.mail_smtp:
+        raise RuntimeError("setting mail_smtp is empty: no server to send mail through")
     host, _, port = settings.mail_smtp.rpartition(":")
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = ", ".join(to)
     message["Subject"] = subject
-    message.set_content(text)
-    if html is not None:
-        message.add_alternative(html, subtype="html")
-
-    def action() -> None:
-        with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+    message.set_content(body["text"])
+    if body.get("html") is not None:
+        message.add_alternative(body["html"], subtype="html")
+    with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+        smtp.ehlo()
+        if settings.mail_starttls:
+            context = ssl.create_default_context(cafile=settings.mail_ca_bundle or None)
+            smtp.starttls(context=context)
             smtp.ehlo()
-            if settings.mail_starttls:
-                context = ssl.create_default_context(cafile=settings.mail_ca_bundle or None)
-                smtp.starttls(context=context)
-                smtp.ehlo()
-            if settings.mail_username:
-                smtp.login(settings.mail_username,
-                           os.environ.get(settings.mail_password_env, ""))
-            smtp.send_message(message)
-
-    return _retry(f"mail to {', '.join(to)}", settings.delivery_attempts, action)
+        if settings.mail_username:
+            smtp.login(settings.mail_username, os.environ.get(settings.mail_password_env, ""))
+        smtp.send_message(message)
 
 
-def post_webhook(settings: Settings, payload: dict[str, Any]) -> str | None:
+def _post_webhook(settings: Settings, payload: dict[str, Any]) -> None:
     if not settings.webhook_url:
-        return None
-
-    def action() -> None:
-        reply = httpx.post(settings.webhook_url, json=payload, timeout=15)
-        reply.raise_for_status()
-
-    return _retry(f"webhook {settings.webhook_url}", settings.delivery_attempts, action)
-
-
-def deliver(settings: Settings, *, subject: str, by_domain: dict[str, str],
-            html: Callable[[list[str]], str] | None = None,
-            payload: dict[str, Any] | None = None) -> list[str]:
-    """Mail each recipient the parts for their domains; post everything to the webhook.
-
-    ``by_domain`` holds the text for each domain.  Returns the errors (empty: delivered).
-    """
-    errors = []
-    for domains, people in recipients(settings, sorted(by_domain)).items():
-        text = "\n\n".join(by_domain[d] for d in domains)
-        error = send_mail(settings, people, subject, text,
-                          html(list(domains)) if html is not None else None)
-        if error:
-            errors.append(error)
-    if settings.webhook_url:
-        body = {"text": f"{subject}\n\n" + "\n\n".join(by_domain.values()), **(payload or {})}
-        error = post_webhook(settings, body)
-        if error:
-            errors.append(error)
-    return errors
+        raise RuntimeError("setting webhook_url is empty: nowhere to post")
+    reply = httpx.post(settings.webhook_url, json=payload, timeout=15)
+    if reply.is_error:  # httpx's own message holds the URL, which is a secret
+        raise RuntimeError(f"the webhook answered {reply.status_code} {reply.reason_phrase}")

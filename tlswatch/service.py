@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
@@ -67,6 +66,7 @@ class Service:
         self.settings = settings
         self.spool = Spool(settings.spool)
         self.loader = LoaderProcess(settings)
+        self.jobs = jobs.JobsProcess(settings)  # daily summaries and the outbox's deliveries
         self.metrics = Metrics(spool_depth=self.spool.depth, loader_lag=self.spool.oldest_age,
                                loader_count=self.loader.count)
         self.stopping = asyncio.Event()
@@ -106,6 +106,7 @@ class Service:
             scheme = "https" if s.tls_cert else "http"
             http_at = f"{scheme}://{_bound(sock)}"
         self.loader.start()
+        self.jobs.start()
         if on_ready is not None:
             on_ready(Listening(smtp_at, http_at))
         await self.stopping.wait()
@@ -117,7 +118,8 @@ class Service:
             await http_task
         if smtp_server is not None:
             await smtp_server.wait_closed()
-        await asyncio.to_thread(self.loader.finish, 60.0)
+        await asyncio.gather(asyncio.to_thread(self.loader.finish, 60.0),
+                             asyncio.to_thread(self.jobs.finish, 40.0))
 
 
 
@@ -166,7 +168,7 @@ def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: i
     with contextlib.suppress(OSError):
         os.nice(19)
     spool, options = Spool(settings.spool), options_from(settings)
-    pruned_at = scheduled_at = 0.0
+    pruned_at = 0.0
     while not stopping.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
         try:
             result = drain(spool, settings.db, options=options, limit=settings.batch_size,
@@ -179,12 +181,6 @@ def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: i
             result = None
         if result is not None and result.report_pks:
             _alerts_after_load(settings, result.report_pks)
-        if time.monotonic() - scheduled_at > 30:
-            scheduled_at = time.monotonic()
-            try:
-                jobs.run_schedule(settings, datetime.now(UTC))
-            except Exception:
-                log.exception("daily summary failed; it will be tried again")
         if result is not None:
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
                                 ("quarantined", result.rejected - len(result.retry)),

@@ -1,21 +1,30 @@
 """Alerts: the conditions a domain owner wants to hear about, found in the stored reports.
 
 Each alert is identified by (policy domain, kind, day) and is recorded (and sent) once.
+Strings from reports enter a message through ``_plain``: a control, format or line
+character is shown as an escape, so a sender cannot add lines to a mail or a chat post.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 from tlswatch.analytics.explain import explain
-from tlswatch.analytics.summary import percent, short_org
+from tlswatch.analytics.queries import Filters
+from tlswatch.analytics.summary import percent
+from tlswatch.analytics.summary import short_org as _short_org
 from tlswatch.store import Store
 
 STS_PROBLEMS = ("sts-policy-fetch-error", "sts-webpki-invalid", "sts-policy-invalid")
 KINDS = ("new_result_type", "low_success_rate", "failure_spike", "reporter_silent",
          "sts_policy_problem")
+MORE = "more_alerts"  # one a day, counting the alerts beyond max_alerts_per_day
+# Which alerts a day's cap keeps first: what breaks mail for every sender before the rest.
+PRIORITY = ("sts_policy_problem", "low_success_rate", "failure_spike", "new_result_type",
+            "reporter_silent")
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,10 @@ class Alert:
     @property
     def key(self) -> tuple[str, str, date]:
         return (self.policy_domain, self.kind, self.day)
+
+
+def priority(alert: Alert) -> int:
+    return PRIORITY.index(alert.kind) if alert.kind in PRIORITY else len(PRIORITY)
 
 
 def evaluate(store: Store, days: list[date], rules: AlertRules = AlertRules(),
@@ -80,12 +93,13 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
     """, [first, last])
     out = []
     for r in rows:
-        hosts = f" on {', '.join(r['hosts'][:3])}" if r["hosts"] else ""
+        hosts = f" on {', '.join(_plain(h) for h in r['hosts'][:3])}" if r["hosts"] else ""
+        domain = _plain(r["policy_domain"])
         out.append(Alert(r["policy_domain"], "new_result_type", r["first_day"],
-                         f"{r['policy_domain']}: first report of {r['result_type']}: "
+                         f"{domain}: first report of {_plain(r['result_type'])}: "
                          f"{', '.join(short_org(o) for o in r['orgs'])} saw {r['failed']:,} "
                          f"session(s) fail{hosts}. "
-                         f"{_sentence(explain(r['result_type'], domain=r['policy_domain']).fix)}",
+                         f"{_sentence(explain(r['result_type'], domain=domain).fix)}",
                          {"result_type": r["result_type"], "failed_sessions": r["failed"]}))
     return out
 
@@ -104,12 +118,12 @@ def _low_rates(store: Store, first: date, last: date, rules: AlertRules) -> list
     for r in _daily(store, first, last):
         total = r["ok"] + r["failed"]
         if total and r["ok"] / total < rules.success_threshold:
-            rate = r["ok"] / total
+            rate, domain = r["ok"] / total, _plain(r["policy_domain"])
             out.append(Alert(r["policy_domain"], "low_success_rate", r["day"],
-                             f"{r['policy_domain']}: only {percent(rate, failures=r['failed'])} "
+                             f"{domain}: only {percent(rate, failures=r['failed'])} "
                              f"of {total:,} sessions succeeded on {r['day']} (threshold "
                              f"{percent(rules.success_threshold)}); see tlswatch failures "
-                             f"--domain {r['policy_domain']} --since {r['day']}.",
+                             f"--domain {domain} --since {r['day']}.",
                              {"success_rate": round(rate, 6), "sessions": total}))
     return out
 
@@ -125,7 +139,7 @@ def _spikes(store: Store, first: date, last: date, rules: AlertRules) -> list[Al
                        for i in range(1, rules.spike_days + 1)) / rules.spike_days
         if count > rules.spike_factor * trailing:
             out.append(Alert(domain, "failure_spike", day,
-                             f"{domain}: {count:,} failed sessions on {day}, over "
+                             f"{_plain(domain)}: {count:,} failed sessions on {day}, over "
                              f"{rules.spike_factor:g}x the {rules.spike_days}-day daily average "
                              f"of {trailing:,.1f}.",
                              {"failed_sessions": count, "trailing_average": round(trailing, 2)}))
@@ -143,11 +157,12 @@ def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
         GROUP BY ALL ORDER BY day, policy_domain
     """, [first, last, *STS_PROBLEMS])
     return [Alert(r["policy_domain"], "sts_policy_problem", r["day"],
-                  f"{r['policy_domain']}: senders could not use the MTA-STS policy on "
-                  f"{r['day']} ({', '.join(r['types'])}; {r['failed']:,} sessions, seen by "
+                  f"{_plain(r['policy_domain'])}: senders could not use the MTA-STS policy on "
+                  f"{r['day']} ({', '.join(_plain(t) for t in r['types'])}; "
+                  f"{r['failed']:,} sessions, seen by "
                   f"{', '.join(short_org(o) for o in r['orgs'])}). The policy host "
-                  f"mta-sts.{r['policy_domain']} is broken for every sender at once: "
-                  f"{explain(r['types'][0], domain=r['policy_domain']).fix}.",
+                  f"mta-sts.{_plain(r['policy_domain'])} is broken for every sender at once: "
+                  f"{explain(r['types'][0], domain=_plain(r['policy_domain'])).fix}.",
                   {"result_types": r["types"], "failed_sessions": r["failed"]}) for r in rows]
 
 
@@ -171,7 +186,7 @@ def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
         if quiet >= rules.silent_days and r["days"] >= rules.daily_min:
             out.append(Alert(r["policy_domain"], "reporter_silent",
                              r["last"] + timedelta(days=1),
-                             f"{r['policy_domain']}: {short_org(r['organization_name'])} "
+                             f"{_plain(r['policy_domain'])}: {short_org(r['organization_name'])} "
                              f"sent reports daily but none since {r['last']} ({quiet} days): "
                              "check that the _smtp._tls record and the rua address or "
                              "endpoint still work.",
@@ -182,3 +197,49 @@ def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
+
+
+def _plain(value: object, limit: int = 120) -> str:
+    """A string from a report, one line and at most ``limit`` characters, escapes shown."""
+    text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c)[0] in "CZ" and c != " "
+                   else c for c in str(value))
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def short_org(name: str) -> str:
+    return _plain(_short_org(name))
+
+
+def history(store: Store, filters: Filters) -> list[dict[str, Any]]:
+    """The recorded alerts, newest day first, with the state of their delivery: delivered,
+    pending (queued or waiting to be tried again), failed (given up) or not sent (no mail
+    or webhook configured when it was raised)."""
+    where, params = filters.where(failure_rows=False)
+    return store.rows(f"""
+        SELECT day, policy_domain, kind, message, created_at,
+               CASE WHEN o.n IS NULL THEN CASE WHEN delivered_at IS NOT NULL THEN 'delivered'
+                                               WHEN delivery_error IS NOT NULL THEN 'failed'
+                                               ELSE 'not sent' END
+                    WHEN o.failed > 0 THEN 'failed' WHEN o.pending > 0 THEN 'pending'
+                    ELSE 'delivered' END AS delivery,
+               delivered_at, delivery_error
+        FROM alerts LEFT JOIN (
+            SELECT batch, count(*) AS n, count(*) FILTER (status = 'failed') AS failed,
+                   count(*) FILTER (status = 'pending') AS pending
+            FROM outbox GROUP BY batch) o ON o.batch = alerts.outbox_batch
+        {where} ORDER BY day DESC, policy_domain, kind
+    """, params)
+
+
+def last_report_day(store: Store) -> date | None:
+    day: date | None = store.rows("SELECT max(day) AS d FROM reports")[0]["d"]
+    return day
+
+
+def outbox(store: Store) -> list[dict[str, Any]]:
+    """Every queued, sent and failed delivery (alerts and daily summaries), newest first."""
+    return store.rows("""
+        SELECT outbox_pk AS id, kind, channel, recipient, subject, status, attempts,
+               created_at, next_try_at, delivered_at, last_error
+        FROM outbox ORDER BY outbox_pk DESC
+    """)

@@ -168,7 +168,8 @@ def export_daily_command(
                                                           "json, parquet.")] =
         "md,html,csv,json,parquet",
     send: Annotated[bool, typer.Option("--send/--no-send", help="Also mail/post the summary "
-                                       "and check the day's alerts.")] = False,
+                                       "and the day's new alerts now; exit 1 if a delivery "
+                                       "failed (it stays queued for 'serve').")] = False,
 ) -> None:
     """Write DIR/tlswatch-summary-YYYY-MM-DD.EXT for one day (replacing earlier files)."""
     from datetime import UTC, datetime, timedelta
@@ -179,11 +180,12 @@ def export_daily_command(
     settings = _state(ctx).settings
     chosen = _day(day) or (datetime.now(UTC).date() - timedelta(days=1))
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    failed: list[jobs.Delivery] = []
     with _errors():
         try:
             if send:
-                written = jobs.run_daily(settings.replace(export_formats=tuple(wanted)),
-                                         chosen, out)
+                written, failed = jobs.send_daily(
+                    settings.replace(export_formats=tuple(wanted)), chosen, out)
             else:
                 with _read_store(settings) as store:
                     written = export_daily(store, chosen, out, wanted)
@@ -191,6 +193,10 @@ def export_daily_command(
             raise typer.BadParameter(str(exc), param_hint="--format") from None
     for path in written:
         typer.echo(str(path))
+    for delivery in failed:
+        typer.echo(f"tlswatch: not delivered: {delivery.describe()}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -200,31 +206,39 @@ def alerts(
     since: SinceOpt = None,
     until: UntilOpt = None,
     check: Annotated[bool, typer.Option("--check", help="First evaluate the alert rules on "
-                                        "the last 7 days (as 'serve' does after each load).")]
-        = False,
+                                        "the last 7 report days (as 'serve' does after each "
+                                        "load) and send the new alerts; exit 1 if a delivery "
+                                        "failed.")] = False,
+    outbox: Annotated[bool, typer.Option("--outbox", help="List the deliveries (alerts and "
+                                         "daily summaries) instead: delivered, pending, "
+                                         "failed, with attempts and errors.")] = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Alert history: new result types, low success rates, spikes, silent reporters, broken
-    MTA-STS policy hosts. Each alert is raised once per domain, kind and day."""
-    from datetime import UTC, datetime, timedelta
+    MTA-STS policy hosts, and whether each was delivered. Each alert is raised once per
+    domain, kind and day, and at most max_alerts_per_day a day."""
+    from datetime import UTC, datetime
 
     from tlswatch import jobs
+    from tlswatch.analytics import alerts as history
 
     settings = _state(ctx).settings
+    failed: list[jobs.Delivery] = []
     with _errors():
         if check:
-            today = datetime.now(UTC).date()
-            with _read_store(settings) as store:
-                last = store.rows("SELECT max(day) AS d FROM reports")[0]["d"] or today
-            jobs.check_alerts(settings, [last - timedelta(days=i) for i in range(7)])
-        filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
-        where, params = filters.where(failure_rows=False)
+            failed = jobs.check_and_send(settings, datetime.now(UTC).date())
         with _read_store(settings) as store:
-            rows = store.rows("SELECT day, policy_domain, kind, message, created_at, "
-                              f"delivered_at, delivery_error FROM alerts{where} "
-                              "ORDER BY day DESC, policy_domain, kind", params)
-    typer.echo(render_rows(rows, _format(fmt), title="Alerts"), nl=False)
-
+            if outbox:
+                rows = history.outbox(store)
+            else:
+                rows = history.history(store, Filters(since=_day(since), until=_day(until),
+                                                      domains=tuple(domain or ())))
+    typer.echo(render_rows(rows, _format(fmt), title="Outbox" if outbox else "Alerts"),
+               nl=False)
+    for delivery in failed:
+        typer.echo(f"tlswatch: not delivered: {delivery.describe()}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("config")

@@ -7,7 +7,6 @@ message says which PID holds the lock).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -196,29 +195,122 @@ class Store:
         finally:
             self.con.unregister("_batch")
 
-    def record_alerts(self, alerts: Sequence[Any]) -> list[Any]:
-        """Store alerts not recorded before (per domain, kind and day); return those."""
-        if not alerts:
-            return []
-        known = {(r[0], r[1], r[2]) for r in self.con.execute(
-            "SELECT policy_domain, kind, day FROM alerts").fetchall()}
-        new = [a for a in alerts if a.key not in known]
-        if new:
-            first = self.next_pk("alerts", "alert_pk")
-            now = _now()
-            self.con.executemany(
-                "INSERT INTO alerts (alert_pk, policy_domain, kind, day, message, details, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(first + i, a.policy_domain, a.kind, a.day, a.message,
-                  json.dumps(a.details, default=str), now) for i, a in enumerate(new)])
-        return new
+    # -- alerts and the outbox (written by the jobs beside the loader) --------------------
+    def record_alerts(self, alerts: pa.Table, *, cap: int, batch: int, more_kind: str,
+                      more_message: str, now: datetime) -> list[dict[str, Any]]:
+        """Store, in one statement, the alerts not recorded before (per domain, kind, day).
 
-    def mark_delivered(self, keys: Sequence[tuple[str, str, Any]], error: str | None) -> None:
-        for domain, kind, day in keys:
-            self.con.execute(
-                "UPDATE alerts SET delivered_at = CASE WHEN ? IS NULL THEN ? ELSE delivered_at "
-                "END, delivery_error = ? WHERE policy_domain = ? AND kind = ? AND day = ?",
-                [error, _now(), error, domain, kind, day]).fetchall()
+        ``alerts`` has policy_domain, kind, day, message, details (JSON text) and rank (lower
+        goes first).  At most ``cap`` alerts are kept per day; the rest of a day are counted
+        by one ``more_kind`` alert whose message is ``more_message`` with ``{more}`` and
+        ``{day}`` filled in (updated, not repeated, when later checks find more).  Returns
+        the rows this call created, tagged with ``batch``.
+        """
+        if alerts.num_rows == 0:
+            return []
+        self.con.register("_alerts", alerts)
+        try:
+            cur = self.con.execute("""
+                INSERT INTO alerts (alert_pk, policy_domain, kind, day, message, details,
+                                    created_at, outbox_batch)
+                WITH have AS (
+                    SELECT day, count(*) AS n FROM alerts WHERE kind <> $more_kind GROUP BY day
+                ), ranked AS (
+                    SELECT c.*, coalesce(h.n, 0)
+                           + row_number() OVER (PARTITION BY c.day ORDER BY c.rank) AS n
+                    FROM _alerts c LEFT JOIN have h USING (day)
+                    WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.policy_domain =
+                                      c.policy_domain AND a.kind = c.kind AND a.day = c.day)
+                ), chosen AS (
+                    SELECT policy_domain, kind, day, message, details FROM ranked
+                    WHERE n <= $cap
+                    UNION ALL
+                    SELECT '*', $more_kind, day,
+                           replace(replace($more_message, '{more}', format('{:,}', count(*))),
+                                   '{day}', day::VARCHAR),
+                           json_object('more_alerts', count(*), 'cap', $cap)::VARCHAR
+                    FROM ranked WHERE n > $cap GROUP BY day
+                )
+                SELECT (SELECT coalesce(max(alert_pk), 0) FROM alerts)
+                       + row_number() OVER (ORDER BY day, policy_domain, kind),
+                       policy_domain, kind, day, message, details, $now, $batch
+                FROM chosen
+                ON CONFLICT (policy_domain, kind, day)
+                DO UPDATE SET message = excluded.message, details = excluded.details
+                RETURNING policy_domain, kind, day, message, details, outbox_batch
+            """, {"cap": cap, "batch": batch, "more_kind": more_kind,
+                  "more_message": more_message, "now": now})
+            names = [d[0] for d in cur.description or []]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        finally:
+            self.con.unregister("_alerts")
+        return [r for r in rows if r.pop("outbox_batch") == batch]  # not the updated ones
+
+    def next_outbox_batch(self) -> int:
+        """A new number grouping the deliveries of one event (an alert check, a summary)."""
+        return int(self.con.execute("SELECT nextval('outbox_batches')").fetchall()[0][0])
+
+    def enqueue(self, messages: pa.Table, *, now: datetime) -> None:
+        """Add deliveries (batch, kind, channel, recipient, subject, body) due now."""
+        if messages.num_rows == 0:
+            return
+        self.con.register("_messages", messages)
+        try:
+            self.con.execute("""
+                INSERT INTO outbox (outbox_pk, batch, kind, channel, recipient, subject, body,
+                                    created_at, status, attempts, next_try_at)
+                SELECT (SELECT coalesce(max(outbox_pk), 0) FROM outbox) + row_number() OVER (),
+                       batch, kind, channel, recipient, subject, body, $now, 'pending', 0, $now
+                FROM _messages
+            """, {"now": now}).fetchall()
+        finally:
+            self.con.unregister("_messages")
+
+    def claim_outbox(self, *, now: datetime, until: datetime, limit: int,
+                     batches: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Take up to ``limit`` due deliveries: count the attempt and hide them from other
+        workers until ``until`` (so a worker that dies mid-send only delays them)."""
+        only = "AND list_contains($batches, batch)" if batches is not None else ""
+        cur = self.con.execute(f"""
+            UPDATE outbox SET attempts = attempts + 1, next_try_at = $until
+            WHERE outbox_pk IN (SELECT outbox_pk FROM outbox
+                                WHERE status = 'pending' AND next_try_at <= $now {only}
+                                ORDER BY next_try_at, outbox_pk LIMIT $limit)
+            RETURNING outbox_pk, batch, kind, channel, recipient, subject, body, attempts
+        """, {"now": now, "until": until, "limit": limit,
+              **({"batches": list(batches)} if batches is not None else {})})
+        names = [d[0] for d in cur.description or []]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return sorted(rows, key=lambda r: r["outbox_pk"])
+
+    def settle_outbox(self, results: pa.Table) -> None:
+        """Record outcomes (outbox_pk, status, next_try_at, delivered_at, last_error) and
+        carry them onto the alerts each delivery announced."""
+        if results.num_rows == 0:
+            return
+        self.con.register("_results", results)
+        try:
+            self.con.execute("""
+                UPDATE outbox SET status = r.status, next_try_at = r.next_try_at,
+                       delivered_at = r.delivered_at, last_error = r.last_error
+                FROM _results r WHERE outbox.outbox_pk = r.outbox_pk
+            """).fetchall()
+            self.con.execute("""
+                UPDATE alerts SET delivered_at = s.done, delivery_error = s.errors
+                FROM (SELECT batch,
+                             CASE WHEN bool_and(status = 'delivered')
+                                  THEN max(delivered_at) END AS done,
+                             string_agg(channel || ' ' || recipient || ': ' || last_error, '; ')
+                                 FILTER (status <> 'delivered' AND last_error IS NOT NULL)
+                                 AS errors
+                      FROM outbox
+                      WHERE batch IN (SELECT o.batch FROM outbox o
+                                      JOIN _results r ON o.outbox_pk = r.outbox_pk)
+                      GROUP BY batch) s
+                WHERE alerts.outbox_batch = s.batch
+            """).fetchall()
+        finally:
+            self.con.unregister("_results")
 
     def existing_quarantine(self, digests: Sequence[str]) -> set[str]:
         if not digests:

@@ -162,4 +162,29 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE reports ADD COLUMN content_sha256 VARCHAR;
         """,
     ),
+    (
+        "0005_outbox",
+        # Deliveries waiting to be sent, written in the same transaction as what they
+        # announce: one row per destination (a group of mail recipients, or the webhook)
+        # with its fully rendered body, tried with back-off by the delivery worker.
+        """
+        CREATE SEQUENCE outbox_batches START 1;
+        CREATE TABLE outbox (
+            outbox_pk BIGINT PRIMARY KEY,
+            batch BIGINT NOT NULL,
+            kind VARCHAR NOT NULL,
+            channel VARCHAR NOT NULL,
+            recipient VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            body JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            status VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_try_at TIMESTAMP NOT NULL,
+            delivered_at TIMESTAMP,
+            last_error VARCHAR
+        );
+        ALTER TABLE alerts ADD COLUMN outbox_batch BIGINT;
+        """,
+    ),
 ]
