@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
-from tests.ingest.test_receivers import report_mail
+from tests.conftest import Cli, report_mail
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 CONFIG = """

@@ -30,6 +30,7 @@ class Limits:
     max_input_bytes: int = 10 * 1024 * 1024
     max_inflated_bytes: int = 50 * 1024 * 1024
     max_json_depth: int = 64
+    max_mime_depth: int = 20
 
 
 DEFAULT_LIMITS = Limits()
@@ -76,7 +77,7 @@ def decode(
     if _MESSAGE_START.match(data):
         from tlswatch.ingest.mail import parse_message
 
-        message = parse_message(data, source=source)
+        message = parse_message(data, source=source, max_depth=limits.max_mime_depth)
         return [
             decode_payload(part.payload, source=f"{source} [{part.label}]",
                            container=replace(message.container, filename=part.filename,

@@ -17,8 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError
+from tlswatch.ingest.accept import intake_options
 from tlswatch.ingest.http import ReportReceiver
-from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
 from tlswatch.web.dashboard import Dashboard
@@ -104,7 +104,7 @@ def create_app(settings: Settings, spool: Spool, metrics: Metrics) -> Starlette:
                                                                  password):
         raise ConfigError(f"the dashboard on {settings.http} needs a login: set web_token, "
                           "or web_user and web_password_env (or listen on loopback)")
-    options = options_from(settings)
+    options = intake_options(settings)
     receiver = ReportReceiver(spool, metrics, options,
                               rate_per_minute=settings.http_rate_limit,
                               burst=settings.http_rate_burst)
