@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from aiosmtpd.controller import Controller
 
 CLI = [sys.executable, "-c", "from tlswatch.cli import main; main()"]
 FUTEX = {"x86_64": "202", "aarch64": "98"}  # the futex system call's number, per machine
@@ -140,3 +141,16 @@ class Serve:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+class BoundController(Controller):
+    """aiosmtpd's Controller that may bind port 0 and reports the port the OS chose.
+
+    Controller 1.4 connects to its own (hostname, port) once started, which fails for port
+    0: the bound port is read from the server's socket before that.
+    """
+
+    def _trigger_server(self) -> None:
+        assert self.server is not None
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
