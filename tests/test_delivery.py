@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.conftest import VALID, Cli
-from tests.ingest.test_imap import free_port
+from tests.serving import BoundController
 from tlswatch import jobs
 from tlswatch.config import Settings, load_settings
 from tlswatch.notify import recipients
@@ -53,13 +52,12 @@ def smtp_sink(tmp_path: Path) -> Iterator[tuple[Sink, int, Path]]:
     cert.configure_cert(context)
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     sink = Sink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context,
-                            require_starttls=True, authenticator=sink.authenticate,
-                            auth_require_tls=True)
+    controller = BoundController(sink, hostname="127.0.0.1", port=0, tls_context=context,
+                                 require_starttls=True, authenticator=sink.authenticate,
+                                 auth_require_tls=True)
     controller.start()
     try:
-        yield sink, port, tmp_path / "ca.pem"
+        yield sink, controller.port, tmp_path / "ca.pem"
     finally:
         controller.stop()
 
