@@ -30,7 +30,8 @@ _REPLY_TEXT = 400  # characters of refusal reasons in a reply line (RFC 5321 s4.
 
 
 class ReportHandler:
-    """aiosmtpd handler: ``handle_RCPT`` checks the address, ``handle_DATA`` spools."""
+    """aiosmtpd handler: ``handle_RCPT`` checks the address, ``handle_DATA`` hands the
+    message to the intake door and answers its outcome."""
 
     def __init__(self, spool: Spool, metrics: Metrics, *, addresses: tuple[str, ...] = (),
                  max_recipients: int = 100, lmtp: bool = False, hostname: str = "",

@@ -280,8 +280,10 @@ def _problem(path: Path) -> str | None:
             return "a directory, not a spool file"
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file"
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD)
+        with open(path, "rb") as fh:  # a header line is short: read more only when not
+            head = fh.read(4096)
+            if b"\n" not in head and len(head) == 4096:
+                head += fh.read(_HEAD - 4096)
     except OSError as exc:
         return f"unreadable spool file ({exc.strerror or exc})"
     if not head:
