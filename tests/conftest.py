@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,55 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(db: Path) -> Cli:
     return Cli(db)
+
+
+GZIP_TYPE = {"Content-Type": "application/tlsrpt+gzip"}
+
+
+def report_mail(rid: str, domain: str = "example.com") -> bytes:
+    """A report mail as Google-like senders send it: a gzipped JSON attachment."""
+    msg = EmailMessage()
+    msg["From"] = "noreply@reporter.example"
+    msg["Subject"] = f"Report Domain: {domain} Submitter: reporter.example Report-ID: <{rid}>"
+    msg["TLS-Report-Domain"] = domain
+    msg.set_content("report attached")
+    doc = make_report(rid=rid, policies=[{
+        "policy": {"policy-type": "sts", "policy-domain": domain},
+        "summary": {"total-successful-session-count": 5, "total-failure-session-count": 0}}])
+    msg.add_attachment(gzip.compress(json.dumps(doc).encode()), maintype="application",
+                       subtype="tlsrpt+gzip", filename=f"{rid}.json.gz")
+    return msg.as_bytes()
+
+
+def gz_report(rid: str, domain: str = "example.com") -> bytes:
+    """A gzipped report as an HTTPS POST body."""
+    doc = make_report(rid=rid, policies=[{
+        "policy": {"policy-type": "sts", "policy-domain": domain},
+        "summary": {"total-successful-session-count": 7, "total-failure-session-count": 1},
+        "failure-details": [{"result-type": "certificate-expired", "failed-session-count": 1}]}])
+    return gzip.compress(json.dumps(doc).encode())
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB file system (tmpfs), so a full disk is a real ENOSPC."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system holding ``folder`` (the file ``filler`` takes the space)."""
+    with open(folder / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from aiosmtpd.controller import Controller
 
 CLI = [sys.executable, "-c", "from tlswatch.cli import main; main()"]
+FUTEX = {"x86_64": "202", "aarch64": "98"}  # the futex system call's number, per machine
 
 
 def toml_value(value: Any) -> str:
@@ -99,6 +102,24 @@ class Serve:
                 raise AssertionError(f"spool not drained: {self.incoming()[:5]}")
             time.sleep(0.05)
 
+    def loader_pid(self) -> int:
+        """The loader process (not multiprocessing's resource tracker)."""
+        return next(pid for pid in self.children()
+                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
+
+    def wait_loader_idle(self, timeout: float = 30) -> None:
+        """Poll until the loader has logged a batch and now waits for work: its main thread
+        blocked in a futex wait (the loop's Event), not in a sleep or its own work."""
+        loader = self.loader_pid()
+        futex = FUTEX.get(platform.machine())
+        deadline = time.monotonic() + timeout
+        while not (any(" tlswatch.service: loaded " in line for line in self.output) and
+                   (futex is None or
+                    Path(f"/proc/{loader}/syscall").read_text().split()[0] == futex)):
+            if time.monotonic() > deadline:
+                raise AssertionError("the loader did not become idle:\n" + "".join(self.output))
+            time.sleep(0.01)
+
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Read the database the way 'tlswatch summary' does, waiting for the loader's lock."""
         deadline = time.monotonic() + 30
@@ -120,3 +141,16 @@ class Serve:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+class BoundController(Controller):
+    """aiosmtpd's Controller that may bind port 0 and reports the port the OS chose.
+
+    Controller 1.4 connects to its own (hostname, port) once started, which fails for port
+    0: the bound port is read from the server's socket before that.
+    """
+
+    def _trigger_server(self) -> None:
+        assert self.server is not None
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()

@@ -57,3 +57,49 @@ def test_only_the_cli_package_imports_typer() -> None:
     for path in PACKAGE.rglob("*.py"):
         if PACKAGE / "cli" not in path.parents:
             assert "typer" not in imports_of(path), path
+
+
+def test_exports_do_not_import_the_web_layer() -> None:
+    """Exports are files for a scheduler; the dashboard must be free to change its pages."""
+    assert not {n for n in ours(imports_of(PACKAGE / "exports.py"))
+                if n == "tlswatch.web" or n.startswith("tlswatch.web.")}
+
+
+# Every module that may open the store writable, and why.  Any other module that calls
+# Store.open without read_only=True (or duckdb.connect outside the store) fails the test.
+WRITERS = {
+    "ingest/loader.py": "the one writer of reports and quarantine",
+    "cli/ingesting.py": "'tlswatch ingest' loads through the loader's functions",
+    "jobs.py": "records alerts and the daily exports it made",
+    "outbox.py": "records deliveries of alerts and summaries",
+}
+
+
+def _writable_opens(path: Path) -> list[int]:
+    """Line numbers of Store.open(...) without read_only=True, and of duckdb.connect(...)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        owner = node.func.value
+        name = owner.id if isinstance(owner, ast.Name) else ""
+        read_only = any(k.arg == "read_only" and isinstance(k.value, ast.Constant) and
+                        k.value.value is True for k in node.keywords)
+        if (name, node.func.attr) in (("Store", "open"), ("duckdb", "connect")) and \
+                not read_only:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_named_modules_open_the_store_writable() -> None:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        if PACKAGE / "store" in path.parents:
+            continue
+        lines = _writable_opens(path)
+        if lines:
+            found[path.relative_to(PACKAGE).as_posix()] = lines
+    unexpected = {name: lines for name, lines in found.items() if name not in WRITERS}
+    assert not unexpected, f"opens the store writable without being a named writer: " \
+                           f"{unexpected}"
+    assert found, "the check finds the writers it names"

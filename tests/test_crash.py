@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.ingest.test_receivers import GZIP_TYPE, gz_report
+from tests.conftest import GZIP_TYPE, gz_report
 from tests.serving import Serve
 
 SETTINGS = {"smtp": "", "batch_size": 15, "http_rate_limit": 0}
@@ -20,9 +20,10 @@ def test_kill_9_while_receiving_and_loading_keeps_every_acknowledged_report(
         tmp_path: Path) -> None:
     acked: list[str] = []
     lock = threading.Lock()
-    kills = 0
+    mid_load: list[bool] = []  # per kill: did it land while the loader was at work?
     for round_ in range(3):
         server = Serve(tmp_path, **SETTINGS).start()
+        done_before = len(os.listdir(server.spool / "done"))
         url = f"{server.http_url}/v1/reports"
         stop_sending = threading.Event()
 
@@ -43,17 +44,19 @@ def test_kill_9_while_receiving_and_loading_keeps_every_acknowledged_report(
             futures = [pool.submit(post, i) for i in range(400)]
             # Kill once the loader has filed some entries and others still wait: mid-load.
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                done = os.listdir(server.spool / "done")
-                if len(done) > 30 and server.incoming():
-                    break
+            reached = False
+            while not reached and time.monotonic() < deadline:
+                loaded = len(os.listdir(server.spool / "done")) - done_before
+                reached = loaded > 30 and bool(server.incoming())
                 time.sleep(0.01)
             server.kill()
-            kills += 1
+            assert server.proc is not None and server.proc.returncode == -9
+            mid_load.append(reached)
             stop_sending.set()
             for future in futures:
                 future.result()
-    assert kills == 3 and len(acked) >= 60
+    assert mid_load == [True, True, True], "each kill -9 landed with reports still waiting"
+    assert len(acked) >= 60
     with Serve(tmp_path, **SETTINGS) as server:  # restart: the loader finishes the spool
         server.wait_loaded()
         rows = server.query("SELECT report_id, count(*) FROM reports GROUP BY report_id")

@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.conftest import VALID, Cli, detail, make_report, policy, write_json
-from tests.serving import Serve
+from tests.serving import BoundController, Serve
 from tlswatch import jobs
 from tlswatch.config import Settings, load_settings
 from tlswatch.notify import chat_text, recipients
@@ -44,15 +43,6 @@ class Sink:
         if ok:
             self.logins.append(data.login.decode())
         return AuthResult(success=ok)
-
-
-class BoundController(Controller):
-    """aiosmtpd's Controller on a port the OS chose (port=0), reporting it in ``port``."""
-
-    def _trigger_server(self) -> None:
-        assert self.server is not None
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
 
 
 @pytest.fixture

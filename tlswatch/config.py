@@ -39,6 +39,8 @@ class Settings:
         "Most failure details in one report (all entries together); more is refused."))
     max_batch_bytes: int = field(default=64 * MiB, metadata=_help(
         "Most report bytes the loader holds in one batch (besides batch_size)."))
+    max_mime_depth: int = field(default=20, metadata=_help(
+        "Deepest nesting of MIME parts in a message; deeper is refused before parsing."))
     lock_timeout: float = field(
         default=10.0, metadata=_help("Seconds to wait for another process's database lock.")
     )
@@ -77,6 +79,10 @@ class Settings:
         "Seconds between spool checks of the loader in 'serve'."))
     spool_keep_days: float = field(default=30.0, metadata=_help(
         "Days loaded spool files are kept in spool/done (the store keeps every report)."))
+    failed_keep_days: float = field(default=30.0, metadata=_help(
+        "Days refused inputs are kept in spool/failed (with their reason) for inspection."))
+    failed_max_bytes: int = field(default=1024 * MiB, metadata=_help(
+        "Size quota of spool/failed; past it the oldest refused inputs are deleted first."))
 
     export_dir: str = field(default="", metadata=_help(
         "Folder for the daily summary files that 'serve' writes (empty: none)."))

@@ -64,7 +64,7 @@ class Listening:
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.spool = Spool(settings.spool)
+        self.spool = Spool.from_settings(settings)
         self.loader = LoaderProcess(settings)
         self.jobs = jobs.JobsProcess(settings)  # daily summaries and the outbox's deliveries
         self.metrics = Metrics(spool_depth=self.spool.depth, loader_lag=self.spool.oldest_age,
@@ -83,7 +83,7 @@ class Service:
             host, port = parse_address(s.smtp, "smtp")
             handler = ReportHandler(self.spool, self.metrics, addresses=s.report_addresses,
                                     max_recipients=s.max_recipients, lmtp=s.lmtp,
-                                    hostname=s.smtp_hostname)
+                                    hostname=s.smtp_hostname, options=options_from(s))
             smtp_server = await start_smtp(handler, host, port, lmtp=s.lmtp,
                                            data_size_limit=s.max_input_bytes, tls=tls)
             smtp_at = _bound(smtp_server.sockets[0])
@@ -167,7 +167,7 @@ def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: i
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     with contextlib.suppress(OSError):
         os.nice(19)
-    spool, options = Spool(settings.spool), options_from(settings)
+    spool, options = Spool.from_settings(settings), options_from(settings)
     pruned_at = 0.0
     while not stopping.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
         try:

@@ -10,8 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import Cli
-from tests.ingest.test_receivers import report_mail
+from tests.conftest import Cli, report_mail
 from tlswatch.ingest.dkim import DnsTempError, verify
 from tlswatch.ingest.loader import load
 from tlswatch.ingest.prepare import Options

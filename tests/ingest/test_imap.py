@@ -7,6 +7,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
-from tests.ingest.test_receivers import report_mail
+from tests.conftest import Cli, report_mail
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 CONFIG = """
@@ -81,10 +81,12 @@ class Dovecot:
             client.logout()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Socket activation, as systemd does it: Dovecot takes the listening socket the test bound on
+# port 0 as fd 3 (LISTEN_FDS) instead of binding a port itself, so no other process can take
+# the port in between.
+ACTIVATE = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
+            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+            "os.execv(sys.argv[2], sys.argv[2:])")
 
 
 @pytest.fixture
@@ -101,12 +103,17 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     cert.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
     cert.private_key_pem.write_to_path(str(root / "key.pem"))
     ca.cert_pem.write_to_path(str(root / "ca.pem"))
-    server = Dovecot(port=free_port(), ca=root / "ca.pem")
-    (root / "passwd").write_text(f"{server.user}:{{PLAIN}}{server.password}\n")
-    shutil.chown(root / "home", "mail", "mail")
-    (root / "dovecot.conf").write_text(CONFIG.format(root=root, port=server.port))
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        server = Dovecot(port=listener.getsockname()[1], ca=root / "ca.pem")
+        (root / "passwd").write_text(f"{server.user}:{{PLAIN}}{server.password}\n")
+        shutil.chown(root / "home", "mail", "mail")
+        (root / "dovecot.conf").write_text(CONFIG.format(root=root, port=server.port))
+        proc = subprocess.Popen([sys.executable, "-c", ACTIVATE, str(listener.fileno()),
+                                 DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
+                                pass_fds=(listener.fileno(),), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:

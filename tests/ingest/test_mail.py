@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from email.message import EmailMessage
@@ -8,7 +9,8 @@ import pytest
 
 from tests.conftest import make_report
 from tlswatch.errors import ReportError
-from tlswatch.ingest.decode import decode
+from tlswatch.ingest.decode import Limits, decode
+from tlswatch.ingest.mail import mime_depth
 
 REPORT = json.dumps(make_report(rid="mail-1")).encode()
 
@@ -82,3 +84,53 @@ def test_bad_attachment_names_the_part() -> None:
     with pytest.raises(ReportError) as caught:
         decode(data, source="m.eml")
     assert str(caught.value).startswith("m.eml [attachment 'r.json.gz']: truncated gzip data")
+
+
+def _nest(depth: int, inner: bytes, *, siblings: int = 0) -> bytes:
+    """``inner`` at the bottom of ``depth`` multiparts (the outermost being the message),
+    with ``siblings`` extra multipart parts beside it at the deepest level."""
+    opening = closing = b""
+    for level in range(depth):
+        mark = f"b{level}".encode()
+        opening += b'Content-Type: multipart/mixed; boundary="' + mark + b'"\r\n\r\n--' + \
+            mark + b"\r\n"
+        closing = b"\r\n--" + mark + b"--\r\n" + closing
+    extra = b"".join(b'Content-Type: multipart/alternative; boundary="s%d"\r\n\r\n--s%d\r\n'
+                     b"Content-Type: text/plain\r\n\r\nhello\r\n--s%d--\r\n\r\n--b%d\r\n"
+                     % (i, i, i, depth - 1) for i in range(siblings))
+    return b"From: a@sender.example\r\nMIME-Version: 1.0\r\n" + opening + extra + inner + closing
+
+
+REPORT_PART = (b"Content-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\n"
+               b"\r\n" + base64.encodebytes(gzip.compress(REPORT)).replace(b"\n", b"\r\n"))
+
+
+def test_mime_nesting_up_to_the_limit_is_read_deeper_is_refused_before_parsing() -> None:
+    assert mime_depth(_nest(21, REPORT_PART)) == 21
+    assert decode(_nest(20, REPORT_PART), source="m.eml")[0].data["report-id"] == "mail-1"
+    with pytest.raises(ReportError, match=r"m.eml: MIME parts nested more than 20 levels deep"):
+        decode(_nest(21, REPORT_PART), source="m.eml")
+    with pytest.raises(ReportError, match="more than 3 levels"):
+        decode(_nest(4, REPORT_PART), source="m.eml", limits=Limits(max_mime_depth=3))
+
+
+def test_many_parts_side_by_side_are_not_nesting() -> None:
+    wide = _nest(2, REPORT_PART, siblings=40)  # 42 boundaries, but only 3 levels deep
+    assert mime_depth(wide) == 3
+    assert decode(wide, source="w.eml")[0].data["report-id"] == "mail-1"
+
+
+def _base64_mail(body: bytes) -> bytes:
+    """A report attachment whose base64 text is ``body``, exactly as given."""
+    return build(body, "application/tlsrpt+gzip", "r.json.gz", cte="7bit").replace(
+        b"Content-Transfer-Encoding: 7bit", b"Content-Transfer-Encoding: base64")
+
+
+def test_broken_base64_is_refused_missing_padding_is_not() -> None:
+    good = base64.b64encode(gzip.compress(REPORT)).rstrip(b"=")
+    one_over = good[:len(good) - len(good) % 4] + b"A"  # no padding can make this whole
+    for body, reason in ((good[:10] + b"*%!" + good[10:], "characters outside the base64"),
+                         (one_over, "padding could fix")):
+        with pytest.raises(ReportError, match=f"attachment 'r.json.gz': broken base64: .*{reason}"):
+            decode(_base64_mail(body), source="b.eml")
+    assert decode(_base64_mail(good), source="p.eml")[0].data["report-id"] == "mail-1"

@@ -12,11 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
 from dnslib import MX, QTYPE, RR, TXT, A, DNSRecord  # type: ignore[import-untyped]
 from dnslib.server import BaseResolver, DNSLogger, DNSServer  # type: ignore[import-untyped]
 
-from tests.ingest.test_imap import free_port
+from tests.serving import BoundController
 
 
 class Zone(BaseResolver):  # type: ignore[misc]
@@ -107,9 +106,8 @@ def world(tmp: Path) -> Iterator[World]:
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     zone = Zone()
-    dns_port = free_port()
-    dns = DNSServer(zone, port=dns_port, address="127.0.0.1",
-                    logger=DNSLogger(logf=lambda _: None))
+    dns = DNSServer(zone, port=0, address="127.0.0.1", logger=DNSLogger(logf=lambda _: None))
+    dns_port = dns.server.server_address[1]
     dns.start_thread()
     # The policy host: one HTTPS server whose certificate names every mta-sts.<domain>.
     web_cert = ca.issue_cert(*[f"mta-sts.{d}.example" for d in POLICY_HOSTS])
@@ -119,29 +117,8 @@ def world(tmp: Path) -> Iterator[World]:
     https = ThreadingHTTPServer(("127.0.0.1", 0), _policy_handler(policies))
     https.socket = context.wrap_socket(https.socket, server_side=True)
     threading.Thread(target=https.serve_forever, daemon=True).start()
-    smtp_port = free_port()
-    controllers = []
-    other = trustme.CA()
-    for host, (ip, kind) in MX_SERVERS.items():
-        tls = None
-        if kind != "none":
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            if kind == "expired":
-                cert = ca.issue_cert(host, not_before=datetime.now(UTC) - timedelta(days=90),
-                                     not_after=datetime.now(UTC) - timedelta(days=1))
-            elif kind == "soon":
-                cert = ca.issue_cert(host, not_before=datetime.now(UTC) - timedelta(days=80),
-                                     not_after=datetime.now(UTC) + timedelta(days=10, hours=1))
-            elif kind == "wrongname":
-                cert = ca.issue_cert("somebody-else.example")
-            elif kind == "selfsigned":
-                cert = other.issue_cert(host)
-            else:
-                cert = ca.issue_cert(host)
-            cert.configure_cert(tls)
-        controller = Controller(NullHandler(), hostname=ip, port=smtp_port, tls_context=tls)
-        controller.start()
-        controllers.append(controller)
+    smtp_port, controllers = _start_mx_servers(ca)
+    for host, (ip, _) in MX_SERVERS.items():
         zone.add(host, "A", ip)
     try:
         yield World(zone, f"127.0.0.1:{dns_port}", https.server_address[1], smtp_port,
@@ -152,6 +129,48 @@ def world(tmp: Path) -> Iterator[World]:
         https.shutdown()
         https.server_close()
         dns.stop()
+
+
+def _mx_tls(ca: Any, other: Any, host: str, kind: str) -> ssl.SSLContext | None:
+    if kind == "none":
+        return None
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if kind == "expired":
+        cert = ca.issue_cert(host, not_before=datetime.now(UTC) - timedelta(days=90),
+                             not_after=datetime.now(UTC) - timedelta(days=1))
+    elif kind == "soon":
+        cert = ca.issue_cert(host, not_before=datetime.now(UTC) - timedelta(days=80),
+                             not_after=datetime.now(UTC) + timedelta(days=10, hours=1))
+    elif kind == "wrongname":
+        cert = ca.issue_cert("somebody-else.example")
+    elif kind == "selfsigned":
+        cert = other.issue_cert(host)
+    else:
+        cert = ca.issue_cert(host)
+    cert.configure_cert(tls)
+    return tls
+
+
+def _start_mx_servers(ca: Any) -> tuple[int, list[BoundController]]:
+    """One MX server per loopback address, all on one port: the first binds port 0 and the
+    others take the port it got (tried again on a fresh port if one is taken there)."""
+    import trustme
+
+    other = trustme.CA()
+    for _attempt in range(5):
+        port, controllers = 0, []
+        try:
+            for host, (ip, kind) in MX_SERVERS.items():
+                controller = BoundController(NullHandler(), hostname=ip, port=port,
+                                             tls_context=_mx_tls(ca, other, host, kind))
+                controller.start()
+                controllers.append(controller)
+                port = controller.port
+            return port, controllers
+        except OSError:
+            for controller in controllers:
+                controller.stop()
+    raise AssertionError("no port free on every MX address after 5 tries")
 
 
 GOOD_POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.good.example\r\n" \

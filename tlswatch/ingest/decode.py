@@ -32,6 +32,7 @@ class Limits:
     max_json_depth: int = 64
     max_policies: int = 1_000  # policy entries in one report
     max_failure_details: int = 50_000  # failure details in one report, all entries together
+    max_mime_depth: int = 20
 
 
 DEFAULT_LIMITS = Limits()
@@ -83,7 +84,7 @@ def decode(
     if _MESSAGE_START.match(data):
         from tlswatch.ingest.mail import parse_message
 
-        message = parse_message(data, source=source)
+        message = parse_message(data, source=source, max_depth=limits.max_mime_depth)
         return [
             decode_payload(part.payload, source=f"{source} [{part.label}]",
                            container=replace(message.container, filename=part.filename,

@@ -1,16 +1,15 @@
 """The HTTPS receiver: ``POST /v1/reports`` (RFC 8460 section 5.4), ``/healthz``, ``/metrics``.
 
-A body is checked (decoded and validated, as the loader will) before it is spooled, so a
-sender learns at once what is wrong (400 with a JSON ``error``); ``201`` is sent only after
-the body is durably in the spool.  Limits are enforced before reading: an unknown type gets
-415, a body over the limit 413 (by its Content-Length, or as soon as the stream passes it),
-and a client IP over its rate 429.
+A body goes through the one intake door (``accept``): checked as the loader will check it,
+so a sender learns at once what is wrong (400 with a JSON ``error``; the body is kept in
+``spool/failed``); ``201`` is sent only after the body is durably in the spool.  Limits are
+enforced before reading: an unknown type gets 415, a body over the limit 413 (by its
+Content-Length, or as soon as the stream passes it), and a client IP over its rate 429.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from datetime import UTC, datetime
@@ -22,9 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tlswatch.dnsname import BadDomain, parse_domain
-from tlswatch.errors import SpoolError
-from tlswatch.ingest.prepare import Options, check
-from tlswatch.ingest.sources import Input
+from tlswatch.ingest.accept import Intake, Refused, Unavailable
+from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
 
@@ -68,7 +66,7 @@ class ReportReceiver:
                  rate_per_minute: float, burst: int) -> None:
         self.spool = spool
         self.metrics = metrics
-        self.options = options
+        self.intake = Intake(spool, options, metrics=metrics)
         self.max_bytes = options.limits.max_input_bytes
         self.limiter = RateLimiter(rate_per_minute, burst)
 
@@ -109,35 +107,18 @@ class ReportReceiver:
             if len(body) > self.max_bytes:
                 return self._refuse("too_large", 413, f"body is over the limit of "
                                     f"{self.max_bytes:,} bytes")
-        data = bytes(body)
         meta: dict[str, Any] = {"via": "http", "peer": client, "content_type": ctype,
                                 "received_at": datetime.now(UTC).isoformat(), "domain": domain}
-        try:  # one trip to a worker thread: the checks, then the fsyncs
-            spool_id, ids, reasons = await asyncio.to_thread(self._accept, data, meta)
-        except SpoolError:
-            return self._refuse("spool_error", 503, "cannot store the report now; please "
-                                "retry later", **{"Retry-After": "60"})
-        if reasons:
-            return self._refuse("invalid", 400, "; ".join(reasons))
-        self.metrics.received.labels("http").inc()
-        return JSONResponse({"id": spool_id, "reports": len(ids), "report_ids": ids},
-                            status_code=201)
-
-    def _accept(self, data: bytes, meta: dict[str, Any]) -> tuple[str, list[str], list[str]]:
-        """Check the body as the loader will; spool it if it is good, keep it aside if not."""
-        domain = meta["domain"]
         source = f"POST /v1/reports/{domain}" if domain else "POST /v1/reports"
-        ids, reasons = check(Input(source=source, data=data, via="http", domain=domain),
-                             self.options)
-        if reasons:
-            self._keep_rejected(data, meta, "; ".join(reasons))
-            return "", ids, reasons
-        return self.spool.put(data, meta), ids, []
-
-    def _keep_rejected(self, data: bytes, meta: dict[str, Any], reason: str) -> None:
-        # The sender was told; keeping a copy is best effort when the disk is full.
-        with contextlib.suppress(SpoolError):
-            self.spool.put_rejected(data, meta, reason)
+        outcome = await asyncio.to_thread(self.intake.accept, bytes(body), meta,
+                                          source=source, via="http", domain=domain)
+        if isinstance(outcome, Unavailable):
+            return _error(503, "cannot store the report now; please retry later",
+                          **{"Retry-After": "60"})
+        if isinstance(outcome, Refused):
+            return _error(400, outcome.message)
+        return JSONResponse({"id": outcome.spool_id, "reports": len(outcome.report_ids),
+                             "report_ids": list(outcome.report_ids)}, status_code=201)
 
     async def healthz(self, request: Request) -> Response:
         depth = await asyncio.to_thread(self.spool.depth)

@@ -8,7 +8,6 @@ same run or a later one, is counted as a duplicate and not stored twice.
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
 import gzip
 import hashlib
@@ -288,10 +287,8 @@ def _read_pending(spool: Spool, limit: int, max_bytes: int) -> tuple[list[Entry]
     for entry in spool.pending(limit):
         try:
             meta, data = spool.read(entry)
-        except Exception as exc:  # a directory, a vanished or unreadable file
-            with contextlib.suppress(OSError):
-                spool.mark_failed(entry, f"spool entry {entry.id}: unreadable "
-                                  f"({type(exc).__name__}: {exc})")
+        except OSError as exc:  # changed between the listing and the read
+            spool.file_bad(entry, f"unreadable ({exc.strerror or exc})")
             continue
         domain = meta.get("domain")
         entries.append(entry)

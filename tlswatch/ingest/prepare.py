@@ -66,7 +66,8 @@ def options_from(settings: Settings) -> Options:
                       max_inflated_bytes=settings.max_inflated_bytes,
                       max_json_depth=settings.max_json_depth,
                       max_policies=settings.max_policies,
-                      max_failure_details=settings.max_failure_details),
+                      max_failure_details=settings.max_failure_details,
+                      max_mime_depth=settings.max_mime_depth),
         domains=frozenset(d.lower().rstrip(".") for d in settings.domains),
         dkim=settings.dkim, dns_timeout=settings.dns_timeout)
 Outcome = tuple[list[Prepared], list[Quarantined]]

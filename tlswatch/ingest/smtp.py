@@ -1,16 +1,18 @@
 """The SMTP / LMTP receiver (aiosmtpd): accept report mail, spool it, then say 250.
 
-Limits are enforced at the edge: recipients (550), SIZE (552, by aiosmtpd), a message
-with no report part (550).  ``250`` is sent only after the message is durably in the
-spool; when the spool cannot be written (disk full) the answer is ``451`` and the sender
-retries, so nothing acknowledged is ever lost.
+Limits are enforced at the edge: recipients (550), SIZE (552, by aiosmtpd).  The message
+then goes through the one intake door (``accept``), checked as the loader will check it:
+a message that holds no loadable report (no report part, a compression bomb, broken
+base64, MIME nested too deep, an invalid report) gets ``550`` and is kept in
+``spool/failed`` with the reason.  ``250`` is sent only after the message is durably in
+the spool; when the spool cannot be written (disk full) the answer is ``451`` and the
+sender retries, so nothing acknowledged is ever lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from datetime import UTC, datetime
 from typing import Any
@@ -18,26 +20,25 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tlswatch.errors import ReportError, SpoolError
-from tlswatch.ingest.mail import parse_message
+from tlswatch.ingest.accept import Intake, Refused, Unavailable
+from tlswatch.ingest.prepare import DEFAULT_OPTIONS, Options
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-# A part labelled as a report (or as what real senders label reports with).  Finding one is
-# enough to accept at DATA; the full MIME walk (~10x the cost) runs only when there is none.
-_REPORT_PART = re.compile(rb"(?im)^content-type:[ \t]*application/(tlsrpt|gzip|x-gzip|json|"
-                          rb"zip|x-zip-compressed|octet-stream)\b")
+_REPLY_TEXT = 400  # characters of refusal reasons in a reply line (RFC 5321 s4.5.3.1.5)
 
 
 class ReportHandler:
-    """aiosmtpd handler: ``handle_RCPT`` checks the address, ``handle_DATA`` spools."""
+    """aiosmtpd handler: ``handle_RCPT`` checks the address, ``handle_DATA`` hands the
+    message to the intake door and answers its outcome."""
 
     def __init__(self, spool: Spool, metrics: Metrics, *, addresses: tuple[str, ...] = (),
-                 max_recipients: int = 100, lmtp: bool = False, hostname: str = "") -> None:
+                 max_recipients: int = 100, lmtp: bool = False, hostname: str = "",
+                 options: Options = DEFAULT_OPTIONS) -> None:
         self.spool = spool
         self.metrics = metrics
+        self.intake = Intake(spool, options, metrics=metrics)
         self.exact = {a.lower() for a in addresses if not a.startswith("*@")}
         self.domains = {a[2:].lower() for a in addresses if a.startswith("*@")}
         self.max_recipients = max_recipients
@@ -64,31 +65,15 @@ class ReportHandler:
         data = envelope.original_content or b""
         replies = len(envelope.rcpt_tos) if self.via == "lmtp" else 1
         meta = self._meta(session, envelope)
-        try:
-            if _REPORT_PART.search(data):  # the loader walks the MIME tree fully later
-                spool_id = await asyncio.to_thread(self.spool.put, data, meta)
-            else:  # no obvious report part: the full walk decides (and names the reason)
-                spool_id = await asyncio.to_thread(self._accept, data, meta)
-        except ReportError as exc:
-            self.metrics.rejected.labels(self.via, "no_report").inc()
-            return _each(f"550 5.6.0 {exc.reason}", replies)
-        except SpoolError as exc:
-            log.error("%s", exc)
-            self.metrics.rejected.labels(self.via, "spool_error").inc()
+        outcome = await asyncio.to_thread(self.intake.accept, data, meta, source="message",
+                                          via=self.via)
+        if isinstance(outcome, Unavailable):
             return _each("451 4.3.0 Cannot store the message now; please try again later",
                          replies)
-        self.metrics.received.labels(self.via).inc()
-        log.info("spooled %s from %s", spool_id, meta["peer"])
-        return _each(f"250 2.0.0 OK: queued as {spool_id}", replies)
-
-    def _accept(self, data: bytes, meta: dict[str, Any]) -> str:
-        """Check there is a report part (else keep the bytes aside), then spool durably."""
-        try:
-            parse_message(data, source="message")
-        except ReportError as exc:
-            self._keep_rejected(data, meta, exc.reason)
-            raise
-        return self.spool.put(data, meta)
+        if isinstance(outcome, Refused):
+            return _each(f"550 5.6.0 {_reply_text(outcome.message)}", replies)
+        log.info("spooled %s from %s", outcome.spool_id, meta["peer"])
+        return _each(f"250 2.0.0 OK: queued as {outcome.spool_id}", replies)
 
     def _meta(self, session: Session, envelope: Envelope) -> dict[str, Any]:
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
@@ -97,11 +82,11 @@ class ReportHandler:
                 "tls": session.ssl is not None,
                 "received_at": datetime.now(UTC).isoformat()}
 
-    def _keep_rejected(self, data: bytes, meta: dict[str, Any], reason: str) -> None:
-        try:
-            self.spool.put_rejected(data, meta, reason)
-        except SpoolError as exc:
-            log.warning("could not keep a refused message: %s", exc)
+
+def _reply_text(text: str) -> str:
+    """One line of printable ASCII: reasons quote what the sender sent."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return clean if len(clean) <= _REPLY_TEXT else clean[:_REPLY_TEXT - 3] + "..."
 
 
 def _each(reply: str, count: int) -> str:

@@ -30,9 +30,9 @@ from tlswatch.analytics.series import (
 )
 from tlswatch.analytics.summary import paragraph, percent, summarize
 from tlswatch.config import Settings
-from tlswatch.errors import NotFoundError, SpoolError
-from tlswatch.ingest.prepare import Options, check
-from tlswatch.ingest.sources import Input
+from tlswatch.errors import NotFoundError
+from tlswatch.ingest.accept import Intake, Refused, Unavailable
+from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.spool import Spool
 from tlswatch.store import Store
 from tlswatch.web.charts import rate_chart, sparkline, stacked_bars
@@ -60,6 +60,7 @@ class Dashboard:
         self.spool = spool
         self.options = options
         self.csrf = CsrfTokens()
+        self.intake = Intake(spool, options)
 
     def routes(self) -> list[Route]:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
@@ -295,15 +296,13 @@ class Dashboard:
         if len(data) > self.settings.max_input_bytes:
             return f"{filename}: over the limit of {self.settings.max_input_bytes:,} bytes", \
                 False, 413
-        item = Input(source=filename, data=data, filename=filename, via="upload")
-        ids, reasons = await asyncio.to_thread(check, item, self.options)
-        if reasons:
-            return f"{filename}: " + "; ".join(reasons), False, 400
-        try:
-            await asyncio.to_thread(self.spool.put, data, {
-                "via": "upload", "filename": filename,
-                "received_at": datetime.now(UTC).isoformat()})
-        except SpoolError:
+        meta = {"via": "upload", "filename": filename,
+                "received_at": datetime.now(UTC).isoformat()}
+        outcome = await asyncio.to_thread(self.intake.accept, data, meta, source=filename,
+                                          via="upload", filename=filename)
+        if isinstance(outcome, Unavailable):
             return "cannot store the report now; try again later", False, 503
-        return f"accepted {len(ids)} report(s) from {filename}: {', '.join(ids)}; loaded " \
-               "within seconds", True, 200
+        if isinstance(outcome, Refused):
+            return f"{filename}: {outcome.message}", False, 400
+        return f"accepted {len(outcome.report_ids)} report(s) from {filename}: " \
+               f"{', '.join(outcome.report_ids)}; loaded within seconds", True, 200
