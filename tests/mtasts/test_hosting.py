@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -96,9 +97,11 @@ def test_status_finds_stale_id_and_uncovered_mx(w: World, cli: Cli) -> None:
 
 def test_advise_from_reports(cli: Cli, tmp_path: Path) -> None:
     files = []
+    today = datetime.now(UTC).date()
     for i, org in enumerate(["Google Inc.", "Microsoft Corporation"]):
-        for day in range(20, 27):
-            doc = make_report(org=org, rid=f"{org}-{day}", day=f"2026-11-{day}",
+        for back in range(1, 8):
+            day = today - timedelta(days=back)
+            doc = make_report(org=org, rid=f"{org}-{day}", day=day.isoformat(),
                               policies=[policy("clean.example", 100, 0, []),
                                         policy("broken.example", 100, 3 if i == 0 else 0,
                                                [detail("certificate-expired", 3,
@@ -108,12 +111,26 @@ def test_advise_from_reports(cli: Cli, tmp_path: Path) -> None:
     cli.json("ingest", *files)
     cli.json("policy", "init", "clean.example", "--mx", "mx.clean.example")
     clean = cli.json("policy", "advise", "clean.example")
+    assert clean["until"] == today.isoformat()
     assert clean["enforce"] is True and clean["advice"].startswith("move to enforce")
     broken = cli.json("policy", "advise", "broken.example")
     assert broken["enforce"] is False and broken["advice"].startswith("stay in testing")
     (blocker,) = broken["blockers"]
     assert (blocker["result_type"], blocker["receiving_mx_hostname"], blocker["reporters"]) \
         == ("certificate-expired", "mx.broken.example", ["Google Inc."])
+
+
+def test_advise_reads_the_days_up_to_today_not_to_the_last_report(cli: Cli,
+                                                                   tmp_path: Path) -> None:
+    # Clean reports from a month ago say nothing about today's senders.
+    old = (datetime.now(UTC).date() - timedelta(days=40)).isoformat()
+    files = [str(write_json(tmp_path / f"{org}.json", make_report(
+        org=org, rid=org, day=old, policies=[policy("quiet.example", 100, 0, [])])))
+        for org in ("Google Inc.", "Microsoft Corporation")]
+    cli.json("ingest", *files)
+    advice = cli.json("policy", "advise", "quiet.example")
+    assert advice["enforce"] is False and advice["reporters"] == []
+    assert advice["advice"].startswith("wait: only 0 reporting organisation(s)")
 
 
 def test_retire_serves_mode_none_with_a_new_id(cli: Cli) -> None:

@@ -117,3 +117,15 @@ def test_upgrade_recounts_stored_reports_by_the_senders_layout(db: Path) -> None
         (2, "no-policy-found", True, "added"), (2, "sts", True, "added"),
         (2, "tlsa", True, "added")]
     assert detail == [{"counted": False}]  # it followed its policy row
+
+
+def test_a_truncated_database_file_is_refused_at_open(cli: Cli, db: Path) -> None:
+    cli.json("ingest", str(VALID))
+    size = db.stat().st_size
+    with db.open("r+b") as fh:
+        fh.truncate(size // 3)
+    for read_only in (True, False):
+        with pytest.raises(StoreError, match="the database file is truncated"):
+            Store.open(db, read_only=read_only)
+    out = cli("summary", code=1)
+    assert "the database file is truncated" in out.stderr

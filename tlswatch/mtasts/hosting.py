@@ -190,12 +190,11 @@ def status(settings: Settings, domain: str, *, published_ids: list[str], mx_host
 
 def advise(store: Any, settings: Settings, domain: str, *, days: int = 14,
            today: date | None = None) -> dict[str, Any]:
-    """From the stored reports: is it safe to move from testing to enforce?"""
+    """From the stored reports of the last ``days`` days up to today: is it safe to move
+    from testing to enforce?  (Old clean reports say nothing about today's senders.)"""
     domain = policy_domain(domain)
     hosted = PolicyStore(Path(settings.policy_dir)).find(domain)
-    newest = store.rows("SELECT max(day) AS d FROM policies WHERE policy_domain = ?",
-                        [domain])[0]["d"]
-    end = newest or today or datetime.now(UTC).date()
+    end = today or datetime.now(UTC).date()
     start = end - timedelta(days=days - 1)
     orgs = [r["organization_name"] for r in store.rows(
         "SELECT DISTINCT organization_name FROM policies WHERE policy_domain = ? AND "

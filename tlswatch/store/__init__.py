@@ -67,6 +67,7 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         store = cls(con, path, read_only=read_only)
+        store._check_whole()
         if read_only:
             store._check_migrated()
         else:
@@ -99,6 +100,22 @@ class Store:
             log.info("applied migration %s to %s", name, self.path)
             applied.append(name)
         return applied
+
+    def _check_whole(self) -> None:
+        """Refuse a file shorter than the blocks DuckDB says it holds (a cut copy, a full
+        disk during a copy): reading it would fail later, in the middle of some command."""
+        try:
+            rows = self.con.execute("SELECT total_blocks, block_size FROM "
+                                    "pragma_database_size()").fetchall()
+            size = self.path.stat().st_size
+        except (duckdb.Error, OSError):
+            return  # nothing to measure (a new file); DuckDB's own errors speak later
+        expected = int(rows[0][0]) * int(rows[0][1]) if rows else 0
+        if size < expected:
+            self.con.close()
+            raise StoreError(f"{self.path}: the database file is truncated: {size:,} bytes, "
+                             f"but it holds {expected:,} bytes of blocks. Restore it from a "
+                             "backup, then load spool/done/ again (it keeps recent arrivals)")
 
     def _check_migrated(self) -> None:
         try:
