@@ -35,7 +35,7 @@ class Settings:
     max_json_depth: int = field(default=64, metadata=_help("Deepest JSON nesting accepted."))
     max_policies: int = field(default=1_000, metadata=_help(
         "Most policy entries in one report; a report with more is refused."))
-    max_failure_details: int = field(default=50_000, metadata=_help(
+    max_failure_details: int = field(default=20_000, metadata=_help(
         "Most failure details in one report (all entries together); more is refused."))
     max_batch_bytes: int = field(default=64 * MiB, metadata=_help(
         "Most report bytes the loader holds in one batch (besides batch_size)."))

@@ -172,7 +172,7 @@ def test_a_report_with_too_many_failure_details_is_refused_by_count(cli: Cli, tm
     doc = good(3)
     doc["policies"][0]["failure-details"] = [detail("certificate-expired", 1)] * details
     out = cli.json("ingest", str(write_json(tmp_path / "big.json.gz", doc, gz=True)), code=1)
-    assert "200,000 failure details, over the limit of 50,000 per report" in \
+    assert "200,000 failure details, over the limit of 20,000 per report" in \
         out["rejections"][0]["reason"]
 
 
