@@ -97,6 +97,16 @@ def test_json_keeps_the_values_exact(db: Path, command: str) -> None:
     assert found <= set(_strings(data))
 
 
+def test_rejections_and_log_lines_on_stderr_are_escaped(tmp_path: Path) -> None:
+    bad = tmp_path / "bad\x1b]0;owned\x07\x1bc\x9b2J\x7f\u202egnp.exe\u2066x\u2069.json"
+    bad.write_bytes(b"not a report")
+    done = subprocess.run([*CLI, "--verbose", "--db", str(tmp_path / "t.duckdb"), "ingest",
+                           str(bad)], capture_output=True, timeout=120, check=False)
+    err = done.stderr.decode("utf-8")
+    assert done.returncode == 1 and "rejected" in err and "INFO" in err
+    assert unsafe(err) == [] and "\\x1b" in err and "\\u202e" in err
+
+
 def _strings(data: Any) -> list[str]:
     if isinstance(data, str):
         return [data]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -63,6 +64,13 @@ def safe_text(text: str) -> str:
     if text.isprintable():
         return text
     return _CANDIDATE.sub(_escape_unprintable, text)
+
+
+class SafeFormatter(logging.Formatter):
+    """Log lines are terminal output too: a logged report value is shown ``safe_text``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe_text(super().format(record))
 
 
 def _json_escape(match: re.Match[str]) -> str:

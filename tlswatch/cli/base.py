@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from tlswatch import __version__
-from tlswatch.analytics.render import Format, safe_text
+from tlswatch.analytics.render import Format, SafeFormatter, safe_text
 from tlswatch.config import Settings, load_settings
 from tlswatch.errors import TlsWatchError
 from tlswatch.store import Store
@@ -50,13 +50,6 @@ def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
     typer.echo(safe_text(text), err=err, nl=nl)
 
 
-class _SafeFormatter(logging.Formatter):
-    """Log lines on stderr are terminal output too: escape what a report may have put there."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return safe_text(super().format(record))
-
-
 def _version(value: bool) -> None:
     if value:
         echo(f"tlswatch {__version__}")
@@ -75,7 +68,7 @@ def root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     with _errors():
         ctx.obj = State(load_settings(config, db=db))
