@@ -170,6 +170,13 @@ def test_json_escapes_what_json_dumps_leaves_raw() -> None:
     assert unsafe(text) == [] and json.loads(text) == data and "é" in text
 
 
+@pytest.mark.parametrize(("value", "text"), [
+    ("1. one", "1\\. one"), ("2) two", "2\\) two"), ("- x", "\\- x"), ("+ y", "\\+ y"),
+    ("===", "\\==="), ("- - -", "\\- - -"), ("-0.5", "-0.5"), ("0.625", "0.625")])
+def test_markdown_line_starts_are_escaped_numbers_kept(value: str, text: str) -> None:
+    assert md_text(value) == text
+
+
 def test_markdown_text_is_inert() -> None:
     _assert_inert_markdown(md_text(MARKUP), headings=0)
     _assert_inert_markdown("| h |\n|---|\n| " + md_text(MARKUP) + " |\n", headings=0)

@@ -146,8 +146,11 @@ _MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "&": "&amp;", "<": "&lt;", ">": "&gt;",
                "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "#": "\\#", "~": "\\~",
                "@": "\\@"}
 _MD_INLINE = re.compile("|".join(re.escape(c) for c in _MD_SPECIAL) + r"|(?<=:)//|(?i:www)\.")
-# What would start a list, a heading underline or a thematic break at a line's start.
-_MD_LINE_START = re.compile(r"^(\d*)([-+=.)])", re.MULTILINE)
+# What would start a list ("1. ", "2) ", "- ", "+ ") or make a heading underline or a
+# thematic break ("===", "- - -") at the start of a line; numbers like "-0.5" stay as they are.
+_MD_LINE_START = re.compile(r"^(\d{0,9})([.)])(?=[ \t]|$)"
+                            r"|^()([-+])(?=[ \t]|$)"
+                            r"|^()([-=])(?=[-= ]*$)", re.MULTILINE)
 
 
 def _md_inline(match: re.Match[str]) -> str:
@@ -163,7 +166,12 @@ def md_text(value: Any) -> str:
     """A value as one line of inert Markdown text: ``cell_text``, then HTML, emphasis, code,
     links, images, autolinks, headings, lists and table pipes escaped."""
     text = _MD_INLINE.sub(_md_inline, cell_text(value))
-    return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+    return _MD_LINE_START.sub(_md_line_start, text)
+
+
+def _md_line_start(match: re.Match[str]) -> str:
+    lead, marker = [g for g in match.groups() if g is not None][:2]
+    return lead + "\\" + marker
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
