@@ -168,6 +168,7 @@ def test_json_escapes_what_json_dumps_leaves_raw() -> None:
     data = {"v": "a\u202eb\x7f\x85\u2066\U000e0041\ud800 é"}
     text = to_json(data)
     assert unsafe(text) == [] and json.loads(text) == data and "é" in text
+    assert to_json(["del\x7f"]) == '[\n  "del\\u007f"\n]'
 
 
 @pytest.mark.parametrize(("value", "text"), [

@@ -99,7 +99,9 @@ def to_json(data: Any) -> str:
     ``\\uXXXX`` escape (json.dumps leaves DEL, C1, bidi and format characters raw), so the
     text is safe on a terminal and decodes to the same data."""
     text = json.dumps(data, default=_json_default, ensure_ascii=False, indent=2)
-    return text if text.isascii() else _CANDIDATE.sub(_json_escape, text)
+    if text.isascii() and "\x7f" not in text:  # json.dumps escaped the other ASCII controls
+        return text
+    return _CANDIDATE.sub(_json_escape, text)
 
 
 def cell_text(value: Any) -> str:
