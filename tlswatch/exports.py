@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters
-from tlswatch.analytics.render import to_csv, to_json, to_markdown
+from tlswatch.analytics.render import md_text, to_csv, to_json, to_markdown
 from tlswatch.analytics.summary import DomainSummary, Summary, paragraph, percent, summarize
 from tlswatch.store import Store
 from tlswatch.web.charts import hbars
@@ -92,7 +92,7 @@ def markdown(report: Daily) -> str:
     if not report.domains:
         lines.append(f"No reports for {report.day}.")
     for d in report.domains:
-        lines += [f"## {d.policy_domain}", "", paragraph(d).replace("<", "&lt;"), "",
+        lines += [f"## {md_text(d.policy_domain)}", "", md_text(paragraph(d)), "",
                   f"Change from the day before: {_change(d)}.", ""]
         failures = [{"result type": t, "sessions": n, "fix": explain(t, domain=d.policy_domain)
                      .fix} for t, n in d.failures_by_result_type.items()]

@@ -32,6 +32,7 @@ from tlswatch.analytics.alerts import (
     last_report_day,
     priority,
 )
+from tlswatch.analytics.render import SafeFormatter
 from tlswatch.analytics.summary import Summary, paragraph
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError, StoreLockedError
@@ -250,7 +251,9 @@ class JobsProcess:
 def run_jobs(settings: Settings, parent: int, level: int) -> None:
     """The worker's loop: the daily schedule every 30 s, due deliveries every
     ``delivery_interval`` seconds, until SIGTERM or the parent is gone."""
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()  # report values in log lines are shown escaped
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

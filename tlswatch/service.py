@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 
 from tlswatch import jobs
+from tlswatch.analytics.render import SafeFormatter
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError, StoreLockedError
 from tlswatch.ingest.loader import drain
@@ -161,7 +162,9 @@ class LoaderProcess:
 
 def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: int) -> None:
     """The loader's loop (in its own process): drain the spool until SIGTERM."""
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()  # report values in log lines are shown escaped
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -15,6 +15,7 @@ from tlswatch.analytics.queries import (
     failure_groups,
     session_totals,
 )
+from tlswatch.analytics.render import safe_text
 from tlswatch.store import Store
 
 TOP_N = 5
@@ -260,7 +261,9 @@ def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
                      f"{'s' if d.failed_sessions != 1 else ''} the summaries give.)")
     if len(d.failure_sources) > max_causes:
         parts.append(f"More causes: tlswatch failures --domain {d.policy_domain}.")
-    return " ".join(parts)
+    # Report values are untrusted: no control or bidi character reaches a terminal, a page
+    # or a chat as itself (our own words have none).
+    return safe_text(" ".join(parts))
 
 
 def _impact_sentences(impact: dict[str, int]) -> list[str]:

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from tlswatch import __version__
-from tlswatch.analytics.render import Format
+from tlswatch.analytics.render import Format, SafeFormatter, safe_text
 from tlswatch.config import Settings, load_settings
 from tlswatch.errors import TlsWatchError
 from tlswatch.store import Store
@@ -43,9 +43,16 @@ def _state(ctx: typer.Context) -> State:
     return state
 
 
+def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print ``text`` with every character a terminal would act on, or that reorders or
+    hides text, shown escaped (``safe_text``).  Every command prints through here: report
+    contents are untrusted.  Styled output, if ever wanted, is made from escaped values."""
+    typer.echo(safe_text(text), err=err, nl=nl)
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"tlswatch {__version__}")
+        echo(f"tlswatch {__version__}")
         raise typer.Exit()
 
 
@@ -60,8 +67,9 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     with _errors():
         ctx.obj = State(load_settings(config, db=db))
 
@@ -72,10 +80,10 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except TlsWatchError as exc:
-        typer.echo(f"tlswatch: {exc}", err=True)
+        echo(f"tlswatch: {exc}", err=True)
         raise typer.Exit(1) from None
     except duckdb.Error as exc:  # a database this version cannot read, a full disk, ...
-        typer.echo(f"tlswatch: database error: {exc}", err=True)
+        echo(f"tlswatch: database error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 

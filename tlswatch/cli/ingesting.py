@@ -14,6 +14,7 @@ from tlswatch.cli.base import (
     _format,
     _state,
     app,
+    echo,
     err,
 )
 from tlswatch.config import Settings
@@ -41,7 +42,7 @@ def ingest(
         result = _load_with_progress(items, store, settings, paths)
     chosen = _format(fmt)
     if chosen is Format.json:
-        typer.echo(to_json(result.as_dict()))
+        echo(to_json(result.as_dict()))
     else:
         _print_ingest(result)
     raise typer.Exit(1 if result.rejected or result.conflicts else 0)
@@ -66,12 +67,12 @@ def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,
 
 def _print_ingest(result: IngestResult) -> None:
     conflicts = f", conflicts {result.conflicts:,}" if result.conflicts else ""
-    typer.echo(f"accepted {result.accepted:,}, duplicates {result.duplicates:,}, "
-               f"rejected {result.rejected:,}{conflicts}")
+    echo(f"accepted {result.accepted:,}, duplicates {result.duplicates:,}, "
+         f"rejected {result.rejected:,}{conflicts}")
     for rejection in result.rejections:
-        typer.echo(f"rejected {rejection.source}: {rejection.reason}", err=True)
+        echo(f"rejected {rejection.source}: {rejection.reason}", err=True)
     for conflict in result.conflict_reports:
-        typer.echo(f"quarantined {conflict.source}: {conflict.reason}", err=True)
+        echo(f"quarantined {conflict.source}: {conflict.reason}", err=True)
 
 
 @app.command("validate")
@@ -87,14 +88,14 @@ def validate_command(
                for r in _check(part, options_from(settings).limits)]
     chosen = _format(fmt)
     if chosen is Format.json:
-        typer.echo(to_json(results))
+        echo(to_json(results))
     else:
         for r in results:
             if r["valid"]:
-                typer.echo(f"{r['source']}: valid ({len(r['warnings'])} warnings)")
+                echo(f"{r['source']}: valid ({len(r['warnings'])} warnings)")
             for e in r["errors"]:
                 where = f"{e['path']}: " if e["path"] else ""
-                typer.echo(f"{r['source']}: {where}{e['message']}")
+                echo(f"{r['source']}: {where}{e['message']}")
     raise typer.Exit(0 if all(r["valid"] for r in results) else 1)
 
 

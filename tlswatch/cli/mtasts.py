@@ -15,6 +15,7 @@ from tlswatch.cli.base import (
     _read_store,
     _state,
     app,
+    echo,
 )
 from tlswatch.config import Settings
 from tlswatch.dnsname import BadDomain, parse_domain
@@ -42,11 +43,11 @@ def check_command(
     findings = checker.check(domain)
     chosen = _format(fmt)
     if chosen is Format.json:
-        typer.echo(to_json({"domain": domain.lower().rstrip("."),
-                            "findings": [f.as_dict() for f in findings]}))
+        echo(to_json({"domain": domain.lower().rstrip("."),
+                      "findings": [f.as_dict() for f in findings]}))
     else:
-        typer.echo(render_rows([f.as_dict() for f in findings], chosen,
-                               title=f"MTA-STS and TLS-RPT check of {domain}"), nl=False)
+        echo(render_rows([f.as_dict() for f in findings], chosen,
+                         title=f"MTA-STS and TLS-RPT check of {domain}"), nl=False)
     raise typer.Exit(1 if any(f.severity == "error" for f in findings) else 0)
 
 
@@ -73,16 +74,16 @@ def _print_policy(policy: Any, settings: Settings, fmt: Format | None, note: str
 
     dns = records(settings, policy)
     if _format(fmt) is Format.json:
-        typer.echo(to_json({"policy": policy.text, "id": policy.id, "records": dns}))
+        echo(to_json({"policy": policy.text, "id": policy.id, "records": dns}))
         return
-    typer.echo(f"Policy served at https://mta-sts.{policy.domain}/.well-known/mta-sts.txt "
-               f"(id {policy.id}):\n")
-    typer.echo(policy.text.replace("\r\n", "\n"))
-    typer.echo("Publish these DNS records (change the policy file first, then the TXT id):")
+    echo(f"Policy served at https://mta-sts.{policy.domain}/.well-known/mta-sts.txt "
+         f"(id {policy.id}):\n")
+    echo(policy.text.replace("\r\n", "\n"))
+    echo("Publish these DNS records (change the policy file first, then the TXT id):")
     for r in dns:
-        typer.echo(f'  {r["name"]}.  IN {r["type"]}  {r["value"]!r}'.replace("'", '"'))
+        echo(f'  {r["name"]}.  IN {r["type"]}  {r["value"]!r}'.replace("'", '"'))
     if note:
-        typer.echo("\n" + note)
+        echo("\n" + note)
 
 
 @policy_app.command("init")
@@ -136,7 +137,7 @@ def policy_status(
         ids = [_fields(r).get("id", "") for r in checker.txt(f"_mta-sts.{domain}")
                if r.startswith("v=STSv1")]
         rows = status(settings, domain, published_ids=ids, mx_hosts=checker.mx(domain))
-    typer.echo(render_rows(rows, _format(fmt), title=f"Policy status of {domain}"), nl=False)
+    echo(render_rows(rows, _format(fmt), title=f"Policy status of {domain}"), nl=False)
     raise typer.Exit(1 if any(r["severity"] == "error" for r in rows) else 0)
 
 
@@ -151,9 +152,9 @@ def policy_advise(ctx: typer.Context, domain: DomainArg,
     with _errors(), _read_store(settings) as store:
         result = advise(store, settings, domain, days=days)
     if _format(fmt) is Format.json:
-        typer.echo(to_json(result))
+        echo(to_json(result))
         return
-    typer.echo(f"{result['domain']} ({result['since']} .. {result['until']}, reporters: "
-               f"{', '.join(result['reporters']) or 'none'}): {result['advice']}.")
+    echo(f"{result['domain']} ({result['since']} .. {result['until']}, reporters: "
+         f"{', '.join(result['reporters']) or 'none'}): {result['advice']}.")
     if result["blockers"]:
-        typer.echo(render_rows(result["blockers"], Format.table, title="Blockers"), nl=False)
+        echo(render_rows(result["blockers"], Format.table, title="Blockers"), nl=False)

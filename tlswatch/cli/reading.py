@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from tlswatch.cli.base import (
     _read_store,
     _state,
     app,
+    echo,
     report_app,
 )
 from tlswatch.config import describe
@@ -45,7 +47,7 @@ def summary(
     filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
     with _errors(), _read_store(settings) as store:
         result = summarize(store, filters)
-    typer.echo(render_summary(result, _format(fmt)), nl=False)
+    echo(render_summary(result, _format(fmt)), nl=False)
 
 
 def render_summary(result: Summary, fmt: Format) -> str:
@@ -98,7 +100,7 @@ def failures(
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
         rows = failure_groups(store, filters, dims, limit=limit, details=True)
-    typer.echo(render_rows(rows, _format(fmt), title="Failed sessions"), nl=False)
+    echo(render_rows(rows, _format(fmt), title="Failed sessions"), nl=False)
 
 
 @app.command()
@@ -117,7 +119,7 @@ def reports(
                       organizations=tuple(org or ()))
     with _errors(), _read_store(settings) as store:
         rows = list_reports(store, filters, limit=limit)
-    typer.echo(render_rows(rows, _format(fmt), title="Reports"), nl=False)
+    echo(render_rows(rows, _format(fmt), title="Reports"), nl=False)
 
 
 @report_app.command("show")
@@ -133,7 +135,7 @@ def report_show(
         data = show_report(store, ident)
     chosen = _format(fmt)
     if chosen is Format.json:
-        typer.echo(to_json(data))
+        echo(to_json(data))
         return
     head = {k: v for k, v in data.items() if k not in ("policies", "raw_report", "warnings")}
     out = [render_rows([{"field": k, "value": v} for k, v in head.items()], chosen,
@@ -147,11 +149,18 @@ def report_show(
                for d in p["failure_details"]]
     if details:
         out.append(render_rows(details, chosen, title="Failure details (in the sender's order)"))
-    raw = data["raw_report"]
-    out.append(("The report as received:\n" if chosen is Format.table else "") + raw
-               + ("" if raw.endswith("\n") else "\n"))
-    typer.echo("\n".join(out), nl=False)
+    out.append(_raw_block(data["raw_report"], chosen))
+    echo("\n".join(out), nl=False)
 
+
+
+def _raw_block(raw: str, fmt: Format) -> str:
+    """The report text as received; in Markdown, a code block no report text can end."""
+    raw = raw if raw.endswith("\n") else raw + "\n"
+    if fmt is Format.markdown:
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", raw)), default=0))
+        return f"{fence}json\n{raw}{fence}\n"
+    return ("The report as received:\n" if fmt is Format.table else "") + raw
 
 
 export_app = typer.Typer(help="Write summary files.", no_args_is_help=True)
@@ -192,9 +201,9 @@ def export_daily_command(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--format") from None
     for path in written:
-        typer.echo(str(path))
+        echo(str(path))
     for delivery in failed:
-        typer.echo(f"tlswatch: not delivered: {delivery.describe()}", err=True)
+        echo(f"tlswatch: not delivered: {delivery.describe()}", err=True)
     if failed:
         raise typer.Exit(1)
 
@@ -233,10 +242,10 @@ def alerts(
             else:
                 rows = history.history(store, Filters(since=_day(since), until=_day(until),
                                                       domains=tuple(domain or ())))
-    typer.echo(render_rows(rows, _format(fmt), title="Outbox" if outbox else "Alerts"),
+    echo(render_rows(rows, _format(fmt), title="Outbox" if outbox else "Alerts"),
                nl=False)
     for delivery in failed:
-        typer.echo(f"tlswatch: not delivered: {delivery.describe()}", err=True)
+        echo(f"tlswatch: not delivered: {delivery.describe()}", err=True)
     if failed:
         raise typer.Exit(1)
 
@@ -247,4 +256,4 @@ def config_command(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     settings = _state(ctx).settings
     rows = [{"setting": name, "value": getattr(settings, name), "default": default,
              "help": text} for name, default, text in describe()]
-    typer.echo(render_rows(rows, _format(fmt), title="Settings"), nl=False)
+    echo(render_rows(rows, _format(fmt), title="Settings"), nl=False)

@@ -15,6 +15,7 @@ from tlswatch.cli.base import (
     _format,
     _state,
     app,
+    echo,
 )
 from tlswatch.ingest.loader import IngestResult
 from tlswatch.ingest.prepare import options_from
@@ -39,18 +40,18 @@ def serve(
 
     def ready(at: Listening) -> None:
         parts = [f"smtp={at.smtp}" if at.smtp else "", f"http={at.http}" if at.http else ""]
-        typer.echo(f"tlswatch serving {' '.join(p for p in parts if p)} "
-                   f"spool={settings.spool} db={settings.db}")
+        echo(f"tlswatch serving {' '.join(p for p in parts if p)} "
+             f"spool={settings.spool} db={settings.db}")
         sys.stdout.flush()
 
     with _errors():
         try:
             asyncio.run(Service(settings).run(on_ready=ready))
         except OSError as exc:  # a port in use, an address not on this host, no permission
-            typer.echo(f"tlswatch: cannot listen (smtp={settings.smtp or '-'} "
-                       f"http={settings.http or '-'}): {exc.strerror or exc}", err=True)
+            echo(f"tlswatch: cannot listen (smtp={settings.smtp or '-'} "
+                 f"http={settings.http or '-'}): {exc.strerror or exc}", err=True)
             raise typer.Exit(1) from None
-    typer.echo("tlswatch stopped")
+    echo("tlswatch stopped")
 
 
 
@@ -106,12 +107,12 @@ def fetch_imap(
     out = {"messages": got.seen, "spooled": len(got.spooled), "left_alone": got.left_alone,
            **loaded.as_dict()}
     if _format(fmt) is Format.json:
-        typer.echo(to_json(out))
+        echo(to_json(out))
     else:
-        typer.echo(f"{got.seen} new messages: {len(got.spooled)} reports spooled and archived "
-                   f"to {archive_folder}, {got.left_alone} other messages left alone; "
-                   f"loaded {loaded.accepted}, duplicates {loaded.duplicates}, "
-                   f"rejected {loaded.rejected}")
+        echo(f"{got.seen} new messages: {len(got.spooled)} reports spooled and archived "
+             f"to {archive_folder}, {got.left_alone} other messages left alone; "
+             f"loaded {loaded.accepted}, duplicates {loaded.duplicates}, "
+             f"rejected {loaded.rejected}")
         for rejection in loaded.rejections:
-            typer.echo(f"rejected {rejection.source}: {rejection.reason}", err=True)
+            echo(f"rejected {rejection.source}: {rejection.reason}", err=True)
     raise typer.Exit(1 if loaded.rejected else 0)

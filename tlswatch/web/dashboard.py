@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
-import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from starlette.routing import Route
 
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters, failure_groups
+from tlswatch.analytics.render import to_json
 from tlswatch.analytics.reports import find_report, list_reports, raw_report, report_page
 from tlswatch.analytics.series import (
     by_organization,
@@ -43,11 +43,6 @@ from tlswatch.web.render import render
 
 # Room for the multipart envelope around an upload of max_input_bytes.
 FORM_OVERHEAD = 64 * 1024
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: v.isoformat()
-                                 if isinstance(v, date | datetime) else str(v)))
 
 
 def _page_number(text: str) -> int:
@@ -86,7 +81,8 @@ class Dashboard:
     def _page(self, request: Request, template: str, data: dict[str, Any],
               **extra: Any) -> Response:
         if request.query_params.get("format") == "json":
-            return JSONResponse(_jsonable(data))
+            # The CLI's JSON: control and bidi characters from reports as \uXXXX escapes.
+            return Response(to_json(data), media_type="application/json")
         return HTMLResponse(render(template, **data, **extra))
 
     async def _window(self, request: Request) -> tuple[date, date, int]:
