@@ -125,7 +125,7 @@ def test_a_truncated_database_file_is_refused_at_open(cli: Cli, db: Path) -> Non
     with db.open("r+b") as fh:
         fh.truncate(size // 3)
     for read_only in (True, False):
-        with pytest.raises(StoreError, match="the database file is truncated"):
+        with pytest.raises(StoreError, match="the database file is truncated or damaged"):
             Store.open(db, read_only=read_only)
     out = cli("summary", code=1)
-    assert "the database file is truncated" in out.stderr
+    assert "the database file is truncated or damaged" in out.stderr

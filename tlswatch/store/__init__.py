@@ -102,20 +102,20 @@ class Store:
         return applied
 
     def _check_whole(self) -> None:
-        """Refuse a file shorter than the blocks DuckDB says it holds (a cut copy, a full
-        disk during a copy): reading it would fail later, in the middle of some command."""
+        """Read the migrations table now, so a cut or damaged file (a copy cut short, a full
+        disk during a restore) is refused at open, not in the middle of some command."""
         try:
-            rows = self.con.execute("SELECT total_blocks, block_size FROM "
-                                    "pragma_database_size()").fetchall()
-            size = self.path.stat().st_size
-        except (duckdb.Error, OSError):
-            return  # nothing to measure (a new file); DuckDB's own errors speak later
-        expected = int(rows[0][0]) * int(rows[0][1]) if rows else 0
-        if size < expected:
+            self.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+            if self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                                "'schema_migrations'").fetchall()[0][0]:
+                self.con.execute("SELECT * FROM schema_migrations").fetchall()
+        except duckdb.Error as exc:
             self.con.close()
-            raise StoreError(f"{self.path}: the database file is truncated: {size:,} bytes, "
-                             f"but it holds {expected:,} bytes of blocks. Restore it from a "
-                             "backup, then load spool/done/ again (it keeps recent arrivals)")
+            if "read enough bytes" in str(exc) or "truncat" in str(exc).lower():
+                raise StoreError(f"{self.path}: the database file is truncated or damaged "
+                                 f"({exc}). Restore it from a backup, then load spool/done/ "
+                                 "again (it keeps recent arrivals)") from exc
+            raise StoreError(f"{self.path}: the database cannot be read ({exc})") from exc
 
     def _check_migrated(self) -> None:
         try:
