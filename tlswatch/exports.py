@@ -21,9 +21,9 @@ from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters
 from tlswatch.analytics.render import md_text, to_csv, to_json, to_markdown
 from tlswatch.analytics.summary import DomainSummary, Summary, paragraph, percent, summarize
+from tlswatch.render.charts import hbars
+from tlswatch.render.html import render
 from tlswatch.store import Store
-from tlswatch.web.charts import hbars
-from tlswatch.web.render import render
 
 FORMATS = ("md", "html", "csv", "json", "parquet")
 

@@ -34,12 +34,12 @@ from tlswatch.errors import NotFoundError
 from tlswatch.ingest.accept import Intake, Refused, Unavailable
 from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.spool import Spool
+from tlswatch.render.charts import rate_chart, sparkline, stacked_bars
+from tlswatch.render.html import render
 from tlswatch.store import Store
-from tlswatch.web.charts import rate_chart, sparkline, stacked_bars
 from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
 from tlswatch.web.csrf import HEADER as CSRF_HEADER
 from tlswatch.web.csrf import CsrfTokens
-from tlswatch.web.render import render
 
 # Room for the multipart envelope around an upload of max_input_bytes.
 FORM_OVERHEAD = 64 * 1024

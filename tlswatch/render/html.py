@@ -11,14 +11,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 @cache
 def environment() -> Environment:
-    return Environment(loader=PackageLoader("tlswatch.web", "templates"),
+    return Environment(loader=PackageLoader("tlswatch.render", "templates"),
                        autoescape=select_autoescape(["html"], default=True),
                        trim_blocks=True, lstrip_blocks=True)
 
 
 @cache
 def stylesheet() -> str:
-    return resources.files("tlswatch.web").joinpath("templates/_style.css").read_text("utf-8")
+    return resources.files("tlswatch.render").joinpath("templates/_style.css").read_text("utf-8")
 
 
 def render(template: str, **context: Any) -> str:
