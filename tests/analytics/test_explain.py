@@ -43,3 +43,17 @@ def test_text_summary_over_the_samples_reads_well(cli: Cli) -> None:
     assert "add up to 11, more than the 9 failed sessions" in text
     assert "375 failed sessions were delivered anyway (MTA-STS in testing mode" in text
     assert "mta-sts.example.net" in text  # the fix names the real policy host
+
+
+def test_reason_codes_real_senders_use_are_explained_in_text_and_report_show(cli: Cli) -> None:
+    cli.json("ingest", str(VALID))
+    text = cli("summary", "--format", "text", "--domain", "example.net").stdout
+    assert ("(reason given: 'X509_V_ERR_CERT_HAS_EXPIRED': the MX's certificate has expired; "
+            "yours to fix)") in text
+    assert "the certificate of the MTA-STS policy web server (mta-sts.example.net)" in text
+    shown = cli.json("report", "show", "2026-11-24T00:00:00Z_idx1_example.net")
+    (detail,) = [d for p in shown["policies"] for d in p["failure_details"]]
+    assert detail["reason_explained"]["side"] == "receiving domain"
+    unknown = cli.json("report", "show", "every-type-2026-11-25")
+    assert [d["reason_explained"] for p in unknown["policies"] for d in p["failure_details"]
+            if d["failure_reason_code"] == "peer offered TLS 1.0 only"] == [None]

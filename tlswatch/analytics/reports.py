@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 from tlswatch.analytics.queries import Filters
+from tlswatch.analytics.reasons import explain_reason
 from tlswatch.errors import NotFoundError
 from tlswatch.store import Store
 
@@ -107,6 +108,10 @@ def _report_and_policies(store: Store, pk: int
 
 
 def _attach(policies: list[dict[str, Any]], details: list[dict[str, Any]]) -> None:
+    for detail in details:
+        known = explain_reason(detail["failure_reason_code"])
+        detail["reason_explained"] = None if known is None else {
+            "cause": known.cause, "fix": known.fix, "side": known.side}
     for policy in policies:
         policy["failure_details"] = [
             {k: v for k, v in d.items() if k != "policy_index"}

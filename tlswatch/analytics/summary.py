@@ -15,6 +15,7 @@ from tlswatch.analytics.queries import (
     failure_groups,
     session_totals,
 )
+from tlswatch.analytics.reasons import explain_reason
 from tlswatch.analytics.render import safe_text
 from tlswatch.store import Store
 
@@ -249,8 +250,7 @@ def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
     for row in d.failure_sources[:max_causes]:
         e = explain(row["result_type"], domain=d.policy_domain)
         n = int(row["failed_sessions"])
-        example = row.get("failure_reason_code")
-        code = f" (reason given: {_clip(example)!r})" if example else ""
+        code = _reason(row.get("failure_reason_code"), d.policy_domain)
         verb = "with" if records else "failing with"
         parts.append(f"{short_org(row['organization_name'])} reported {n:,} {unit}"
                      f"{'s' if n != 1 else ''} {verb} {row['result_type']}{_where(row)}"
@@ -264,6 +264,21 @@ def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
     # Report values are untrusted: no control or bidi character reaches a terminal, a page
     # or a chat as itself (our own words have none).
     return safe_text(" ".join(parts))
+
+
+def _reason(code: str | None, domain: str) -> str:
+    """The reason code a reporter gave, and what it means when the catalogue knows it."""
+    if not code:
+        return ""
+    known = explain_reason(code)
+    if known is None:
+        return f" (reason given: {_clip(code)!r})"
+    cause = known.cause.replace("<domain>", domain)
+    return f" (reason given: {_clip(code)!r}: {cause}; {_SIDE[known.side]})"
+
+
+_SIDE = {"receiving domain": "yours to fix", "sender": "the sender's to fix",
+         "middlebox": "a middlebox's doing"}
 
 
 def _impact_sentences(impact: dict[str, int]) -> list[str]:
