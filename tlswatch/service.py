@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
@@ -182,8 +183,8 @@ def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: i
         except Exception:  # keep going whatever happened; the spool keeps every report
             log.exception("loader failed; the spool keeps the reports, retrying")
             result = None
-        if result is not None and result.report_pks:
-            _alerts_after_load(settings, result.report_pks)
+        if result is not None and (result.report_pks or result.conflicts):
+            _alerts_after_load(settings, result.report_pks, conflicts=bool(result.conflicts))
         if result is not None:
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
                                 ("quarantined", result.rejected - len(result.retry)),
@@ -199,12 +200,15 @@ def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: i
             spool.prune(older_than_days=settings.spool_keep_days)
 
 
-def _alerts_after_load(settings: Settings, report_pks: list[int]) -> None:
+def _alerts_after_load(settings: Settings, report_pks: list[int], *, conflicts: bool) -> None:
+    days = [datetime.now(UTC).date()] if conflicts else []  # dated by their arrival
     try:
-        with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
-            days = [r["day"] for r in store.rows(
-                "SELECT DISTINCT day FROM reports WHERE report_pk BETWEEN ? AND ?",
-                [min(report_pks), max(report_pks)])]
+        if report_pks:
+            with Store.open(settings.db, read_only=True,
+                            lock_timeout=settings.lock_timeout) as store:
+                days += [r["day"] for r in store.rows(
+                    "SELECT DISTINCT day FROM reports WHERE report_pk BETWEEN ? AND ?",
+                    [min(report_pks), max(report_pks)])]
         jobs.check_alerts(settings, days)
     except Exception:  # alerts must not stop loading
         log.exception("alert check failed")

@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 from email.message import EmailMessage
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,17 @@ def test_serve_refuses_poison_at_the_door_and_loads_past_bad_spool_entries(
         assert httpx.get(f"{server.http_url}/healthz").status_code == 200
     failed = {p.name for p in (server.spool / "failed").iterdir()}
     assert {"00000000000000000001-a-directory", "00000000000000000002-truncated"} <= failed
+
+
+def test_a_conflicting_duplicate_raises_one_alert(cli: Cli, tmp_path: Path) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    real, forged = make_report(rid="c-1", day=today), make_report(rid="c-1", day=today)
+    forged["policies"][0]["summary"]["total-successful-session-count"] = 99
+    cli.json("ingest", str(write_json(tmp_path / "real.json", real)))
+    cli.json("ingest", str(write_json(tmp_path / "forged.json", forged)), code=1)
+    for _ in range(2):  # evaluated twice, recorded once
+        cli("alerts", "--check", code=None)
+    alerts = [a for a in cli.json("alerts") if a["kind"] == "conflicting_duplicate"]
+    assert len(alerts) == 1
+    assert alerts[0]["message"].startswith("1 report was quarantined on")
+    assert "forged.json" in alerts[0]["message"]

@@ -20,11 +20,11 @@ from tlswatch.store import Store
 
 STS_PROBLEMS = ("sts-policy-fetch-error", "sts-webpki-invalid", "sts-policy-invalid")
 KINDS = ("new_result_type", "low_success_rate", "failure_spike", "reporter_silent",
-         "sts_policy_problem")
+         "sts_policy_problem", "conflicting_duplicate")
 MORE = "more_alerts"  # one a day, counting the alerts beyond max_alerts_per_day
 # Which alerts a day's cap keeps first: what breaks mail for every sender before the rest.
 PRIORITY = ("sts_policy_problem", "low_success_rate", "failure_spike", "new_result_type",
-            "reporter_silent")
+            "conflicting_duplicate", "reporter_silent")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def evaluate(store: Store, days: list[date], rules: AlertRules = AlertRules(),
     first, last = min(days), max(days)
     found = (_new_result_types(store, first, last) + _low_rates(store, first, last, rules)
              + _spikes(store, first, last, rules) + _sts_problems(store, first, last)
-             + _silences(store, today or last, rules))
+             + _silences(store, today or last, rules) + _conflicts(store, today or last))
     merged: dict[tuple[str, str, date], Alert] = {}
     for alert in found:  # one alert per (domain, kind, day): two new types make one alert
         if alert.key in merged:
@@ -73,6 +73,25 @@ def evaluate(store: Store, days: list[date], rules: AlertRules = AlertRules(),
         else:
             merged[alert.key] = alert
     return sorted(merged.values(), key=lambda a: (a.day, a.policy_domain, KINDS.index(a.kind)))
+
+
+def _conflicts(store: Store, today: date) -> list[Alert]:
+    """Reports quarantined as conflicting duplicates (a forgery, or a sender that re-sent a
+    changed report under the same id) in the week up to ``today``, by the day they came,
+    once a day for all domains."""
+    rows = store.rows("""
+        SELECT received_at::DATE AS day, count(*) AS n, min(source) AS example
+        FROM quarantine WHERE reason LIKE 'conflicting duplicate%'
+          AND received_at::DATE BETWEEN ? AND ?
+        GROUP BY ALL ORDER BY day
+    """, [today - timedelta(days=6), today])
+    return [Alert("*", "conflicting_duplicate", r["day"],
+                  f"{r['n']:,} report{'s were' if r['n'] != 1 else ' was'} quarantined on "
+                  f"{r['day']} as conflicting duplicates: the same organisation and report-id "
+                  f"as a stored report, with different content (e.g. {_plain(r['example'])}). "
+                  "The first one is kept unless the newcomer is DKIM-signed by its reporter; "
+                  "the other's bytes and reason are in the quarantine.",
+                  {"quarantined": int(r["n"])}) for r in rows]
 
 
 def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
