@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from email.message import EmailMessage
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
