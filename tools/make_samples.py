@@ -312,6 +312,14 @@ def invalid_files() -> dict[str, tuple[bytes, str]]:
             {"start-datetime": "yesterday"})), "date-range.start-datetime: not a valid RFC 3339"),
         "impossible-date.json": (mutate(lambda d: d["date-range"].update(
             {"start-datetime": "2026-02-30T00:00:00Z"})), "not a valid RFC 3339 date-time"),
+        "count-over-the-bound.json": (mutate(lambda d: d["policies"][0]["summary"].update(
+            {"total-successful-session-count": 2**63})),
+            "total-successful-session-count: must be at most 1,000,000,000,000"),
+        "count-decimal.json": (mutate(lambda d: d["policies"][0]["summary"].update(
+            {"total-failure-session-count": 1e300})), "must be at most 1,000,000,000,000"),
+        "year-one.json": (mutate(lambda d: d["date-range"].update(
+            {"start-datetime": "0001-01-01T00:00:00+01:00"})),
+            "date-range.start-datetime: not a valid RFC 3339 date-time"),
         "no-report.eml": (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hello\r\n\r\n"
                           b"Just a note, no report here.\r\n",
                           "no TLS-RPT report in message"),
