@@ -47,7 +47,7 @@ class ValidReport:
     raw_json: bytes
     raw_gzip: bytes | None
     container: Container
-    digest: str  # sha256 of the report's content (canonical JSON): what a duplicate must match
+    digest: str  # sha256 of the report's JSON bytes: what an ordinary duplicate must match
 
 
 # Reports cover one UTC day (RFC 8460 s4.1); a start outside these bounds is no real report
@@ -88,12 +88,16 @@ def _validate(doc: Document, now: datetime) -> ValidReport:
     # A Subject Report-ID in msg-id form (<id@host>) is normal (RFC 8460's own example).
     if subject_id and "@" not in subject_id and subject_id != report.report_id:
         warnings.append(f"report-id: the Subject says {subject_id!r}; the JSON's value is used")
-    fallback = _fallback_domain(doc, report)
+    needed = any(_given_domain(e.policy.policy_domain) is None for e in report.policies)
+    fallback = _fallback_domain(doc, report) if needed else (UNATTRIBUTED, "")
     facts = [_policy_facts(doc, i, entry, fallback, warnings)
              for i, entry in enumerate(report.policies)]
+    # The report's bytes as received: senders re-send the very same bytes (to each rua, and
+    # on retries), so other bytes under a known report-id are other content.
+    digest = hashlib.sha256(doc.raw_json.strip()).hexdigest()
     return ValidReport(source=doc.source, report=report, start=start, end=end, policies=facts,
                        warnings=warnings, raw_json=doc.raw_json, raw_gzip=doc.raw_gzip,
-                       container=doc.container, digest=_digest(doc.data))
+                       container=doc.container, digest=digest)
 
 
 def _check_range(doc: Document, start: datetime, end: datetime, now: datetime) -> None:
@@ -110,11 +114,6 @@ def _check_range(doc: Document, start: datetime, end: datetime, now: datetime) -
     if end - start > LONGEST_RANGE:
         raise ReportError(doc.source, f"covers {(end - start).days} days; a report covers one "
                           f"day (at most {LONGEST_RANGE.days} accepted)", path=where)
-
-
-def _digest(data: dict[str, Any]) -> str:
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _policy_facts(doc: Document, index: int, entry: Any, fallback: tuple[str, str],
