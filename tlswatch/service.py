@@ -183,6 +183,7 @@ class LoaderProcess:
         self.running = self.context.Value("b", 0, lock=False)  # set once its loop runs
         self.process: BaseProcess | None = None
         self.down: str | None = "the loader process has not started yet"
+        self.last_exit = ""  # how the previous loader process ended, for /healthz
 
     def start(self) -> None:
         self.running.value = 0
@@ -200,7 +201,8 @@ class LoaderProcess:
         if self.process is None or not self.process.is_alive():
             return "the loader process is not running"
         if not self.running.value:
-            return "the loader process is starting"
+            return "the loader process is starting" + (f" again; the last one {self.last_exit}"
+                                                       if self.last_exit else "")
         return None
 
     async def supervise(self, stopping: asyncio.Event) -> None:
@@ -216,8 +218,8 @@ class LoaderProcess:
             lived = time.monotonic() - started
             if lived > self.settings.loader_restart_max:
                 delay = 1.0  # it ran well for a while: this is a new fault
-            self.down = (f"the loader process {_exit_reason(self.process.exitcode)} after "
-                         f"{lived:.0f} s; restarting it in {delay:g} s")
+            self.last_exit = f"{_exit_reason(self.process.exitcode)} after {lived:.0f} s"
+            self.down = f"the loader process {self.last_exit}; restarting it in {delay:g} s"
             log.error("%s (the spool keeps every report)", self.down,
                       extra={"every_time": True})
             await _first(stopping.wait(), asyncio.sleep(delay))
