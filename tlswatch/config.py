@@ -90,7 +90,8 @@ class Settings:
     http_idle_timeout: float = field(default=5.0, metadata=_help(
         "Seconds an idle keep-alive HTTP connection is kept open."))
     http_max_header_bytes: int = field(default=16 * 1024, metadata=_help(
-        "Largest HTTP request head (request line and headers) in bytes; larger: 400."))
+        "Bytes an unfinished HTTP request head (request line and headers) may buffer; "
+        "more: 400."))
     http_body_budget: int = field(default=128 * MiB, metadata=_help(
         "Bytes of request bodies all unfinished HTTP requests may hold together; a request "
         "that would pass it gets 503 with Retry-After (0: no limit)."))

@@ -182,6 +182,19 @@ def test_a_request_sent_byte_by_byte_is_cut_off(tmp_path: Path, phase: str, at_o
                for line in server.output)
 
 
+def test_an_unfinished_request_head_over_the_size_limit_gets_400(tmp_path: Path) -> None:
+    with Serve(tmp_path, smtp="", http_max_header_bytes=4096) as server:
+        assert server.http_url
+        with socket.create_connection(address(server.http_url.split("//")[1]),
+                                      timeout=20) as sock:
+            sock.sendall(HEAD[:6000])  # no blank line yet: the head is still unfinished
+            assert sock.recv(1000).startswith(b"HTTP/1.1 400 ")
+        small = httpx.post(f"{server.http_url}/v1/reports", content=gz_report("small-head"),
+                           headers={**GZIP_TYPE, "X-Small": "s" * 2000}, timeout=20)
+        assert small.status_code == 201
+        assert server.stop() == 0
+
+
 def test_an_idle_smtp_session_is_closed_with_421(tmp_path: Path) -> None:
     with Serve(tmp_path, http="", smtp_timeout=1) as server:
         assert server.smtp_at
