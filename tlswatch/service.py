@@ -92,6 +92,7 @@ class Service:
         http_server = http_task = http_at = None
         if s.http:
             http_server, http_task, http_at = await self._start_http()
+        self.loader.start()
         supervisor = asyncio.create_task(self.loader.supervise(self.stopping))
         if on_ready is not None:
             on_ready(Listening(smtp_at, http_at))
@@ -184,15 +185,21 @@ class LoaderProcess:
         self.process: BaseProcess | None = None
         self.down: str | None = "the loader process has not started yet"
         self.last_exit = ""  # how the previous loader process ended, for /healthz
+        self.started_at = 0.0
 
     def start(self) -> None:
         self.running.value = 0
-        self.process = self.context.Process(
+        self.started_at = time.monotonic()
+        process = self.context.Process(
             target=run_loader, name="tlswatch-loader",
             args=(self.settings, self.counts, self.running, os.getpid(),
                   logging.getLogger().getEffectiveLevel()), daemon=True)
-        self.process.start()
-        self.down = None
+        try:
+            process.start()
+        except OSError as exc:  # no process could be made (fork or memory limits)
+            self.process, self.last_exit = None, f"could not be started: {exc}"
+            return
+        self.process, self.down = process, None
 
     def problem(self) -> str | None:
         """Why the loader is not loading now, or None."""
@@ -206,24 +213,27 @@ class LoaderProcess:
         return None
 
     async def supervise(self, stopping: asyncio.Event) -> None:
-        """Run the loader until ``stopping``; restart it with back-off when it dies."""
+        """Watch the started loader until ``stopping``; when it dies, start another after
+        a wait (1 s, doubling up to ``loader_restart_max``)."""
         delay = 1.0
-        while not stopping.is_set():
-            started = time.monotonic()
-            self.start()
-            assert self.process is not None
-            await _first(stopping.wait(), _exited(self.process))
-            if stopping.is_set():
-                return
-            lived = time.monotonic() - started
-            if lived > self.settings.loader_restart_max:
+        while True:
+            if self.process is not None:
+                await _first(stopping.wait(), _exited(self.process))
+                if stopping.is_set():
+                    return
+                self.last_exit = f"{_exit_reason(self.process.exitcode)} after " \
+                                 f"{time.monotonic() - self.started_at:.0f} s"
+                self.process = None
+            if time.monotonic() - self.started_at > self.settings.loader_restart_max:
                 delay = 1.0  # it ran well for a while: this is a new fault
-            self.last_exit = f"{_exit_reason(self.process.exitcode)} after {lived:.0f} s"
             self.down = f"the loader process {self.last_exit}; restarting it in {delay:g} s"
             log.error("%s (the spool keeps every report)", self.down,
                       extra={"every_time": True})
             await _first(stopping.wait(), asyncio.sleep(delay))
+            if stopping.is_set():
+                return
             delay = min(delay * 2, max(1.0, self.settings.loader_restart_max))
+            self.start()
 
     def finish(self, timeout: float) -> None:
         """Ask the loader to stop after its batch (SIGTERM); wait for it."""
