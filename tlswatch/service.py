@@ -138,7 +138,9 @@ class Service:
             BodyBudget(app, limit=s.http_body_budget, metrics=self.limit_metrics),
             http=protocol, lifespan="off", log_config=None, log_level="warning",
             access_log=False, ssl_certfile=s.tls_cert or None, ssl_keyfile=s.tls_key or None,
-            timeout_graceful_shutdown=5, timeout_keep_alive=s.http_idle_timeout,  # type: ignore[arg-type]
+            # uvicorn types it int; a float works (it only goes to call_later).
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=s.http_idle_timeout,  # type: ignore[arg-type]
             # The cap refuses connection max+1; uvicorn's own check counts this one too.
             limit_concurrency=s.max_connections + 1 if s.max_connections else None,
             h11_max_incomplete_event_size=s.http_max_header_bytes)

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import logging
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import h11
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -124,14 +124,15 @@ class LimitedH11Protocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        host = peer_host(transport)
+        stream = cast(asyncio.Transport, transport)
+        host = peer_host(stream)
         why = self.cap.admit(host)
         if why is not None:  # never handed to uvicorn: nothing to undo in connection_lost
-            transport.write(_refusal("503 Service Unavailable", f"connection refused: {why}"))  # type: ignore[attr-defined]
-            transport.close()
+            stream.write(_refusal("503 Service Unavailable", f"connection refused: {why}"))
+            stream.close()
             return
         self._peer = host
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(stream)
         self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:

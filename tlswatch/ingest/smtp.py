@@ -15,7 +15,7 @@ import logging
 import re
 import ssl
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -144,9 +144,10 @@ class LimitedSMTP(SMTP):
             host = peer_host(transport)  # a new session (connection_made again: STARTTLS)
             why = self.cap.admit(host)
             if why is not None:  # never set up: connection_lost has nothing to undo
-                transport.write(f"421 4.7.0 Too many connections: {why}; try again "  # type: ignore[attr-defined]
-                                "later\r\n".encode())
-                transport.close()
+                writer = cast(asyncio.WriteTransport, transport)
+                writer.write(f"421 4.7.0 Too many connections: {why}; try again later\r\n"
+                             .encode())
+                writer.close()
                 self._refused = True
                 return
             self._peer = host
@@ -179,7 +180,8 @@ class LimitedSMTP(SMTP):
                         peer_host(self.transport))
             if self.cap is not None:
                 self.cap.refused("timeout")
-            self.transport.write(b"421 4.4.2 Timeout; closing the connection\r\n")  # type: ignore[attr-defined]
+            cast(asyncio.WriteTransport, self.transport).write(
+                b"421 4.4.2 Timeout; closing the connection\r\n")
         super()._timeout_cb()
 
 
