@@ -208,7 +208,8 @@ class BodyBudget:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and self.held + declared > self.limit:
+        # A body larger than the whole budget is left to the receiver's size limit (413).
+        if declared is not None and self.held + declared > self.limit >= declared:
             await self._refuse(scope, send, declared)
             return
         request = _Request()
