@@ -209,9 +209,8 @@ class LoaderProcess:
             return self.down
         if self.process is None or not self.process.is_alive():
             return "the loader process is not running"
-        if not self.running.value:
-            return "the loader process is starting" + (f" again; the last one {self.last_exit}"
-                                                       if self.last_exit else "")
+        if not self.running.value and self.last_exit:  # the first start is not a fault
+            return f"the loader process is starting again; the last one {self.last_exit}"
         return None
 
     async def supervise(self, stopping: asyncio.Event) -> None:
