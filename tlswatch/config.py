@@ -83,6 +83,42 @@ class Settings:
         "Days refused inputs are kept in spool/failed (with their reason) for inspection."))
     failed_max_bytes: int = field(default=1024 * MiB, metadata=_help(
         "Size quota of spool/failed; past it the oldest refused inputs are deleted first."))
+    loader_restart_max: float = field(default=60.0, metadata=_help(
+        "Longest wait in seconds before 'serve' restarts a loader process that died (the "
+        "wait starts at 1 s and doubles)."))
+    health_max_spool_age: float = field(default=900.0, metadata=_help(
+        "/healthz answers 503 when the oldest report waiting in the spool is older than "
+        "this many seconds."))
+    max_connections: int = field(default=1000, metadata=_help(
+        "Open connections each receiver (SMTP, HTTP) accepts; more are refused at once "
+        "(421, 503)."))
+    max_connections_per_ip: int = field(default=100, metadata=_help(
+        "Open connections each receiver accepts from one client IPv4 address or IPv6 /64 "
+        "(0: no limit). Behind a reverse proxy every client is the proxy."))
+    http_header_timeout: float = field(default=20.0, metadata=_help(
+        "Seconds a client has to send a complete request head, from connecting or from the "
+        "previous response."))
+    http_body_timeout: float = field(default=120.0, metadata=_help(
+        "Seconds a client has to send a whole request body, once its head arrived."))
+    http_idle_timeout: float = field(default=5.0, metadata=_help(
+        "Seconds an idle keep-alive HTTP connection is kept open."))
+    http_max_header_bytes: int = field(default=16 * 1024, metadata=_help(
+        "Bytes an unfinished HTTP request head (request line and headers) may buffer; "
+        "more: 400."))
+    http_body_budget: int = field(default=128 * MiB, metadata=_help(
+        "Bytes of request bodies all unfinished HTTP requests may hold together; a request "
+        "that would pass it gets 503 with Retry-After (0: no limit)."))
+    smtp_timeout: float = field(default=300.0, metadata=_help(
+        "Seconds the SMTP receiver waits for each complete command (RFC 5321 section "
+        "4.5.3.2.7)."))
+    smtp_data_timeout: float = field(default=600.0, metadata=_help(
+        "Seconds an SMTP client has to send a whole message after DATA."))
+    smtp_command_size_limit: int = field(default=512, metadata=_help(
+        "Longest SMTP command line in bytes (RFC 5321 section 4.5.3.1.4; extensions add "
+        "to it); longer: 500."))
+    log_repeat_interval: float = field(default=60.0, metadata=_help(
+        "'serve' logs a repeated warning or error once per this many seconds, with a count "
+        "of the ones not logged (0: log every one)."))
 
     export_dir: str = field(default="", metadata=_help(
         "Folder for the daily summary files that 'serve' writes (empty: none)."))

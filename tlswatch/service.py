@@ -4,7 +4,8 @@ Receivers only write to the spool; the loader drains it in batches through the s
 as ``tlswatch ingest`` and holds DuckDB's write lock only while it writes a batch, so the
 read commands keep working beside it.  The loader runs in a child process at a lower CPU
 priority: it never holds the receivers' GIL, and under a burst the receivers answer first
-while the loader catches up from the spool.  SIGTERM or SIGINT: stop accepting, let the
+while the loader catches up from the spool; a loader that dies is restarted (with
+back-off) and /healthz says so meanwhile.  SIGTERM or SIGINT: stop accepting, let the
 loader finish the batch it is writing, exit 0.
 """
 
@@ -15,13 +16,16 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import uvicorn
@@ -30,10 +34,13 @@ from tlswatch import jobs
 from tlswatch.analytics.render import SafeFormatter
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError, StoreLockedError
+from tlswatch.ingest.http import HealthChecks
+from tlswatch.ingest.limits import BodyBudget, ConnectionCap, LimitMetrics, http_protocol
 from tlswatch.ingest.loader import drain
 from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.smtp import ReportHandler, start_smtp, tls_context
 from tlswatch.ingest.spool import Spool
+from tlswatch.logutil import install_repeat_filter
 from tlswatch.metrics import Metrics
 from tlswatch.store import Store
 from tlswatch.web import create_app
@@ -71,6 +78,7 @@ class Service:
         self.jobs = jobs.JobsProcess(settings)  # daily summaries and the outbox's deliveries
         self.metrics = Metrics(spool_depth=self.spool.depth, loader_lag=self.spool.oldest_age,
                                loader_count=self.loader.count)
+        self.limit_metrics = LimitMetrics(self.metrics.registry)
         self.stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
@@ -78,37 +86,17 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         s = self.settings
+        install_repeat_filter(s.log_repeat_interval)
+        raise_open_files_limit(2 * s.max_connections + 256)
         tls = tls_context(s.tls_cert, s.tls_key)
-        smtp_server = http_server = None
-        smtp_at = http_at = None
-        if s.smtp:
-            host, port = parse_address(s.smtp, "smtp")
-            handler = ReportHandler(self.spool, self.metrics, addresses=s.report_addresses,
-                                    max_recipients=s.max_recipients, lmtp=s.lmtp,
-                                    hostname=s.smtp_hostname, options=options_from(s))
-            smtp_server = await start_smtp(handler, host, port, lmtp=s.lmtp,
-                                           data_size_limit=s.max_input_bytes, tls=tls)
-            smtp_at = _bound(smtp_server.sockets[0])
-        http_task = None
+        smtp_server = await self._start_smtp(tls) if s.smtp else None
+        smtp_at = _bound(smtp_server.sockets[0]) if smtp_server is not None else None
+        http_server = http_task = http_at = None
         if s.http:
-            host, port = parse_address(s.http, "http")
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            config = uvicorn.Config(create_app(s, self.spool, self.metrics), lifespan="off",
-                                    log_level="warning", access_log=False,
-                                    ssl_certfile=s.tls_cert or None,
-                                    ssl_keyfile=s.tls_key or None, timeout_graceful_shutdown=5,
-                                    # the app decides whom to believe (trusted_proxies)
-                                    proxy_headers=False)
-            http_server = _Server(config)
-            http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
-            while not http_server.started and not http_task.done():
-                await asyncio.sleep(0.01)
-            scheme = "https" if s.tls_cert else "http"
-            http_at = f"{scheme}://{_bound(sock)}"
+            http_server, http_task, http_at = await self._start_http()
         self.loader.start()
         self.jobs.start()
+        supervisor = asyncio.create_task(self.loader.supervise(self.stopping))
         if on_ready is not None:
             on_ready(Listening(smtp_at, http_at))
         await self.stopping.wait()
@@ -120,34 +108,143 @@ class Service:
             await http_task
         if smtp_server is not None:
             await smtp_server.wait_closed()
+        await supervisor
         await asyncio.gather(asyncio.to_thread(self.loader.finish, 60.0),
                              asyncio.to_thread(self.jobs.finish, 40.0))
 
+    async def _start_smtp(self, tls: ssl.SSLContext | None) -> asyncio.base_events.Server:
+        s = self.settings
+        host, port = parse_address(s.smtp, "smtp")
+        handler = ReportHandler(self.spool, self.metrics, addresses=s.report_addresses,
+                                max_recipients=s.max_recipients, lmtp=s.lmtp,
+                                hostname=s.smtp_hostname, options=options_from(s))
+        cap = ConnectionCap("lmtp" if s.lmtp else "smtp", total=s.max_connections,
+                            per_client=s.max_connections_per_ip, metrics=self.limit_metrics)
+        return await start_smtp(handler, host, port, lmtp=s.lmtp,
+                                data_size_limit=s.max_input_bytes, tls=tls, cap=cap,
+                                timeout=s.smtp_timeout, data_timeout=s.smtp_data_timeout,
+                                command_size_limit=s.smtp_command_size_limit)
+
+    async def _start_http(self) -> tuple[_Server, asyncio.Task[None], str]:
+        s = self.settings
+        host, port = parse_address(s.http, "http")
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        app = create_app(s, self.spool, self.metrics)
+        app.state.health = HealthChecks(loader_problem=self.loader.problem,
+                                        max_spool_age=s.health_max_spool_age)
+        cap = ConnectionCap("http", total=s.max_connections,
+                            per_client=s.max_connections_per_ip, metrics=self.limit_metrics)
+        protocol = http_protocol(cap, header_timeout=s.http_header_timeout,
+                                 body_timeout=s.http_body_timeout)
+        config = uvicorn.Config(
+            BodyBudget(app, limit=s.http_body_budget, metrics=self.limit_metrics),
+            http=protocol, lifespan="off", log_config=None, log_level="warning",
+            access_log=False, ssl_certfile=s.tls_cert or None, ssl_keyfile=s.tls_key or None,
+            # uvicorn types it int; a float works (it only goes to call_later).
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=s.http_idle_timeout,  # type: ignore[arg-type]
+            # The cap refuses connection max+1; uvicorn's own check counts this one too.
+            limit_concurrency=s.max_connections + 1 if s.max_connections else None,
+            h11_max_incomplete_event_size=s.http_max_header_bytes,
+            proxy_headers=False)  # the app decides whom to believe (trusted_proxies)
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        scheme = "https" if s.tls_cert else "http"
+        return server, task, f"{scheme}://{_bound(sock)}"
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """Raise this process's soft limit of open files towards ``wanted`` (up to the hard
+    limit, which the service manager sets: LimitNOFILE); warn when it stays below."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("open files are limited to %d, fewer than the %d the connection limits "
+                    "need (max_connections); raise LimitNOFILE / ulimit -n", soft, wanted)
 
 
 class LoaderProcess:
-    """The loader's child process and the counters it shares with /metrics.
+    """The loader's child process, restarted when it dies, and the counters it shares with
+    /metrics.
 
     It is stopped by SIGTERM (finish the batch, then exit), never through a shared lock or
     event: a terminal's Ctrl-C or a service manager signals the whole process group, and a
-    child killed while holding a multiprocessing primitive would hang the parent.
+    child killed while holding a multiprocessing primitive would hang the parent.  A loader
+    that dies (killed, out of memory, a crash at start) is started again after a wait that
+    starts at 1 s and doubles up to ``loader_restart_max``, so one that cannot start does
+    not spin; /healthz reports it down meanwhile.
     """
 
     def __init__(self, settings: Settings) -> None:
-        context = multiprocessing.get_context("spawn")
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
         # One writer (the child) and plain reads: no lock to be left held.
-        self.counts = {name: context.Value("q", 0, lock=False)
+        self.counts = {name: self.context.Value("q", 0, lock=False)
                        for name in ("loaded", "duplicates", "quarantined", "rejected")}
-        self.process = context.Process(
-            target=run_loader, name="tlswatch-loader",
-            args=(settings, self.counts, os.getpid(),
-                  logging.getLogger().getEffectiveLevel()), daemon=True)
+        self.running = self.context.Value("b", 0, lock=False)  # set once its loop runs
+        self.process: BaseProcess | None = None
+        self.down: str | None = "the loader process has not started yet"
+        self.last_exit = ""  # how the previous loader process ended, for /healthz
+        self.started_at = 0.0
 
     def start(self) -> None:
-        self.process.start()
+        self.running.value = 0
+        self.started_at = time.monotonic()
+        process = self.context.Process(
+            target=run_loader, name="tlswatch-loader",
+            args=(self.settings, self.counts, self.running, os.getpid(),
+                  logging.getLogger().getEffectiveLevel()), daemon=True)
+        try:
+            process.start()
+        except OSError as exc:  # no process could be made (fork or memory limits)
+            self.process, self.last_exit = None, f"could not be started: {exc}"
+            return
+        self.process, self.down = process, None
+
+    def problem(self) -> str | None:
+        """Why the loader is not loading now, or None."""
+        if self.down is not None:
+            return self.down
+        if self.process is None or not self.process.is_alive():
+            return "the loader process is not running"
+        if not self.running.value and self.last_exit:  # the first start is not a fault
+            return f"the loader process is starting again; the last one {self.last_exit}"
+        return None
+
+    async def supervise(self, stopping: asyncio.Event) -> None:
+        """Watch the started loader until ``stopping``; when it dies, start another after
+        a wait (1 s, doubling up to ``loader_restart_max``)."""
+        delay = 1.0
+        while True:
+            if self.process is not None:
+                await _first(stopping.wait(), _exited(self.process))
+                if stopping.is_set():
+                    return
+                self.last_exit = f"{_exit_reason(self.process.exitcode)} after " \
+                                 f"{time.monotonic() - self.started_at:.0f} s"
+                self.process = None
+            if time.monotonic() - self.started_at > self.settings.loader_restart_max:
+                delay = 1.0  # it ran well for a while: this is a new fault
+            self.down = f"the loader process {self.last_exit}; restarting it in {delay:g} s"
+            log.error("%s (the spool keeps every report)", self.down,
+                      extra={"every_time": True})
+            await _first(stopping.wait(), asyncio.sleep(delay))
+            if stopping.is_set():
+                return
+            delay = min(delay * 2, max(1.0, self.settings.loader_restart_max))
+            self.start()
 
     def finish(self, timeout: float) -> None:
         """Ask the loader to stop after its batch (SIGTERM); wait for it."""
+        if self.process is None:
+            return
         if self.process.is_alive():
             self.process.terminate()
         self.process.join(timeout)
@@ -161,11 +258,49 @@ class LoaderProcess:
         return float(self.counts[name].value)
 
 
-def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: int) -> None:
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _exited(process: BaseProcess) -> None:
+    """Wait (without a thread) until the child process has ended; reap it."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(process.sentinel, readable)
+    try:
+        await ended
+    finally:
+        loop.remove_reader(process.sentinel)
+    process.join()
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def run_loader(settings: Settings, counts: dict[str, Any], running: Any, parent: int,
+               level: int) -> None:
     """The loader's loop (in its own process): drain the spool until SIGTERM."""
     handler = logging.StreamHandler()  # report values in log lines are shown escaped
     handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+    install_repeat_filter(settings.log_repeat_interval)
     stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -173,6 +308,7 @@ def run_loader(settings: Settings, counts: dict[str, Any], parent: int, level: i
         os.nice(19)
     spool, options = Spool.from_settings(settings), options_from(settings)
     pruned_at = 0.0
+    running.value = 1
     while not stopping.is_set() and os.getppid() == parent:  # gone with the parent, even on -9
         try:
             result = drain(spool, settings.db, options=options, limit=settings.batch_size,

@@ -5,6 +5,8 @@ so a sender learns at once what is wrong (400 with a JSON ``error``; the body is
 ``spool/failed``); ``201`` is sent only after the body is durably in the spool.  Limits are
 enforced before reading: an unknown type gets 415, a body over the limit 413 (by its
 Content-Length, or as soon as the stream passes it), and a client IP over its rate 429.
+``/healthz`` answers 503 with the reason when the loader is down or the spool has waited
+too long.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +59,14 @@ class RateLimiter:
             for key in full:
                 del self.buckets[key]
         return 0.0
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """What /healthz checks beyond the spool's depth; 'serve' puts it on ``app.state.health``."""
+
+    loader_problem: Callable[[], str | None]
+    max_spool_age: float
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -121,8 +133,20 @@ class ReportReceiver:
                              "report_ids": list(outcome.report_ids)}, status_code=201)
 
     async def healthz(self, request: Request) -> Response:
-        depth = await asyncio.to_thread(self.spool.depth)
-        return JSONResponse({"status": "ok", "spool_depth": depth})
+        """200 ``ok``, or 503 with the ``reason``: the loader is down (as 'serve' tells
+        through ``app.state.health``) or the oldest waiting report is too old."""
+        depth, age = await asyncio.to_thread(lambda: (self.spool.depth(),
+                                                      self.spool.oldest_age()))
+        checks: HealthChecks | None = getattr(request.app.state, "health", None)
+        reason = checks.loader_problem() if checks is not None else None
+        if reason is None and checks is not None and age > checks.max_spool_age:
+            reason = (f"the oldest report in the spool has waited {age:.0f} s, more than "
+                      f"{checks.max_spool_age:g} s (health_max_spool_age)")
+        body = {"status": "ok" if reason is None else "unavailable", "spool_depth": depth,
+                "oldest_waiting_seconds": round(age, 1)}
+        if reason is not None:
+            body["reason"] = reason
+        return JSONResponse(body, status_code=200 if reason is None else 503)
 
     async def prometheus(self, request: Request) -> Response:
         body = await asyncio.to_thread(self.metrics.render)

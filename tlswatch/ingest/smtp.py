@@ -1,9 +1,10 @@
 """The SMTP / LMTP receiver (aiosmtpd): accept report mail, spool it, then say 250.
 
-Limits are enforced at the edge: recipients (550), SIZE (552, by aiosmtpd).  The message
-then goes through the one intake door (``accept``), checked as the loader will check it:
-a message that holds no loadable report (no report part, a compression bomb, broken
-base64, MIME nested too deep, an invalid report) gets ``550`` and is kept in
+Limits are enforced at the edge: open sessions in total and per client address (421),
+command length (500) and deadlines (421), recipients (550), SIZE (552, by aiosmtpd).  The
+message then goes through the one intake door (``accept``), checked as the loader will
+check it: a message that holds no loadable report (no report part, a compression bomb,
+broken base64, MIME nested too deep, an invalid report) gets ``550`` and is kept in
 ``spool/failed`` with the reason.  ``250`` is sent only after the message is durably in
 the spool; when the spool cannot be written (disk full) the answer is ``451`` and the
 sender retries, so nothing acknowledged is ever lost.
@@ -12,15 +13,17 @@ sender retries, so nothing acknowledged is ever lost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tlswatch.ingest.accept import Intake, Refused, Unavailable
+from tlswatch.ingest.limits import ConnectionCap, peer_host
 from tlswatch.ingest.prepare import DEFAULT_OPTIONS, Options
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
@@ -102,16 +105,94 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
     return context
 
 
+class LimitedSMTP(SMTP):
+    """aiosmtpd's SMTP with the connection caps, a command-size limit and two deadlines:
+    ``timeout`` for each command (aiosmtpd resets it only on a complete, known command, so
+    a command sent byte by byte does not extend it) and ``data_timeout`` for a whole DATA
+    transfer.  A session that runs out of time gets ``421`` before the connection closes.
+    """
+
+    cap: ConnectionCap | None = None
+    data_timeout: float = 600.0
+    _peer: str | None = None
+    _refused = False
+
+    def __init__(self, handler: ReportHandler, *, command_size_limit: int = 512,
+                 **options: Any) -> None:
+        super().__init__(handler, **options)
+        # Per session, not aiosmtpd's class-wide table (EHLO extensions add to it).
+        self.command_size_limit = command_size_limit
+        self.command_size_limits = collections.defaultdict(lambda: command_size_limit)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and self._peer is None and self.cap is not None:
+            host = peer_host(transport)  # a new session (connection_made again: STARTTLS)
+            why = self.cap.admit(host)
+            if why is not None:  # never set up: connection_lost has nothing to undo
+                writer = cast(asyncio.WriteTransport, transport)
+                writer.write(f"421 4.7.0 Too many connections: {why}; try again later\r\n"
+                             .encode())
+                writer.close()
+                self._refused = True
+                return
+            self._peer = host
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._peer is not None and self.cap is not None:
+            self.cap.release(self._peer)
+            self._peer = None
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._reset_timeout(self.data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            log.warning("smtp: closed the session of %s: no command within the time allowed",
+                        peer_host(self.transport))
+            if self.cap is not None:
+                self.cap.refused("timeout")
+            cast(asyncio.WriteTransport, self.transport).write(
+                b"421 4.4.2 Timeout; closing the connection\r\n")
+        super()._timeout_cb()
+
+
+class LimitedLMTP(LimitedSMTP, LMTP):
+    """LMTP (RFC 2033) with the same limits."""
+
+
 async def start_smtp(handler: ReportHandler, host: str, port: int, *, lmtp: bool = False,
-                     data_size_limit: int, tls: ssl.SSLContext | None = None
+                     data_size_limit: int, tls: ssl.SSLContext | None = None,
+                     cap: ConnectionCap | None = None, timeout: float = 300.0,
+                     data_timeout: float = 600.0, command_size_limit: int = 512
                      ) -> asyncio.base_events.Server:
-    """Listen on the running event loop; STARTTLS is offered when ``tls`` is given."""
+    """Listen on the running event loop; STARTTLS is offered when ``tls`` is given.
+
+    ``cap`` bounds open sessions (in total and per client address), ``timeout`` is the
+    wait for each command and ``data_timeout`` for a whole message.
+    """
     loop = asyncio.get_running_loop()
-    protocol = LMTP if lmtp else SMTP
+    base = LimitedLMTP if lmtp else LimitedSMTP
+    protocol = type(base.__name__, (base,), {"cap": cap, "data_timeout": data_timeout})
 
     def factory() -> SMTP:
         return protocol(handler, data_size_limit=data_size_limit, tls_context=tls,
                         hostname=handler.hostname or None, ident="tlswatch",
-                        timeout=120, loop=loop)
+                        timeout=timeout, command_size_limit=command_size_limit, loop=loop)
 
-    return await loop.create_server(factory, host=host, port=port)
+    # A burst of connections waits in the kernel's queue, not in SYN retries (asyncio's
+    # default queue is 100); the caps then refuse the excess at once.
+    return await loop.create_server(factory, host=host, port=port, backlog=1024)
