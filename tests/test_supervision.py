@@ -37,14 +37,12 @@ def healthy(server: Serve) -> bool:
 
 
 def loader_pid(server: Serve) -> int | None:
-    """The loader child's pid (multiprocessing's resource tracker is a child too)."""
-    for pid in server.children():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline:
-            return pid
+    """The running loader child's pid, as serve logged it (the delivery worker and
+    multiprocessing's resource tracker are children too)."""
+    started = [re.search(r"loader process (\d+) started", line) for line in server.output]
+    pids = [int(m.group(1)) for m in started if m]
+    if pids and pids[-1] in server.children():
+        return pids[-1]
     return None
 
 

@@ -207,6 +207,7 @@ class LoaderProcess:
             self.process, self.last_exit = None, f"could not be started: {exc}"
             return
         self.process, self.down = process, None
+        log.info("loader process %d started", process.pid)
 
     def problem(self) -> str | None:
         """Why the loader is not loading now, or None."""

@@ -159,7 +159,7 @@ def test_1100_slow_connections_from_one_client_do_not_stop_another(tmp_path: Pat
 
 @pytest.mark.parametrize("phase, at_once, byte_by_byte", [
     ("head", b"", HEAD),
-    ("body", b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    ("body", b"POST /v1/reports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
              b"Content-Length: 4000\r\n\r\n", b"{" * 4000),
 ])
 def test_a_request_sent_byte_by_byte_is_cut_off(tmp_path: Path, phase: str, at_once: bytes,
@@ -250,7 +250,7 @@ def test_bodies_of_unfinished_requests_share_one_byte_budget(tmp_path: Path) -> 
         [greedy] = connect_many(address(server.http_url.split("//")[1]), 1, source=SLOW_CLIENT)
         try:
             greedy.setblocking(True)
-            greedy.sendall(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            greedy.sendall(b"POST /v1/reports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                            b"application/json\r\nContent-Length: 95000\r\n\r\n" + b" " * 90_000)
             _wait(lambda: _held(server) >= 90_000, "the server holds the unfinished body")
             # Declared: refused before its body is read.
