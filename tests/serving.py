@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -102,15 +103,18 @@ class Serve:
                 raise AssertionError(f"spool not drained: {self.incoming()[:5]}")
             time.sleep(0.05)
 
-    def loader_pid(self) -> int:
-        """The loader process (not multiprocessing's resource tracker)."""
-        return next(pid for pid in self.children()
-                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    def loader_pid(self) -> int | None:
+        """The running loader process, as serve logged it (the delivery worker and
+        multiprocessing's resource tracker are children too); None while there is none."""
+        started = [re.search(r"loader process (\d+) started", line) for line in self.output]
+        pids = [int(m.group(1)) for m in started if m]
+        return pids[-1] if pids and pids[-1] in self.children() else None
 
     def wait_loader_idle(self, timeout: float = 30) -> None:
         """Poll until the loader has logged a batch and now waits for work: its main thread
         blocked in a futex wait (the loop's Event), not in a sleep or its own work."""
         loader = self.loader_pid()
+        assert loader is not None, "no loader process is running"
         futex = FUTEX.get(platform.machine())
         deadline = time.monotonic() + timeout
         while not (any(" tlswatch.service: loaded " in line for line in self.output) and

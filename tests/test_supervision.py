@@ -37,13 +37,7 @@ def healthy(server: Serve) -> bool:
 
 
 def loader_pid(server: Serve) -> int | None:
-    """The running loader child's pid, as serve logged it (the delivery worker and
-    multiprocessing's resource tracker are children too)."""
-    started = [re.search(r"loader process (\d+) started", line) for line in server.output]
-    pids = [int(m.group(1)) for m in started if m]
-    if pids and pids[-1] in server.children():
-        return pids[-1]
-    return None
+    return server.loader_pid()
 
 
 def test_a_killed_loader_is_restarted_and_healthz_says_why_meanwhile(tmp_path: Path) -> None:
