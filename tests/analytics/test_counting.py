@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,44 @@ def test_report_day_is_the_utc_date_of_the_start(cli: Cli, tmp_path: Path) -> No
     cli.json("ingest", str(write_json(tmp_path / "r.json", doc)))
     assert cli.json("summary", "--since", "2026-11-26", "--until", "2026-11-26")["domains"]
     assert not cli.json("summary", "--since", "2026-11-25", "--until", "2026-11-25")["domains"]
+
+
+def sts_testing(domain: str, ok: int, failed: int,
+                details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    entry = policy(domain, ok, failed, details)
+    entry["policy"]["policy-string"] = ["version: STSv1", "mode: testing", "mx: mx.example.com",
+                                        "max_age: 86400"]
+    return entry
+
+
+def test_dane_failures_on_the_same_sessions_were_not_delivered_even_in_testing(
+        cli: Cli, tmp_path: Path) -> None:
+    fails = [detail("starttls-not-supported", 7)]
+    doc = make_report(org="Microsoft Corporation", policies=[
+        sts_testing("example.com", 100, 7, fails), policy("example.com", 100, 7, fails, "tlsa")])
+    cli.json("ingest", str(write_json(tmp_path / "ms.json", doc)))
+    row = domain(cli.json("summary"), "example.com")
+    assert row["delivery_impact"] == {"deferred_or_bounced": 7}
+    text = cli("summary", "--format", "text").stdout
+    assert "7 failed sessions were not delivered" in text and "delivered anyway" not in text
+
+
+def test_a_policy_problem_under_the_type_left_out_still_shows_in_advice_and_alerts(
+        cli: Cli, tmp_path: Path) -> None:
+    # The same 100 sessions: MTA-STS could not fetch the policy for 10, DANE failed 20.
+    # tlsa counts (more failures), yet the broken policy host must not be hidden.
+    day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    files = []
+    for org in ("Microsoft Corporation", "Other Sender"):
+        doc = make_report(org=org, rid=f"{org}-1", day=day, policies=[
+            sts_testing("e.example", 90, 10, [detail("sts-policy-fetch-error", 10)]),
+            policy("e.example", 80, 20, [detail("tlsa-invalid", 20)], "tlsa")])
+        files.append(str(write_json(tmp_path / f"{org}.json", doc)))
+    cli.json("ingest", *files)
+    assert figures(cli, "e.example") == (160, 40, {"tlsa-invalid": 40})
+    advice = cli.json("policy", "advise", "e.example")
+    assert advice["enforce"] is False
+    assert [b["result_type"] for b in advice["blockers"]] == ["sts-policy-fetch-error"]
+    cli("alerts", "--check", code=None)
+    kinds = {a["kind"] for a in cli.json("alerts", "--domain", "e.example")}
+    assert "sts_policy_problem" in kinds

@@ -95,3 +95,18 @@ def test_files_take_the_domain_from_the_rfc_file_name(cli: Cli, tmp_path: Path) 
     out = cli.json("ingest", str(write_json(tmp_path / name, postfix_report("file-1", None))))
     assert out["accepted"] == 1
     assert [d["policy_domain"] for d in cli.json("summary")["domains"]] == ["example.biz"]
+
+
+def test_with_our_domains_listed_entries_naming_none_are_still_kept(tmp_path: Path) -> None:
+    with Serve(tmp_path, domains=["example.org"], smtp="") as server:
+        assert post(server, "/v1/reports", postfix_report("ours-1")).status_code == 201
+        assert post(server, "/v1/reports/example.org", postfix_report("ours-2")).status_code \
+            == 201
+        stranger = make_report(rid="theirs", policies=[
+            {"policy": {"policy-type": "sts", "policy-domain": "stranger.example"},
+             "summary": {"total-successful-session-count": 1,
+                         "total-failure-session-count": 0}}])
+        assert post(server, "/v1/reports", stranger).status_code == 400
+        server.wait_loaded()
+        assert domains(server, "ours-1") == [("(unattributed)", 6, 1)]
+        assert domains(server, "ours-2") == [("example.org", 6, 1)]

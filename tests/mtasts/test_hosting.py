@@ -40,7 +40,7 @@ def test_init_prints_policy_and_records(cli: Cli) -> None:
         {"name": "mta-sts.example.com", "type": "CNAME", "value": "reports.example.net."},
         {"name": "_smtp._tls.example.com", "type": "TXT",
          "value": "v=TLSRPTv1; rua=mailto:tlsrpt@reports.example.net,"
-                  "https://reports.example.net/v1/reports"}]
+                  "https://reports.example.net/v1/reports/example.com"}]
     again = cli.json("policy", "init", "example.com", "--mx", "mx1.example.com", "--mx",
                      "*.mx.example.com", "--mode", "testing", "--max-age", "86400")
     changed = cli.json("policy", "init", "example.com", "--mx", "mx1.example.com",

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from tlswatch.analytics.explain import explain
-from tlswatch.analytics.queries import Filters
+from tlswatch.analytics.queries import Filters, seen
 from tlswatch.analytics.summary import percent
 from tlswatch.analytics.summary import short_org as _short_org
 from tlswatch.store import Store
@@ -95,10 +95,10 @@ def _conflicts(store: Store, today: date) -> list[Alert]:
 
 
 def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
-    rows = store.rows("""
+    rows = store.rows(f"""
         WITH firsts AS (
             SELECT policy_domain, result_type, min(day) AS first_day
-            FROM failure_details WHERE counted GROUP BY policy_domain, result_type
+            FROM failure_details WHERE {seen()} GROUP BY policy_domain, result_type
         )
         SELECT f.policy_domain, f.result_type, f.first_day,
                sum(d.failed_session_count)::HUGEINT AS failed,
@@ -106,7 +106,7 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
                list(DISTINCT d.receiving_mx_hostname) FILTER
                    (d.receiving_mx_hostname IS NOT NULL) AS hosts
         FROM firsts f JOIN failure_details d ON d.policy_domain = f.policy_domain
-             AND d.result_type = f.result_type AND d.day = f.first_day AND d.counted
+             AND d.result_type = f.result_type AND d.day = f.first_day AND {seen("d")}
         WHERE f.first_day BETWEEN ? AND ?
         GROUP BY ALL ORDER BY f.first_day, f.policy_domain, f.result_type
     """, [first, last])
@@ -171,7 +171,7 @@ def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
                sum(failed_session_count)::HUGEINT AS failed,
                list(DISTINCT organization_name ORDER BY organization_name) AS orgs
         FROM failure_details
-        WHERE counted AND day BETWEEN ? AND ?
+        WHERE {seen()} AND day BETWEEN ? AND ?
               AND result_type IN ({", ".join("?" for _ in STS_PROBLEMS)})
         GROUP BY ALL ORDER BY day, policy_domain
     """, [first, last, *STS_PROBLEMS])

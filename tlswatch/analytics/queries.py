@@ -76,15 +76,42 @@ def session_totals(store: Store, filters: Filters) -> list[dict[str, Any]]:
     """, params)
 
 
+def seen(alias: str = "failure_details") -> str:
+    """A SQL condition on failure details: the failures a report *shows*, for finding problems
+    (alerts, advice) rather than counting them.  These are the rows that count, and also the
+    rows of a policy type left out as the same sessions (see ingest/counting.py) whose result
+    type the counted type does not show: an MTA-STS policy fetch error reported under ``sts``
+    stays visible when ``tlsa`` (with more failures) is the type that counts."""
+    return (f"({alias}.counted OR NOT EXISTS (SELECT 1 FROM failure_details c "
+            f"WHERE c.report_pk = {alias}.report_pk AND c.policy_domain = {alias}.policy_domain "
+            f"AND c.result_type = {alias}.result_type AND c.counted))")
+
+
 def failed_by_policy(store: Store, filters: Filters) -> list[dict[str, Any]]:
-    """Per policy domain, policy type and policy text: the failed sessions that count."""
+    """Per policy domain, policy type and policy text: the failed sessions that count, and
+    of those counted under ``sts``, how many DANE also failed (when the report lists the
+    same sessions under ``tlsa``): mail that DANE failed was not delivered, whatever the
+    MTA-STS mode."""
     where, params = filters.where(failure_rows=False)
-    where = f"{where} AND counted" if where else " WHERE counted"
     return store.rows(f"""
-        SELECT policy_domain, policy_type, policy_string, sum(failed_sessions) AS failed_sessions
-        FROM policies{where} AND failed_sessions > 0
-        GROUP BY policy_domain, policy_type, policy_string
-        ORDER BY policy_domain, policy_type
+        WITH p AS (SELECT * FROM policies{where}),
+        counted AS (
+            SELECT report_pk, policy_domain, policy_type, policy_string,
+                   sum(failed_sessions) AS failed_sessions
+            FROM p WHERE counted AND failed_sessions > 0 GROUP BY ALL
+        ),
+        dane AS (
+            SELECT report_pk, policy_domain, sum(failed_sessions) AS failed_sessions
+            FROM p WHERE policy_type = 'tlsa' AND NOT counted GROUP BY ALL
+        )
+        SELECT c.policy_domain, c.policy_type, c.policy_string,
+               sum(c.failed_sessions) AS failed_sessions,
+               sum(CASE WHEN c.policy_type = 'sts'
+                        THEN least(c.failed_sessions, coalesce(d.failed_sessions, 0))
+                        ELSE 0 END) AS dane_failed
+        FROM counted c LEFT JOIN dane d USING (report_pk, policy_domain)
+        GROUP BY c.policy_domain, c.policy_type, c.policy_string
+        ORDER BY c.policy_domain, c.policy_type
     """, params)
 
 

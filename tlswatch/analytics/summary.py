@@ -133,20 +133,25 @@ def _delivery_impact(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Failed sessions by what happened to the mail, per domain.
 
     MTA-STS ``testing`` and no policy at all: the sender delivered anyway.  MTA-STS
-    ``enforce`` and DANE (``tlsa``): the sender would not deliver over that connection, so
-    the mail was deferred and, if it went on failing, bounced.
+    ``enforce`` and DANE (``tlsa``, also when it applied to the same sessions as an MTA-STS
+    policy in testing): the sender would not deliver over that connection, so the mail was
+    deferred and, if it went on failing, bounced.  An MTA-STS entry without its policy text
+    (Mail.ru sends none): unknown.
     """
     out: dict[str, dict[str, int]] = {}
     for row in rows:
         ptype, mode = row["policy_type"], policy_mode(row["policy_string"])
+        failed, dane = int(row["failed_sessions"]), int(row["dane_failed"])
         if ptype == "tlsa" or (ptype == "sts" and mode == "enforce"):
-            kind = "deferred_or_bounced"
+            kinds = {"deferred_or_bounced": failed}
         elif ptype == "no-policy-found" or mode in ("testing", "none"):
-            kind = "delivered_anyway"
+            kinds = {"deferred_or_bounced": dane, "delivered_anyway": failed - dane}
         else:
-            kind = "unknown"
+            kinds = {"deferred_or_bounced": dane, "unknown": failed - dane}
         impact = out.setdefault(row["policy_domain"], {})
-        impact[kind] = impact.get(kind, 0) + int(row["failed_sessions"])
+        for kind, n in kinds.items():
+            if n:
+                impact[kind] = impact.get(kind, 0) + n
     return out
 
 
@@ -292,4 +297,8 @@ def _impact_sentences(impact: dict[str, int]) -> list[str]:
         said.append(f"{n:,} failed session{'s were' if n != 1 else ' was'} not delivered over "
                     "that connection (MTA-STS enforce or DANE): deferred, and bounced if it "
                     "went on failing.")
+    if impact.get("unknown"):
+        n = impact["unknown"]
+        said.append(f"For {n:,} failed session{'s' if n != 1 else ''} the report gives no "
+                    "MTA-STS mode, so whether the mail was delivered is not known.")
     return said

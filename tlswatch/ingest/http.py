@@ -83,8 +83,12 @@ class ReportReceiver:
         self.limiter = RateLimiter(rate_per_minute, burst)
 
     def routes(self) -> list[Route]:
+        # With and without a final slash: a redirect would lose the report (senders post
+        # with curl and no --location).
         return [Route("/v1/reports", self.post_report, methods=["POST"]),
+                Route("/v1/reports/", self.post_report, methods=["POST"]),
                 Route("/v1/reports/{domain}", self.post_report, methods=["POST"]),
+                Route("/v1/reports/{domain}/", self.post_report, methods=["POST"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"])]
 

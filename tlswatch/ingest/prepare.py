@@ -19,7 +19,7 @@ from tlswatch.ingest.dkim import DkimResult, DnsFunc
 from tlswatch.ingest.dkim import verify as verify_dkim
 from tlswatch.ingest.rows import DetailRow, PolicyRow, ReportRow
 from tlswatch.ingest.sources import FileRef, Input, Item, expand
-from tlswatch.ingest.validate import ValidReport, validate
+from tlswatch.ingest.validate import UNATTRIBUTED, ValidReport, validate
 
 
 class Prepared(NamedTuple):
@@ -150,7 +150,8 @@ def _dkim(item: Input, documents: list[Document], options: Options) -> DkimResul
 def _check_domains(valid: ValidReport, domains: frozenset[str]) -> None:
     if not domains:
         return
-    strangers = sorted({p.policy_domain for p in valid.policies} - domains)
+    # Entries no source attributes are kept (a refusal would lose them), not a stranger's.
+    strangers = sorted({p.policy_domain for p in valid.policies} - domains - {UNATTRIBUTED})
     if strangers:
         raise ReportError(valid.source, f"not one of our domains: {', '.join(strangers)} "
                           "(setting 'domains')")

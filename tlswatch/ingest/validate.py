@@ -127,9 +127,9 @@ def _policy_facts(doc: Document, index: int, entry: Any, fallback: tuple[str, st
             warnings.append(f"{where}.policy.policy-domain: missing, and {said_by}; stored "
                             f"under {UNATTRIBUTED}")
     strings = policy.policy_string
-    if strings is None and policy.policy_type != "no-policy-found":
-        warnings.append(f"{where}.policy.policy-string: missing")
-    elif policy.policy_type == "tlsa" and strings and len(strings) == 1:
+    # A missing policy-string is no warning: Mail.ru never sends one (the delivery impact is
+    # then "unknown"), and a warning on each of its reports would hide the real ones.
+    if policy.policy_type == "tlsa" and strings and len(strings) == 1:
         # Microsoft sends one string holding a JSON array: unpacked, as every report of
         # theirs does it (a warning on each would hide the real ones).
         strings = _json_string_list(strings[0]) or strings

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tlswatch.analytics.queries import seen
 from tlswatch.config import Settings
 from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.errors import NotFoundError, TlsWatchError
@@ -146,8 +147,9 @@ def records(settings: Settings, policy: HostedPolicy) -> list[dict[str, str]]:
     """The DNS records that make the hosted policy and TLS reporting work."""
     host = settings.public_host or settings.smtp_hostname or socket.getfqdn()
     rua = [f"mailto:{a}" for a in settings.report_addresses if not a.startswith("*@")][:1]
-    rua.append(f"https://{host}/v1/reports")
     d = policy.domain
+    # The per-domain URL: Postfix sites send no-policy-found entries without a domain.
+    rua.append(f"https://{host}/v1/reports/{d}")
     return [{"name": f"_mta-sts.{d}", "type": "TXT", "value": f"v=STSv1; id={policy.id};"},
             {"name": f"mta-sts.{d}", "type": "CNAME", "value": f"{host}."},
             {"name": f"_smtp._tls.{d}", "type": "TXT",
@@ -199,12 +201,12 @@ def advise(store: Any, settings: Settings, domain: str, *, days: int = 14,
     orgs = [r["organization_name"] for r in store.rows(
         "SELECT DISTINCT organization_name FROM policies WHERE policy_domain = ? AND "
         "day BETWEEN ? AND ? ORDER BY 1", [domain, start, end])]
-    blockers = store.rows("""
+    blockers = store.rows(f"""
         SELECT result_type, receiving_mx_hostname, receiving_ip,
                list(DISTINCT organization_name ORDER BY organization_name) AS reporters,
                sum(failed_session_count)::HUGEINT AS failed_sessions
         FROM failure_details
-        WHERE policy_domain = ? AND day BETWEEN ? AND ? AND counted
+        WHERE policy_domain = ? AND day BETWEEN ? AND ? AND {seen()}
               AND (result_type LIKE 'sts-%' OR result_type LIKE 'certificate-%'
                    OR result_type LIKE 'starttls-%')
         GROUP BY ALL ORDER BY failed_sessions DESC
