@@ -128,3 +128,10 @@ def test_400_mib_gzip_bomb_is_refused_with_small_memory() -> None:
     assert "refused: bomb.json.gz: inflates to more than 52,428,800 bytes" in out
     rss_mib = int(out.split("maxrss_kib")[1]) / 1024
     assert rss_mib < 200, f"peak RSS {rss_mib:.0f} MiB"
+
+
+def test_a_key_given_twice_is_refused_not_silently_overwritten() -> None:
+    data = (b'{"organization-name": "O", "report-id": "shown", "report-id": "stored", '
+            b'"date-range": {}, "policies": []}')
+    with pytest.raises(ReportError, match="the key 'report-id' more than once"):
+        decode(data, source="dup.json")

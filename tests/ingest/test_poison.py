@@ -215,3 +215,18 @@ def test_a_conflicting_duplicate_raises_one_alert(cli: Cli, tmp_path: Path) -> N
     assert len(alerts) == 1
     assert alerts[0]["message"].startswith("1 report was quarantined on")
     assert "forged.json" in alerts[0]["message"]
+
+
+def test_a_junk_attachment_beside_the_report_spoils_nothing(cli: Cli, tmp_path: Path) -> None:
+    message = EmailMessage()
+    message["From"] = "noreply@reporter.example"
+    message["Subject"] = "Report Domain: example.com Submitter: reporter.example Report-ID: <j>"
+    message.set_content("report attached")
+    message.add_attachment(gzip.compress(json.dumps(good(5)).encode()), maintype="application",
+                           subtype="tlsrpt+gzip", filename="r.json.gz")
+    message.add_attachment(b"\x89PNG\r\n\x1a\n not a report", maintype="application",
+                           subtype="octet-stream", filename="logo.bin")
+    path = tmp_path / "m.eml"
+    path.write_bytes(message.as_bytes())
+    out = cli.json("ingest", str(path))
+    assert (out["accepted"], out["rejected"]) == (1, 0)

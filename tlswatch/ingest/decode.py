@@ -85,15 +85,30 @@ def decode(
         from tlswatch.ingest.mail import parse_message
 
         message = parse_message(data, source=source, max_depth=limits.max_mime_depth)
-        return [
-            decode_payload(part.payload, source=f"{source} [{part.label}]",
-                           container=replace(message.container, filename=part.filename,
-                                             content_type=part.content_type,
-                                             url_domain=url_domain),
-                           limits=limits)
-            for part in message.parts
-        ]
+        documents: list[Document] = []
+        errors: list[ReportError] = []
+        for part in message.parts:
+            try:
+                documents.append(decode_payload(
+                    part.payload, source=f"{source} [{part.label}]",
+                    container=replace(message.container, filename=part.filename,
+                                      content_type=part.content_type, url_domain=url_domain),
+                    limits=limits))
+            except ReportError as exc:
+                # A part picked only for its generic type (a logo as octet-stream) that is no
+                # report is not one: it spoils nothing when another part is.
+                if not (_GENERIC.match(part.content_type) and not _is_report_payload(
+                        part.payload) and not _REPORT_NAME.search(part.filename or "")):
+                    raise
+                errors.append(exc)
+        if not documents:
+            raise errors[0]
+        return documents
     raise ReportError(source, "not a TLS-RPT report: neither JSON, gzip, zip nor an e-mail message")
+
+
+_GENERIC = re.compile(r"^application/octet-stream$", re.IGNORECASE)
+_REPORT_NAME = re.compile(r"\.json(\.gz)?$|\.gz$|\.zip$", re.IGNORECASE)
 
 
 def _is_report_payload(data: bytes) -> bool:
@@ -215,7 +230,10 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ReportError(source, f"not UTF-8 text: invalid byte at offset {exc.start}") from exc
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise ReportError(source, f"a JSON object has the key {exc.args[0]!r} more than once "
+                          "(which one counts is not defined)") from exc
     except json.JSONDecodeError as exc:
         raise ReportError(source, f"not valid JSON: {exc.msg} at line {exc.lineno}, "
                           f"column {exc.colno}") from exc
@@ -233,6 +251,22 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     if path is not None:
         raise ReportError(source, f"JSON nested deeper than {max_depth} levels", path=path)
     return value
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Refused rather than "the last one wins": a reader of the raw text would see the first.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
 
 
 # Only an escape can put a lone surrogate into a parsed string; pairs are legal (emoji).
