@@ -234,3 +234,22 @@ def test_schema_and_models_agree_on_every_mutation() -> None:
             assert by_schema == by_model, (path, value)
             checked += 1
     assert checked == len(paths) * len(values)
+
+
+@pytest.mark.parametrize("given", ["../../etc", "exa\x1bmple.com", "(unattributed)"])
+def test_a_policy_domain_that_is_no_host_name_is_taken_as_missing(given: str) -> None:
+    data = make_report(rid="2026-11-25T00:00:00Z_idx1_example.biz",
+                       policies=[policy(given, 5, 0)])
+    result = validate(doc(data))
+    assert [p.policy_domain for p in result.policies] == ["example.biz"]
+    assert any("is no domain name; taken as missing" in w for w in result.warnings)
+
+
+def test_text_fields_and_lists_are_bounded() -> None:
+    long_org = make_report(org="x" * 5_000_000)
+    with pytest.raises(ReportError, match="organization-name: longer than 2,048 characters"):
+        validate(doc(long_org))
+    many_mx = make_report(policies=[policy("example.com", 1, 0)])
+    many_mx["policies"][0]["policy"]["mx-host"] = ["mx.example.com"] * 101
+    with pytest.raises(ReportError, match="mx-host: "):
+        validate(doc(many_mx))

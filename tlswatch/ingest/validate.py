@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from tlswatch.dnsname import is_domain, parse_domain
+from tlswatch.dnsname import BadDomain, is_domain, parse_domain
 from tlswatch.errors import ReportError
 from tlswatch.ingest.decode import Container, Document
 from tlswatch.schemas import RFC8460_RESULT_TYPES, Report, report_schema
@@ -121,6 +121,9 @@ def _policy_facts(doc: Document, index: int, entry: Any, fallback: tuple[str, st
     where = f"policies[{index}]"
     policy = entry.policy
     domain = _given_domain(policy.policy_domain)
+    if domain is None and policy.policy_domain and policy.policy_domain.strip():
+        warnings.append(f"{where}.policy.policy-domain: {policy.policy_domain[:80]!r} is no "
+                        "domain name; taken as missing")
     if domain is None:
         domain, said_by = fallback
         if domain == UNATTRIBUTED:
@@ -182,10 +185,14 @@ _REPORT_ID_DOMAIN = re.compile(r"^\d{4}-\d\d-\d\dT[0-9:.]+Z?_idx\d+_([^_\s]+)$")
 
 
 def _given_domain(value: str | None) -> str | None:
-    """A policy-domain as sent, normalised; missing, empty or blank is None."""
+    """A policy-domain as sent, as a checked host name; missing, blank or no host name (a
+    path, an escape sequence, the placeholder's own name) is None."""
     if value is None or not value.strip():
         return None
-    return value.strip().lower().rstrip(".") or None
+    try:
+        return parse_domain(value)
+    except BadDomain:
+        return None
 
 
 def _fallback_domain(doc: Document, report: Report) -> tuple[str, str]:
@@ -281,6 +288,10 @@ def _message(error: jsonschema.ValidationError) -> str:
     instance: Any = error.instance
     if keyword == "maximum":
         return f"must be at most {value:,}, got {got}"
+    if keyword == "maxLength":
+        return f"longer than {value:,} characters ({len(instance):,})"
+    if keyword == "maxItems":
+        return f"more than {value:,} items ({len(instance):,})"
     if keyword == "required":
         missing = [k for k in value if k not in instance]
         return f"missing required field {missing[0]!r}" if missing else error.message

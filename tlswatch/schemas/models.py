@@ -44,10 +44,17 @@ def _count(value: Any) -> int:
     return value
 
 
+# Every text field: real values are short (a Go error text with a URL is a few hundred
+# characters); a 5 MB organisation name would make every page and summary 5 MB.
+MAX_TEXT = 2048
+MAX_ITEMS = 100  # policy-string lines, mx-host entries
+
 Count = Annotated[int, PlainValidator(_count)]
-NonEmpty = Annotated[StrictStr, Field(min_length=1)]
-StringOrList = StrictStr | list[StrictStr]
-DateTimeText = Annotated[StrictStr, Field(pattern=DATETIME_PATTERN)]
+Text = Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT)]
+Texts = Annotated[list[Text], Field(max_length=MAX_ITEMS)]
+StringOrList = Text | Texts
+DateTimeText = Annotated[StrictStr, Field(pattern=DATETIME_PATTERN, max_length=64)]
 
 
 class _Model(BaseModel):
@@ -61,9 +68,9 @@ class DateRange(_Model):
 
 class Policy(_Model):
     policy_type: Literal["tlsa", "sts", "no-policy-found"] = Field(alias="policy-type")
-    policy_string: list[StrictStr] | None = Field(default=None, alias="policy-string")
+    policy_string: Texts | None = Field(default=None, alias="policy-string")
     # Missing or empty for no-policy-found (Postfix): the loader finds the domain elsewhere.
-    policy_domain: StrictStr | None = Field(default=None, alias="policy-domain")
+    policy_domain: Text | None = Field(default=None, alias="policy-domain")
     mx_host: StringOrList | None = Field(default=None, alias="mx-host")
     mx_host_pattern: StringOrList | None = Field(default=None, alias="mx-host-pattern")
 
@@ -75,14 +82,14 @@ class Summary(_Model):
 
 class FailureDetail(_Model):
     result_type: NonEmpty = Field(alias="result-type")
-    sending_mta_ip: StrictStr | None = Field(default=None, alias="sending-mta-ip")
-    receiving_mx_hostname: StrictStr | None = Field(default=None, alias="receiving-mx-hostname")
-    receiving_mx_helo: StrictStr | None = Field(default=None, alias="receiving-mx-helo")
-    receiving_ip: StrictStr | None = Field(default=None, alias="receiving-ip")
+    sending_mta_ip: Text | None = Field(default=None, alias="sending-mta-ip")
+    receiving_mx_hostname: Text | None = Field(default=None, alias="receiving-mx-hostname")
+    receiving_mx_helo: Text | None = Field(default=None, alias="receiving-mx-helo")
+    receiving_ip: Text | None = Field(default=None, alias="receiving-ip")
     failed_session_count: Count = Field(alias="failed-session-count")
-    additional_information: StrictStr | None = Field(default=None, alias="additional-information")
-    additional_info_uri: StrictStr | None = Field(default=None, alias="additional-info-uri")
-    failure_reason_code: StrictStr | None = Field(default=None, alias="failure-reason-code")
+    additional_information: Text | None = Field(default=None, alias="additional-information")
+    additional_info_uri: Text | None = Field(default=None, alias="additional-info-uri")
+    failure_reason_code: Text | None = Field(default=None, alias="failure-reason-code")
 
 
 class PolicyEntry(_Model):
@@ -94,6 +101,6 @@ class PolicyEntry(_Model):
 class Report(_Model):
     organization_name: NonEmpty = Field(alias="organization-name")
     date_range: DateRange = Field(alias="date-range")
-    contact_info: StrictStr | None = Field(default=None, alias="contact-info")
+    contact_info: Text | None = Field(default=None, alias="contact-info")
     report_id: NonEmpty = Field(alias="report-id")
     policies: list[PolicyEntry]
