@@ -154,6 +154,8 @@ def test_a_dkim_signed_report_displaces_an_unsigned_forgery(tmp_path: Path) -> N
 
     options = Options(dnsfunc=keys)
     forged, real = good(2), good(2)
+    for doc in (forged, real):
+        doc["contact-info"] = "tlsrpt@reporter.example"
     forged["policies"][0]["summary"]["total-failure-session-count"] = 0
     with Store.open(tmp_path / "t.duckdb") as store:
         first = load([Input("forged.eml", mail(forged, sign=False))], store, options=options)
@@ -230,3 +232,23 @@ def test_a_junk_attachment_beside_the_report_spoils_nothing(cli: Cli, tmp_path: 
     path.write_bytes(message.as_bytes())
     out = cli.json("ingest", str(path))
     assert (out["accepted"], out["rejected"]) == (1, 0)
+
+
+def test_a_signature_by_another_domain_than_the_reporters_displaces_nothing(
+        tmp_path: Path) -> None:
+    def keys(name: bytes, timeout: float = 5) -> bytes | None:
+        if name.decode().rstrip(".") == "sel._domainkey.reporter.example":
+            return b"v=DKIM1; k=rsa; p=" + PUBLIC
+        return None
+
+    options = Options(dnsfunc=keys)
+    real, forged = good(4), good(4)
+    for doc in (real, forged):
+        doc["contact-info"] = "smtp-tls-reporting@google.com"  # signed by reporter.example
+    forged["policies"][0]["summary"]["total-failure-session-count"] = 0
+    with Store.open(tmp_path / "t.duckdb") as store:
+        load([Input("real.eml", mail(real, sign=False))], store, options=options)
+        second = load([Input("forged.eml", mail(forged, sign=True))], store, options=options)
+        stored = store.rows("SELECT source FROM reports")
+    assert second.conflicts == 1 and second.accepted == 0
+    assert stored == [{"source": "real.eml [attachment 'r.json.gz']"}]

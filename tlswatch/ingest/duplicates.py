@@ -4,8 +4,10 @@ A report is identified by (organization-name, report-id).  The same content agai
 and by HTTPS, or a retry) is an ordinary duplicate, stored once.  Different content under a
 known key is a *conflicting duplicate*: anyone can send a report naming Google and an
 existing report-id, so the first one stays and the newcomer is quarantined, unless the
-newcomer carries a DKIM signature by its reporting domain (RFC 8460 section 3) and the
-stored one does not; then the newcomer is stored and the displaced one is quarantined.
+newcomer is vouched for and the stored one is not: a DKIM pass (RFC 8460 section 3) by a
+domain that the report's own contact-info belongs to (a pass by any domain would let a
+forger sign with their own and claim to be Google); then the newcomer is stored and the
+displaced one is quarantined.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Stored:
     digest: str | None  # None: loaded before digests were kept; taken as the same content
     dkim_result: str | None
     source: str | None
+    dkim_domain: str | None = None
+    contact_info: str | None = None
 
 
 @dataclass
@@ -77,8 +81,13 @@ def _digest(report: Stored | Prepared) -> str | None:
 
 
 def _signed(report: Stored | Prepared) -> bool:
-    result = report.dkim_result if isinstance(report, Stored) else report.report.dkim_result
-    return result == "pass"
+    """A DKIM pass by the domain of the report's contact-info (or a parent of it)."""
+    row = report if isinstance(report, Stored) else report.report
+    if row.dkim_result != "pass" or not row.dkim_domain or not row.contact_info:
+        return False
+    contact = row.contact_info.rpartition("@")[2].strip().lower().rstrip(".")
+    signer = row.dkim_domain.lower().rstrip(".")
+    return contact == signer or contact.endswith("." + signer)
 
 
 def _source(report: Stored | Prepared) -> str:

@@ -156,7 +156,7 @@ class Loader:
     def _write(self, reports: list[Prepared],
                rejects: list[Quarantined]) -> tuple[Plan, list[int]]:
         stored = {key: Stored(row["report_pk"], row["content_sha256"], row["dkim_result"],
-                              row["source"])
+                              row["source"], row["dkim_domain"], row["contact_info"])
                   for key, row in self.store.existing_reports([r.key for r in reports]).items()}
         outcome = plan(reports, stored)
         displaced = [Quarantined(f"{row['source']} (stored report {row['report_pk']})",

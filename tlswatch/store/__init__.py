@@ -167,7 +167,8 @@ class Store:
         try:
             rows = self.rows(
                 "SELECT DISTINCT r.report_pk, r.organization_name, r.report_id, "
-                "r.content_sha256, r.dkim_result, r.source FROM reports r "
+                "r.content_sha256, r.dkim_result, r.source, r.dkim_domain, r.contact_info "
+                "FROM reports r "
                 "JOIN _probe p USING (organization_name, report_id)")
         finally:
             self.con.unregister("_probe")
