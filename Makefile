@@ -22,7 +22,7 @@ run: $(STAMP)
 	@echo
 	@echo "Receivers and dashboard start now (Ctrl-C stops them)."
 	@echo "Dashboard: http://127.0.0.1:8080/    Send a report from another terminal:"
-	@echo "  curl --data-binary @'sample_reports/valid/company-x/company-x.example!example.org!1795478400!1795564799!a1.json.gz' -H 'Content-Type: application/tlsrpt+gzip' http://127.0.0.1:8080/v1/reports"
+	@echo "  curl --data-binary @tests/senders/data/midday.json -H 'Content-Type: application/tlsrpt+json' http://127.0.0.1:8080/v1/reports/midday-mail.example"
 	@echo "  .venv/bin/tlswatch --db $(DB) summary"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 

@@ -1,4 +1,4 @@
-"""The import boundaries of DESIGN.md, read from each module's imports."""
+"""The import boundaries between the layers, read from each module's imports."""
 
 from __future__ import annotations
 

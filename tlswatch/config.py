@@ -213,7 +213,9 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             return {str(k): tuple(str(v) for v in (vs if isinstance(vs, list | tuple) else [vs]))
                     for k, vs in data.items()}
         if kind in ("list[str]", "tuple[str, ...]"):
-            if isinstance(value, str):
+            if isinstance(value, str) and value.lstrip().startswith("["):
+                value = json.loads(value)  # TLSWATCH_DOMAINS='["a.example", "b.example"]'
+            if isinstance(value, str):  # or comma-separated: TLSWATCH_DOMAINS=a.example,b.example
                 return tuple(v.strip() for v in value.split(",") if v.strip())
             return tuple(str(v) for v in value)
         return str(value)

@@ -1,6 +1,6 @@
 """The app, its global options and the helpers every command uses.
 
-Exit codes (DESIGN.md): 0 success, 1 something was rejected or failed (the rest still
+Exit codes: 0 success, 1 something was rejected or failed (the rest still
 done), 2 usage error.
 """
 

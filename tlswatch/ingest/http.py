@@ -12,6 +12,7 @@ too long.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable
@@ -69,8 +70,16 @@ class HealthChecks:
     max_spool_age: float
 
 
+class _Json(JSONResponse):
+    """JSON with every non-ASCII character escaped: report-ids and reasons echoed to a
+    sender may hold control or bidi characters, which then reach no log viewer as such."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+    return _Json({"error": message}, status_code=status, headers=headers or None)
 
 
 class ReportReceiver:
@@ -133,7 +142,7 @@ class ReportReceiver:
                           **{"Retry-After": "60"})
         if isinstance(outcome, Refused):
             return _error(400, outcome.message)
-        return JSONResponse({"id": outcome.spool_id, "reports": len(outcome.report_ids),
+        return _Json({"id": outcome.spool_id, "reports": len(outcome.report_ids),
                              "report_ids": list(outcome.report_ids)}, status_code=201)
 
     async def healthz(self, request: Request) -> Response:

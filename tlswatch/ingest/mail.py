@@ -14,7 +14,7 @@ from email.utils import parseaddr
 from tlswatch.errors import ReportError
 from tlswatch.ingest.decode import Container
 
-# Types real senders label the report with (NOTES.md); content is sniffed regardless.
+# Types real senders label the report with; content is sniffed regardless.
 REPORT_TYPES = frozenset(
     {
         "application/tlsrpt+gzip",
