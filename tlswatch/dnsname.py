@@ -7,6 +7,7 @@ letters, digits and hyphens; internationalised names as their A-labels) and noth
 
 from __future__ import annotations
 
+import functools
 import re
 
 MAX_NAME = 253
@@ -17,6 +18,7 @@ class BadDomain(ValueError):
     """Text that is not a DNS host name."""
 
 
+@functools.lru_cache(maxsize=4096)  # the same few domains, in every report
 def parse_domain(text: str) -> str:
     """The name in canonical form (lower case, A-labels, no final dot), or ``BadDomain``."""
     name = text.strip().rstrip(".").lower()
