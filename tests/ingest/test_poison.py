@@ -129,6 +129,13 @@ PUBLIC = base64.b64encode(KEY.public_key().public_bytes(
     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
+def keys(name: bytes, timeout: float = 5) -> bytes | None:
+    """The DKIM key lookups of these tests: reporter.example's one key."""
+    if name.decode().rstrip(".") == "sel._domainkey.reporter.example":
+        return b"v=DKIM1; k=rsa; p=" + PUBLIC
+    return None
+
+
 def mail(doc: dict[str, Any], *, sign: bool) -> bytes:
     msg = EmailMessage()
     msg["From"] = "noreply@reporter.example"
@@ -147,11 +154,6 @@ def mail(doc: dict[str, Any], *, sign: bool) -> bytes:
 
 
 def test_a_dkim_signed_report_displaces_an_unsigned_forgery(tmp_path: Path) -> None:
-    def keys(name: bytes, timeout: float = 5) -> bytes | None:
-        if name.decode().rstrip(".") == "sel._domainkey.reporter.example":
-            return b"v=DKIM1; k=rsa; p=" + PUBLIC
-        return None
-
     options = Options(dnsfunc=keys)
     forged, real = good(2), good(2)
     for doc in (forged, real):
@@ -236,11 +238,6 @@ def test_a_junk_attachment_beside_the_report_spoils_nothing(cli: Cli, tmp_path: 
 
 def test_a_signature_by_another_domain_than_the_reporters_displaces_nothing(
         tmp_path: Path) -> None:
-    def keys(name: bytes, timeout: float = 5) -> bytes | None:
-        if name.decode().rstrip(".") == "sel._domainkey.reporter.example":
-            return b"v=DKIM1; k=rsa; p=" + PUBLIC
-        return None
-
     options = Options(dnsfunc=keys)
     real, forged = good(4), good(4)
     for doc in (real, forged):
