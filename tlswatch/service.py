@@ -324,7 +324,7 @@ def run_loader(settings: Settings, counts: dict[str, Any], running: Any, parent:
             _alerts_after_load(settings, result.report_pks, conflicts=bool(result.conflicts))
         if result is not None:
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
-                                ("quarantined", result.rejected - len(result.retry)),
+                                ("quarantined", result.rejected - len(result.retry) + result.conflicts),
                                 ("rejected", result.rejected)):
                 counts[name].value += value
             log.info("loaded %d, duplicates %d, rejected %d", result.accepted,
