@@ -323,9 +323,9 @@ def run_loader(settings: Settings, counts: dict[str, Any], running: Any, parent:
         if result is not None and (result.report_pks or result.conflicts):
             _alerts_after_load(settings, result.report_pks, conflicts=bool(result.conflicts))
         if result is not None:
+            quarantined = result.rejected - len(result.retry) + result.conflicts
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
-                                ("quarantined", result.rejected - len(result.retry) + result.conflicts),
-                                ("rejected", result.rejected)):
+                                ("quarantined", quarantined), ("rejected", result.rejected)):
                 counts[name].value += value
             log.info("loaded %d, duplicates %d, rejected %d", result.accepted,
                      result.duplicates, result.rejected)
