@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time as clock
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -220,6 +220,12 @@ def _save_done(folder: Path, day: date) -> None:
     tmp.replace(folder / STATE)
 
 
+def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetime], object]]]:
+    """The tasks the worker runs every 30 s or so; each one decides itself what is due
+    (keeping its own record of what it did), so a restart or a missed day is caught up."""
+    return [("daily summary", run_schedule)]
+
+
 class JobsProcess:
     """The worker process of 'serve' for the daily schedule and the outbox.
 
@@ -263,10 +269,11 @@ def run_jobs(settings: Settings, parent: int, level: int) -> None:
     while not stopping.is_set() and os.getppid() == parent:
         if clock.monotonic() - scheduled_at > 30:
             scheduled_at = clock.monotonic()
-            try:
-                run_schedule(settings, datetime.now(UTC))
-            except Exception:
-                log.exception("daily summary failed; it will be tried again")
+            for name, task in scheduled(settings):
+                try:
+                    task(settings, datetime.now(UTC))
+                except Exception:
+                    log.exception("%s failed; it will be tried again", name)
         if settings.mail_smtp or settings.webhook_url:
             try:
                 deliver_due(settings)
