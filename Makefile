@@ -26,7 +26,8 @@ run: $(STAMP)
 	@echo "  .venv/bin/tlswatch --db $(DB) summary"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 
-## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy)
+## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy),
+## and promtool (Debian's prometheus, without its recommends) to check deploy/prometheus-alerts.yml
 system-deps:
 	@missing=""; \
 	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
@@ -36,6 +37,8 @@ system-deps:
 	  echo "installing$$missing (the tests run a real Dovecot and a real Chromium)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 ## test: set up, then lint, type-check and run the tests
 test: system-deps lint typecheck unit
