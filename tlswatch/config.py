@@ -183,6 +183,10 @@ class Settings:
         "always pass; '*': any). Empty: localhost, the 'http' address, public_host and "
         "smtp_hostname (neither set: this host's FQDN)."))
 
+    web_max_days: int = field(default=3660, metadata=_help(
+        "Longest date range (since .. until) a dashboard page shows at once, in days; a "
+        "longer one gets 400."))
+
     policy_dir: Path = field(default=Path("policies"), metadata=_help(
         "Folder of the MTA-STS policies that 'serve' hosts (one file per domain)."))
     public_host: str = field(default="", metadata=_help(
