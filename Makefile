@@ -21,9 +21,9 @@ run: $(STAMP)
 	$(BIN)/tlswatch --db $(DB) summary --format table
 	@echo
 	@echo "Receivers and dashboard start now (Ctrl-C stops them)."
-	@echo "Dashboard: http://127.0.0.1:8080/    Send a report from another terminal:"
-	@echo "  curl --data-binary @tests/senders/data/midday.json -H 'Content-Type: application/tlsrpt+json' http://127.0.0.1:8080/v1/reports/midday-mail.example"
-	@echo "  .venv/bin/tlswatch --db $(DB) summary"
+	@echo "Dashboard: http://127.0.0.1:8080/    Send a new report from another terminal"
+	@echo "(yesterday's, a new report-id each time; it prints what to look at):"
+	@echo "  $(BIN)/python tools/send_report.py --db $(DB)"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 
 ## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy),
