@@ -21,12 +21,13 @@ run: $(STAMP)
 	$(BIN)/tlswatch --db $(DB) summary --format table
 	@echo
 	@echo "Receivers and dashboard start now (Ctrl-C stops them)."
-	@echo "Dashboard: http://127.0.0.1:8080/    Send a report from another terminal:"
-	@echo "  curl --data-binary @tests/senders/data/midday.json -H 'Content-Type: application/tlsrpt+json' http://127.0.0.1:8080/v1/reports/midday-mail.example"
-	@echo "  .venv/bin/tlswatch --db $(DB) summary"
+	@echo "Dashboard: http://127.0.0.1:8080/    Send a new report from another terminal"
+	@echo "(yesterday's, a new report-id each time; it prints what to look at):"
+	@echo "  $(BIN)/python tools/send_report.py --db $(DB)"
 	$(BIN)/tlswatch --db $(DB) serve --spool var/spool
 
-## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy)
+## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy),
+## and promtool (Debian's prometheus, without its recommends) to check deploy/prometheus-alerts.yml
 system-deps:
 	@missing=""; \
 	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
@@ -36,6 +37,8 @@ system-deps:
 	  echo "installing$$missing (the tests run a real Dovecot and a real Chromium)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 ## test: set up, then lint, type-check and run the tests
 test: system-deps lint typecheck unit

@@ -120,6 +120,16 @@ class Settings:
         "'serve' logs a repeated warning or error once per this many seconds, with a count "
         "of the ones not logged (0: log every one)."))
 
+    metrics_refresh: float = field(default=60.0, metadata=_help(
+        "Seconds /metrics keeps the per-domain figures of the last complete report day before "
+        "computing them again (sooner after a load, but at most every 5 s)."))
+    metrics_max_domains: int = field(default=200, metadata=_help(
+        "Most policy domains in the per-domain series of /metrics (those with the most failed "
+        "sessions first; the number left out is a series too)."))
+    metrics_max_result_types: int = field(default=25, metadata=_help(
+        "Most result types in the per-domain series of /metrics (the most failed sessions "
+        "first); the rest are summed as result_type=\"other\"."))
+
     export_dir: str = field(default="", metadata=_help(
         "Folder for the daily summary files that 'serve' writes (empty: none)."))
     export_time: str = field(default="06:00", metadata=_help(
@@ -172,6 +182,10 @@ class Settings:
         "Host header names served, against DNS rebinding; other names get 421 (IP literals "
         "always pass; '*': any). Empty: localhost, the 'http' address, public_host and "
         "smtp_hostname (neither set: this host's FQDN)."))
+
+    web_max_days: int = field(default=3660, metadata=_help(
+        "Longest date range (since .. until) a dashboard page shows at once, in days; a "
+        "longer one gets 400."))
 
     policy_dir: Path = field(default=Path("policies"), metadata=_help(
         "Folder of the MTA-STS policies that 'serve' hosts (one file per domain)."))

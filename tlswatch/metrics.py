@@ -14,7 +14,8 @@ class Metrics:
 
     def __init__(self, *, spool_depth: Callable[[], float] | None = None,
                  loader_lag: Callable[[], float] | None = None,
-                 loader_count: Callable[[str], float] | None = None) -> None:
+                 loader_count: Callable[[str], float] | None = None,
+                 loader_up: Callable[[], float] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.received = Counter("tlswatch_received", "Inputs accepted and spooled.", ["via"],
                                 registry=self.registry)
@@ -26,6 +27,10 @@ class Metrics:
                       registry=self.registry)
         lag = Gauge("tlswatch_loader_lag_seconds", "Age of the oldest waiting input.",
                     registry=self.registry)
+        if loader_up is not None:
+            Gauge("tlswatch_loader_up", "1 while the loader process runs, 0 while it is down "
+                  "or starting again (/healthz answers 503 then).",
+                  registry=self.registry).set_function(loader_up)
         if spool_depth is not None:
             depth.set_function(spool_depth)
         if loader_lag is not None:

@@ -33,6 +33,7 @@ import uvicorn
 from tlswatch import jobs
 from tlswatch.analytics.render import SafeFormatter
 from tlswatch.config import Settings
+from tlswatch.daymetrics import DomainDayMetrics
 from tlswatch.errors import ConfigError, StoreLockedError
 from tlswatch.ingest.http import HealthChecks
 from tlswatch.ingest.limits import BodyBudget, ConnectionCap, LimitMetrics, http_protocol
@@ -77,8 +78,9 @@ class Service:
         self.loader = LoaderProcess(settings)
         self.jobs = jobs.JobsProcess(settings)  # daily summaries and the outbox's deliveries
         self.metrics = Metrics(spool_depth=self.spool.depth, loader_lag=self.spool.oldest_age,
-                               loader_count=self.loader.count)
+                               loader_count=self.loader.count, loader_up=self.loader.up)
         self.limit_metrics = LimitMetrics(self.metrics.registry)
+        self.metrics.registry.register(DomainDayMetrics(settings, loaded=self.loader.loaded))
         self.stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
@@ -257,6 +259,13 @@ class LoaderProcess:
 
     def count(self, name: str) -> float:
         return float(self.counts[name].value)
+
+    def loaded(self) -> float:
+        return self.count("loaded")
+
+    def up(self) -> float:
+        """1 while the loader runs (plain reads: /metrics asks from another thread)."""
+        return 1.0 if self.down is None and self.running.value else 0.0
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import VALID
@@ -107,3 +108,25 @@ def test_upload_form_accepts_a_report(server: Serve, page: Any, tmp_path: Path) 
     page.goto(server.http_url + "/reports?org=BOM+Writer")
     assert "browser-upload" in page.locator("#reports").inner_text()
     shot(page, "upload")
+
+
+def test_range_form_changes_the_numbers(server: Serve, page: Any) -> None:
+    page.goto(server.http_url + "/")
+    row = page.locator("#domains tr", has=page.get_by_role("link", name="example.com"))
+    before = row.locator("td.num").first.inner_text()
+    page.fill("#range input[name=since]", "2026-11-26")
+    page.fill("#range input[name=until]", "2026-11-26")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/?since=2026-11-26&until=2026-11-26")
+    expected = httpx.get(server.http_url + "/?format=json&since=2026-11-26&until=2026-11-26")
+    com = next(d for d in expected.json()["domains"] if d["policy_domain"] == "example.com")
+    after = row.locator("td.num").first.inner_text()
+    assert after == f"{com['sessions']:,}" and after != before
+    assert page.locator("#range input[name=since]").input_value() == "2026-11-26"
+    assert "2026-11-26 .. 2026-11-26" in page.locator("#domains th").nth(1).inner_text()
+    row.get_by_role("link", name="example.com").click()  # the domain page keeps the range
+    page.wait_for_url("**/domains/example.com?since=2026-11-26&until=2026-11-26")
+    assert page.locator("#range input[name=until]").input_value() == "2026-11-26"
+    page.fill("#range input[name=since]", "2026-11-27")
+    page.get_by_role("button", name="Show").click()
+    assert "since: 2026-11-27 is after until: 2026-11-26" in page.locator("#error").inner_text()

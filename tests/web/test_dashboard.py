@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import VALID, make_report
-from tests.serving import Serve
+from tests.serving import CLI, Serve
 from tests.web.conftest import loaded_serve
 
 
@@ -108,3 +113,84 @@ def test_serve_refuses_an_open_dashboard_beyond_loopback(tmp_path: Path) -> None
     settings = load_settings(None, environ={}, http="192.0.2.10:443", spool=tmp_path)
     with pytest.raises(ConfigError, match="needs a login: set web_token"):
         create_app(settings, Spool(tmp_path), Metrics())
+
+
+def _summary(server: Serve, since: str, until: str) -> dict[str, dict[str, Any]]:
+    done = subprocess.run([*CLI, "--db", str(server.db), "summary", "--since", since, "--until",
+                           until, "--format", "json"], check=True, capture_output=True,
+                          text=True)
+    return {d["policy_domain"]: d for d in json.loads(done.stdout)["domains"]}
+
+
+def test_the_window_ends_today_and_the_url_chooses_any_range(server: Serve) -> None:
+    base, today = server.http_url, datetime.now(UTC).date()
+    default = httpx.get(f"{base}/?format=json").json()
+    if today - date(2026, 11, 26) < timedelta(days=30):  # the samples' newest day is recent
+        assert (default["since"], default["until"]) == \
+            (str(today - timedelta(days=29)), str(today)) and default["note"] == ""
+    else:  # a store of old reports shows its newest 30 days, and says so
+        assert default["until"] == "2026-11-26" and "newest report day" in default["note"]
+    one = httpx.get(f"{base}/?format=json&since=2026-11-26&until=2026-11-26").json()
+    expected = _summary(server, "2026-11-26", "2026-11-26")
+    assert {d["policy_domain"]: (d["sessions"], d["failed_sessions"])
+            for d in one["domains"]} == \
+        {k: (v["successful_sessions"] + v["failed_sessions"], v["failed_sessions"])
+         for k, v in expected.items()}
+    assert all(len(d["daily_success_rate"]) == 1 for d in one["domains"])
+    years = httpx.get(f"{base}/?format=json&since=2017-01-01&until=2026-11-30").json()
+    assert years["days"] == 3621 and len(years["domains"][0]["daily_success_rate"]) == 3621
+    week = httpx.get(f"{base}/?format=json&days=7&until=2026-11-26").json()
+    assert (week["since"], week["until"]) == ("2026-11-20", "2026-11-26")
+    page = httpx.get(f"{base}/domains/example.com?since=2026-11-26&until=2026-11-26&format=json")
+    assert page.json()["summary"]["failed_sessions"] == \
+        expected["example.com"]["failed_sessions"]
+    html = httpx.get(f"{base}/?since=2026-11-20&until=2026-11-26").text
+    assert 'href="/domains/example.com?since=2026-11-20&amp;until=2026-11-26"' in html
+    assert 'name="since" value="2026-11-20"' in html
+    empty = httpx.get(f"{base}/domains/example.com?since=2020-01-01&until=2020-01-31")
+    assert empty.status_code == 404 and "from 2020-01-01 to 2020-01-31" in empty.text
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("since=2026-13-01", "since: &#39;2026-13-01&#39; is not a date; use YYYY-MM-DD"),
+    ("until=yesterday", "until: &#39;yesterday&#39; is not a date"),
+    ("since=20261101", "since: &#39;20261101&#39; is not a date"),
+    ("since=%3Cscript%3E", "since: &#39;&lt;script&gt;&#39; is not a date"),
+    ("since=2026-11-27&until=2026-11-20", "since: 2026-11-27 is after until: 2026-11-20"),
+    ("since=0001-01-01&until=2026-11-20", "more than the 3,660 the dashboard shows at once"),
+    ("days=0", "days: &#39;0&#39; is not a whole number of days from 1 to 3,660"),
+    ("days=30&until=0001-01-05", "before year 1"),
+])
+def test_a_bad_range_is_a_clear_400(server: Serve, query: str, says: str) -> None:
+    for path in ("/", "/domains/example.com"):
+        reply = httpx.get(f"{server.http_url}{path}?{query}")
+        assert reply.status_code == 400 and says in reply.text, reply.text
+        assert "<script>" not in reply.text and "Bad date range" in reply.text
+    as_json = httpx.get(f"{server.http_url}/?{query}&format=json")
+    assert as_json.status_code == 400 and as_json.json()["error"]
+
+
+def test_the_empty_alerts_page_says_when_the_rules_run(tmp_path: Path) -> None:
+    from tlswatch.config import load_settings
+    from tlswatch.ingest.spool import Spool
+    from tlswatch.metrics import Metrics
+    from tlswatch.web import create_app
+
+    for export_dir, expected in (("", "export_dir is not set"),
+                                 (str(tmp_path / "daily"), "Daily at 07:30 UTC")):
+        settings = load_settings(None, environ={}, db=tmp_path / "t.duckdb", export_time="07:30",
+                                 spool=tmp_path / "spool", export_dir=export_dir,
+                                 alert_success_threshold=0.95)
+        app = create_app(settings, Spool(settings.spool), Metrics())
+
+        async def get(path: str, app: Any = app) -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://127.0.0.1") as client:
+                return await client.get(path)
+
+        page = asyncio.run(get("/alerts")).text
+        assert "No alerts yet" in page and "After each load of new reports" in page
+        assert expected in page and "below 95.0% (setting alert_success_threshold)" in page
+        data = asyncio.run(get("/alerts?format=json")).json()
+        assert data["alerts"] == [] and data["schedule"]["after_load"]
+        assert {r["kind"] for r in data["rules"]} >= {"low_success_rate", "reporter_silent"}

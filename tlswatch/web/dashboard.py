@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tlswatch.analytics.alert_rules import describe as describe_rules
+from tlswatch.analytics.alerts import history, last_report_day
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.analytics.render import to_json
@@ -34,12 +36,14 @@ from tlswatch.errors import NotFoundError
 from tlswatch.ingest.accept import Intake, Refused, Unavailable
 from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.spool import Spool
+from tlswatch.jobs import rules
 from tlswatch.render.charts import rate_chart, sparkline, stacked_bars
 from tlswatch.render.html import render
 from tlswatch.store import Store
 from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
 from tlswatch.web.csrf import HEADER as CSRF_HEADER
 from tlswatch.web.csrf import CsrfTokens
+from tlswatch.web.window import Window, WindowError, parse_window
 
 # Room for the multipart envelope around an upload of max_input_bytes.
 FORM_OVERHEAD = 64 * 1024
@@ -85,24 +89,34 @@ class Dashboard:
             return Response(to_json(data), media_type="application/json")
         return HTMLResponse(render(template, **data, **extra))
 
-    async def _window(self, request: Request) -> tuple[date, date, int]:
-        """The last N days (?days=, default 30) up to the newest report day: a store whose
-        reports are old still shows them."""
-        days = self._days(request)
-        newest = await self._read(lambda s: s.rows("SELECT max(day) AS d FROM reports")[0]["d"])
-        end = min(newest, datetime.now(UTC).date()) if newest else datetime.now(UTC).date()
-        return end - timedelta(days=days - 1), end, days
+    async def _window(self, request: Request) -> Window:
+        """The range the URL asks for, else the 30 days ending today; a store with no report
+        in those days but older ones shows the 30 days up to its newest report, and says so.
+        ``WindowError`` for a range that cannot be shown."""
+        window = parse_window(request.query_params, today=datetime.now(UTC).date(),
+                              max_days=self.settings.web_max_days)
+        if window.chosen:
+            return window
+        newest = await self._read(last_report_day)
+        if newest is not None and newest < window.since:
+            return window.ending(newest, f"No reports in the {window.days} days up to today: "
+                                 f"these are the {window.days} days up to the newest report "
+                                 f"day, {newest}.")
+        return window
 
-    @staticmethod
-    def _days(request: Request) -> int:
-        try:
-            return max(1, min(366, int(request.query_params.get("days", "30"))))
-        except ValueError:
-            return 30
+    def _bad_window(self, request: Request, problem: WindowError) -> Response:
+        if request.query_params.get("format") == "json":
+            return JSONResponse({"error": str(problem)}, status_code=400)
+        return HTMLResponse(render("error.html", title="Bad date range", message=str(problem),
+                                   back=request.url.path, period=""), status_code=400)
 
     # -- pages --------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
-        start, end, days = await self._window(request)
+        try:
+            window = await self._window(request)
+        except WindowError as problem:
+            return self._bad_window(request, problem)
+        start, end, days = window.since, window.until, window.days
 
         def build(store: Store) -> list[dict[str, Any]]:
             filters = Filters(since=start, until=end)
@@ -131,12 +145,17 @@ class Dashboard:
 
         domains = await self._read(build) or []
         return self._page(request, "overview.html",
-                          {"since": start, "until": end, "days": days, "domains": domains},
-                          period=f"{start} .. {end}")
+                          {"since": start, "until": end, "days": days, "note": window.note,
+                           "domains": domains},
+                          window=window, period=f"{start} .. {end}")
 
     async def domain(self, request: Request) -> Response:
         name = request.path_params["domain"].lower()
-        start, end, days = await self._window(request)
+        try:
+            window = await self._window(request)
+        except WindowError as problem:
+            return self._bad_window(request, problem)
+        start, end, days = window.since, window.until, window.days
 
         def build(store: Store) -> dict[str, Any] | None:
             filters = Filters(since=start, until=end, domains=(name,))
@@ -180,10 +199,11 @@ class Dashboard:
 
         data = await self._read(build)
         if data is None:
-            return HTMLResponse(f"no reports for {name!r} in the last {days} days"
-                                .replace("<", "&lt;"), status_code=404)
+            return HTMLResponse(render("error.html", title=name, window=window, period="",
+                                       message=f"No reports for {name} from {start} to {end}."),
+                                status_code=404)
         charts = {k: data.pop(k) for k in ("rate_chart", "failure_chart")}
-        return self._page(request, "domain.html", data, **charts,
+        return self._page(request, "domain.html", data, **charts, window=window,
                           period=f"{start} .. {end}")
 
     async def reports(self, request: Request) -> Response:
@@ -242,10 +262,15 @@ class Dashboard:
             "Content-Disposition": f'attachment; filename="{name}"'})
 
     async def alerts(self, request: Request) -> Response:
-        rows = await self._read(lambda s: s.rows(
-            "SELECT day, policy_domain, kind, message, delivered_at, delivery_error "
-            "FROM alerts ORDER BY day DESC, policy_domain, kind LIMIT 500")) or []
-        return self._page(request, "alerts.html", {"alerts": rows}, period="")
+        """The recorded alerts (newest 500), when the rules run and which are in force."""
+        rows = await self._read(lambda s: history(s, Filters())[:500]) or []
+        s = self.settings
+        schedule = {"after_load": True, "daily_at": s.export_time if s.export_dir else None,
+                    "delivered_by": [c for c, on in (("mail", bool(s.mail_smtp)),
+                                                     ("webhook", bool(s.webhook_url))) if on]}
+        return self._page(request, "alerts.html", {
+            "alerts": rows, "schedule": schedule, "rules": describe_rules(rules(s))},
+            period="")
 
     async def upload(self, request: Request) -> Response:
         cookie = request.cookies.get(CSRF_COOKIE)
