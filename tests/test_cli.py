@@ -324,3 +324,27 @@ def test_help_reads_as_written_for_every_command() -> None:
                 assert not entry.endswith("..."), (path, entry)
     flags = runner.invoke(app, ["export", "daily", "--help"], env={"COLUMNS": "80"}).stdout
     assert "--send / --no-send" in flags
+
+
+def test_no_spike_on_a_domains_first_day(cli: Cli, tmp_path: Path) -> None:
+    """With no report day before, there is no average to spike against; the day's low
+    success rate still raises its alert.  The next day's spike is measured against it."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import detail, policy
+
+    today = datetime.now(UTC).date()
+    first, second = today - timedelta(days=2), today - timedelta(days=1)
+    cli.json("ingest", str(write_json(tmp_path / "first.json", make_report(
+        rid="n1", day=first.isoformat(),
+        policies=[policy("new.example", 100, 50, [detail("certificate-expired", 50)])]))))
+    kinds = {(r["day"], r["kind"]) for r in cli.json("alerts", "--check")}
+    assert (first.isoformat(), "low_success_rate") in kinds
+    assert not any(kind == "failure_spike" for _, kind in kinds)
+    cli.json("ingest", str(write_json(tmp_path / "second.json", make_report(
+        rid="n2", day=second.isoformat(),
+        policies=[policy("new.example", 100, 200, [detail("certificate-expired", 200)])]))))
+    spikes = [r for r in cli.json("alerts", "--check") if r["kind"] == "failure_spike"]
+    assert [r["day"] for r in spikes] == [second.isoformat()]
+    assert "over 3x the daily average of 50.0 of the 1 report day in the 14 days before" in \
+        spikes[0]["message"]

@@ -129,7 +129,8 @@ class Settings:
     alert_success_threshold: float = field(default=0.99, metadata=_help(
         "Alert when a domain's daily success rate falls below this fraction."))
     alert_spike_factor: float = field(default=3.0, metadata=_help(
-        "Alert when failed sessions exceed this many times the trailing 14-day average."))
+        "Alert when a day's failed sessions exceed this many times the daily average of the "
+        "domain's report days in the 14 days before (none on a domain's first report day)."))
     alert_silent_days: int = field(default=3, metadata=_help(
         "Alert when a daily reporter has been silent this many days."))
     mail_smtp: str = field(default="", metadata=_help(
