@@ -348,3 +348,25 @@ def test_no_spike_on_a_domains_first_day(cli: Cli, tmp_path: Path) -> None:
     assert [r["day"] for r in spikes] == [second.isoformat()]
     assert "over 3x the daily average of 50.0 of the 1 report day in the 14 days before" in \
         spikes[0]["message"]
+
+
+def test_domains_cover_subdomains_with_a_wildcard(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """'*.example.com' covers a.example.com and a.b.example.com, not example.com itself."""
+    from tests.conftest import policy
+
+    monkeypatch.setenv("TLSWATCH_DOMAINS", "*.example.com,example.org")
+    cli = Cli(tmp_path / "w.duckdb")
+    paths = [str(write_json(tmp_path / f"{d}.json", make_report(
+        rid=d, policies=[policy(d, 10, 0)]))) for d in
+        ("mail.example.com", "a.b.example.com", "example.org", "example.com", "xexample.com",
+         "sub.example.org")]
+    out = cli.json("ingest", *paths, code=1)
+    assert out["accepted"] == 3
+    refused = sorted(r["reason"] for r in out["rejections"])
+    assert refused == [f"not one of our domains: {d} (setting 'domains')"
+                       for d in ("example.com", "sub.example.org", "xexample.com")]
+    monkeypatch.setenv("TLSWATCH_DOMAINS", "*.example.com,bad domain")
+    bad = cli("summary", code=1)
+    assert ("setting domains: 'bad domain' is not a domain name or *.domain (any subdomain "
+            "of domain)") in bad.stderr
