@@ -124,7 +124,8 @@ def validate_command(
     else:
         for r in results:
             if r["valid"]:
-                echo(f"{r['source']}: valid ({len(r['warnings'])} warnings)")
+                n = len(r["warnings"])
+                echo(f"{r['source']}: valid ({n} warning{'' if n == 1 else 's'})")
             for e in r["errors"]:
                 where = f"{e['path']}: " if e["path"] else ""
                 echo(f"{r['source']}: {where}{e['message']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,7 @@ from tlswatch.cli.base import (
 )
 from tlswatch.config import describe
 
+TEXT_WIDTH = 92  # the text summary's lines
 SUMMARY_COLUMNS = ["policy_domain", "reports", "successful_sessions", "failed_sessions",
                    "success_rate", "change_success_rate", "failures_by_result_type"]
 # The columns of each listing, for the CSV header of an empty result (a test holds them to
@@ -73,8 +75,10 @@ def render_summary(result: Summary, fmt: Format, *, nothing: str = "No reports."
     if not result.domains:
         return listing([], fmt, columns=[*SUMMARY_COLUMNS, "organizations"], title="",
                        nothing=nothing)
-    if fmt is Format.text:
-        return "\n\n".join(paragraph(d) for d in result.domains) + "\n"
+    if fmt is Format.text:  # wrapped for a terminal and a mail body; names never split
+        return "\n\n".join(textwrap.fill(paragraph(d), width=TEXT_WIDTH, break_long_words=False,
+                                         break_on_hyphens=False)
+                           for d in result.domains) + "\n"
     rows = []
     for d in result.domains:
         if fmt is Format.table:
@@ -92,7 +96,12 @@ def render_summary(result: Summary, fmt: Format, *, nothing: str = "No reports."
         row = {c: getattr(d, c) for c in SUMMARY_COLUMNS}
         row["organizations"] = d.organizations
         rows.append(row)
-    period = f"{result.since or 'start'} .. {result.until or 'end'}"
+    if result.since and result.until:
+        period = f"{result.since} to {result.until}"
+    elif result.since or result.until:
+        period = f"since {result.since}" if result.since else f"until {result.until}"
+    else:
+        period = "every report day"
     return render_rows(rows, fmt, title=f"TLS-RPT summary, {period}")
 
 
