@@ -161,8 +161,6 @@ def test_formats_are_honoured_or_refused(cli: Cli, tmp_path: Path,
         "| source | valid | warnings | path | message |\n")
     assert "'text' is not one of 'table', 'json', 'csv', 'markdown'" in cli(
         "failures", "-f", "text", code=2).stderr
-    assert "'report show' prints table, json or markdown, not csv" in cli(
-        "report", "show", "1", "-f", "csv", code=2).stderr
     assert "'fetch imap' prints table or json, not csv" in cli(
         "fetch", "imap", "--host", "h", "--user", "u", "--password-env", "NONE", "-f", "csv",
         code=2).stderr

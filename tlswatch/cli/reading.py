@@ -22,7 +22,6 @@ from tlswatch.cli.base import (
     _day,
     _errors,
     _format,
-    _only,
     _read_store,
     _state,
     app,
@@ -168,11 +167,9 @@ def report_show(
     Envelope facts, warnings, policies, failure details and the raw JSON.
     """
     settings = _state(ctx).settings
-    # No CSV: a report is several tables (envelope, warnings, policies, details) and a text.
-    chosen = _only(_format(fmt), Format.table, Format.json, Format.markdown,
-                   command="report show")
     with _errors(), _read_store(settings) as store:
         data = show_report(store, ident)
+    chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json(data))
         return
