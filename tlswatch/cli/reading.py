@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import sys
 import textwrap
 from pathlib import Path
 from typing import Annotated
@@ -32,7 +34,7 @@ from tlswatch.cli.base import (
 )
 from tlswatch.config import describe
 
-TEXT_WIDTH = 92  # the text summary's lines
+TEXT_WIDTH = 92  # the longest line of a text summary on a terminal
 SUMMARY_COLUMNS = ["policy_domain", "reports", "successful_sessions", "failed_sessions",
                    "success_rate", "change_success_rate", "failures_by_result_type"]
 # The columns of each listing, for the CSV header of an empty result (a test holds them to
@@ -65,20 +67,26 @@ def summary(
     filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
     with _errors(), _read_store(settings) as store:
         result = summarize(store, filters)
-    echo(render_summary(result, _format(fmt), nothing=nothing_matched("reports", filters)),
-         nl=False)
+    width = min(shutil.get_terminal_size().columns, TEXT_WIDTH) if sys.stdout.isatty() else None
+    echo(render_summary(result, _format(fmt), nothing=nothing_matched("reports", filters),
+                        width=width), nl=False)
 
 
-def render_summary(result: Summary, fmt: Format, *, nothing: str = "No reports.") -> str:
+def render_summary(result: Summary, fmt: Format, *, nothing: str = "No reports.",
+                   width: int | None = None) -> str:
+    """The summary in ``fmt``; ``text`` paragraphs wrapped at ``width`` (on a terminal), or
+    one line each (for scripts and mail)."""
     if fmt is Format.json:
         return to_json(result.as_dict()) + "\n"
     if not result.domains:
         return listing([], fmt, columns=[*SUMMARY_COLUMNS, "organizations"], title="",
                        nothing=nothing)
-    if fmt is Format.text:  # wrapped for a terminal and a mail body; names never split
-        return "\n\n".join(textwrap.fill(paragraph(d), width=TEXT_WIDTH, break_long_words=False,
-                                         break_on_hyphens=False)
-                           for d in result.domains) + "\n"
+    if fmt is Format.text:  # names are never split across lines
+        texts = [paragraph(d) for d in result.domains]
+        if width:
+            texts = [textwrap.fill(t, width=width, break_long_words=False,
+                                   break_on_hyphens=False) for t in texts]
+        return "\n\n".join(texts) + "\n"
     rows = []
     for d in result.domains:
         if fmt is Format.table:
