@@ -100,7 +100,7 @@ def _print_policy(policy: Any, settings: Settings, fmt: RowFormat | None, note: 
     from tlswatch.mtasts.hosting import records
 
     dns = records(settings, policy)
-    warnings = record_warnings(settings, dns[1]["value"])
+    warnings = record_warnings(settings, next(r["value"] for r in dns if r["type"] == "CNAME"))
     for warning in warnings:
         echo(f"tlswatch: warning: {warning}", err=True)
     chosen = _format(fmt)
@@ -141,7 +141,7 @@ def policy_init(
 ) -> None:
     """Write the hosted policy; print the DNS records to publish.
 
-    An existing policy of the domain is replaced (with a new id).
+    An existing policy of the domain is replaced; the id changes when the content does.
     """
     from tlswatch.mtasts.hosting import init_policy
 
