@@ -33,7 +33,7 @@ from tlswatch.store import Store
 @app.command()
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(
+    paths: Annotated[list[str], typer.Argument(metavar="PATH",
         help="Files, directories, .eml, mbox, Maildir; '-' reads standard input.")],
     fmt: FormatOpt = None,
 ) -> None:
@@ -101,7 +101,8 @@ VALIDATE_COLUMNS = ("source", "valid", "warnings", "path", "message")
 @app.command("validate")
 def validate_command(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(help="Files or directories to check.")],
+    paths: Annotated[list[str], typer.Argument(
+        metavar="PATH", help="Files or directories to check.")],
     fmt: FormatOpt = None,
 ) -> None:
     """Check reports without loading them.

@@ -29,7 +29,7 @@ PRIVATE_SUFFIXES = ("localhost", "local", "localdomain", "internal", "lan", "hom
 
 @app.command("check")
 def check_command(
-    domain: Annotated[str, typer.Argument(help="The mail domain to check.")],
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="The mail domain to check.")],
     nameserver: Annotated[str | None, typer.Option(help="DNS server IP[:PORT] to ask "
                                                         "(default: the system's).")] = None,
     ca_bundle: Annotated[Path | None, typer.Option(help="CA certificates to trust (PEM).")] =
@@ -70,7 +70,7 @@ def _policy_domain(value: str) -> str:
         raise typer.Exit(2) from None
 
 
-DomainArg = Annotated[str, typer.Argument(help="The mail domain (a DNS name).",
+DomainArg = Annotated[str, typer.Argument(metavar="DOMAIN", help="The mail domain (a DNS name).",
                                           callback=_policy_domain)]
 
 policy_app = typer.Typer(help="Host MTA-STS policies and decide when to enforce them.",
