@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import mailbox
 import os
@@ -8,6 +9,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import INVALID, VALID, Cli, make_report, write_json
 
@@ -92,7 +96,109 @@ def test_summary_json_shape(cli: Cli) -> None:
 def test_summary_of_an_empty_period(cli: Cli) -> None:
     cli.json("ingest", str(VALID))
     out = cli("summary", "--since", "2020-01-01", "--until", "2020-01-02", "--format", "text")
-    assert out.stdout == "No reports in this period.\n"
+    assert out.stdout == "No reports from 2020-01-01 to 2020-01-02.\n"
+
+
+EMPTY = [  # a listing, its filters, and what it says when nothing matched
+    (["summary", "--since", "2026-11-01", "--until", "2026-11-02", "-d", "example.com"],
+     "No reports from 2026-11-01 to 2026-11-02 for example.com."),
+    (["failures", "--since", "2026-11-26", "--org", "Nobody", "--mx", "mx9.example.com"],
+     "No failed sessions since 2026-11-26 by Nobody on MX mx9.example.com."),
+    (["failures", "--result-type", "dane-required", "--sending-ip", "192.0.2.9"],
+     "No failed sessions of type dane-required from sending IP 192.0.2.9."),
+    (["reports", "--until", "2020-01-01", "--domain", "example.org"],
+     "No reports until 2020-01-01 for example.org."),
+    (["alerts", "--domain", "example.org"], "No alerts for example.org."),
+    (["alerts", "--outbox"], "No deliveries in the outbox."),
+]
+
+
+def test_an_empty_listing_says_that_nothing_matched(cli: Cli, tmp_path: Path) -> None:
+    cli.json("ingest", str(VALID))
+    for args, sentence in EMPTY:
+        assert cli(*args, "-f", "table").stdout == sentence + "\n", args
+        assert cli(*args, "-f", "markdown").stdout == sentence + "\n", args
+        csv_out = cli(*args, "-f", "csv").stdout
+        assert csv_out.count("\n") == 1 and "," in csv_out, args  # the header alone
+        as_json = cli.json(*args)
+        assert as_json == [] or as_json.get("domains") == [], args
+    header = cli("summary", "--since", "2020-01-01", "-f", "csv").stdout
+    assert header.startswith("policy_domain,reports,successful_sessions,failed_sessions,")
+    (tmp_path / "empty").mkdir()
+    nothing = cli("validate", "-f", "table", str(tmp_path / "empty"))
+    assert nothing.stdout == f"No reports found in {tmp_path / 'empty'}.\n"
+
+
+def test_the_header_of_an_empty_csv_is_that_of_a_full_one(cli: Cli) -> None:
+    from tlswatch.cli import reading
+
+    cli.json("ingest", str(VALID))
+    cli("alerts", "--check", "-f", "json")
+    for args, columns in ((["failures"], reading.FAILURE_COLUMNS),
+                          (["reports"], reading.REPORT_COLUMNS),
+                          (["alerts"], reading.ALERT_COLUMNS)):
+        full = cli(*args, "-f", "csv").stdout.splitlines()[0]
+        assert full == ",".join(columns), args
+
+
+def test_formats_are_honoured_or_refused(cli: Cli, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = str(INVALID / "count-is-text.json")
+    refused = cli("ingest", "-f", "csv", str(VALID), code=2)
+    assert "'ingest' prints table, json or markdown, not csv" in refused.stderr
+    assert not cli.db.exists()  # refused before anything was loaded
+    md = cli("ingest", "-f", "markdown", bad, str(VALID / "misc"), code=1).stdout
+    assert md.startswith("| accepted | duplicates | rejected | conflicts |\n|---|---|---|---|\n"
+                         "| 3 | 0 | 1 | 0 |\n")
+    assert "count-is-text.json | rejected | policies\\[0\\].summary" in md
+    rows = cli("validate", "-f", "csv", bad, str(VALID / "misc" / "with-bom.json"),
+               code=1).stdout.splitlines()
+    assert rows == ["source,valid,warnings,path,message",
+                    f"{bad},false,0,policies[0].summary.total-successful-session-count,"
+                    '"must be a non-negative integer, got ""many"""',
+                    f"{VALID / 'misc' / 'with-bom.json'},true,0,,"]
+    assert cli("validate", "-f", "markdown", bad, code=1).stdout.startswith(
+        "| source | valid | warnings | path | message |\n")
+    assert "'text' is not one of 'table', 'json', 'csv', 'markdown'" in cli(
+        "failures", "-f", "text", code=2).stderr
+    assert "'fetch imap' prints table or json, not csv" in cli(
+        "fetch", "imap", "--host", "h", "--user", "u", "--password-env", "NONE", "-f", "csv",
+        code=2).stderr
+    monkeypatch.setenv("TLSWATCH_POLICY_DIR", str(tmp_path / "policies"))
+    monkeypatch.setenv("TLSWATCH_PUBLIC_HOST", "reports.example.net")
+    init = ("policy", "init", "example.com", "--mx", "mx1.example.com")
+    policy_id = cli.json(*init)["id"]
+    assert cli(*init, "-f", "csv").stdout.splitlines() == [
+        "name,type,value", f"_mta-sts.example.com,TXT,v=STSv1; id={policy_id};",
+        "mta-sts.example.com,CNAME,reports.example.net.",
+        "_smtp._tls.example.com,TXT,v=TLSRPTv1; rua=https://reports.example.net/v1/reports/"
+        "example.com"]
+    md_policy = cli(*init, "-f", "markdown").stdout
+    assert "```\nversion: STSv1\nmode: testing\nmx: mx1.example.com\n" in md_policy
+    assert "| mta-sts.example.com | CNAME | reports.example.net. |" in md_policy
+    advice = cli("policy", "advise", "example.com", "-f", "csv").stdout
+    assert advice.splitlines()[0] == ("result_type,receiving_mx_hostname,receiving_ip,"
+                                      "reporters,failed_sessions")
+    assert cli("policy", "advise", "example.com", "-f", "markdown").stdout.startswith(
+        "example.com (")
+
+
+def test_policy_init_warns_when_the_records_name_no_public_host(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLSWATCH_POLICY_DIR", str(tmp_path / "policies"))
+    monkeypatch.delenv("TLSWATCH_PUBLIC_HOST", raising=False)
+    monkeypatch.setenv("TLSWATCH_SMTP_HOSTNAME", "")
+    out = cli("policy", "init", "example.com", "--mx", "mx1.example.com", "-f", "json")
+    warnings = json.loads(out.stdout)["warnings"]
+    assert any("public_host and smtp_hostname are unset" in w for w in warnings)
+    assert all(f"tlswatch: warning: {w}" in out.stderr for w in warnings)
+    monkeypatch.setenv("TLSWATCH_PUBLIC_HOST", "tlsrpt.localdomain")
+    local = cli("policy", "init", "example.com", "--mx", "mx1.example.com", "-f", "table")
+    assert "tlsrpt.localdomain is not a public DNS name" in local.stderr
+    assert "mta-sts.example.com.  IN CNAME  tlsrpt.localdomain.\n" in local.stdout  # unquoted
+    monkeypatch.setenv("TLSWATCH_PUBLIC_HOST", "reports.example.net")
+    public = cli("policy", "init", "example.com", "--mx", "mx1.example.com", "-f", "json")
+    assert json.loads(public.stdout)["warnings"] == [] and public.stderr == ""
 
 
 def test_failures_filters(cli: Cli) -> None:
@@ -180,3 +286,87 @@ def test_every_command_and_setting_has_help() -> None:
     assert walk(group, "tlswatch") == []
     assert len(group.commands) >= 12  # type: ignore[attr-defined]
     assert all(text.strip() for _, _, text in describe())
+
+
+def _commands(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group of the app, as the words that call it."""
+    found = [path]
+    for name, child in (getattr(command, "commands", None) or {}).items():
+        found += _commands(child, (*path, name))
+    return found
+
+
+def test_help_reads_as_written_for_every_command() -> None:
+    """Flags show as flags, paragraphs are wrapped once (not at the docstring's line breaks),
+    and no command's summary line in a command list is cut short."""
+    import typer.main
+
+    from tlswatch.cli import app
+
+    runner = CliRunner()
+    paths = _commands(typer.main.get_command(app))
+    assert len(paths) >= 15
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, path
+        text = result.stdout
+        assert "<bool>" not in text, path
+        lines = text.splitlines()
+        start = lines.index("") + 1  # the first paragraph follows the usage line
+        end = lines.index("", start)
+        first = lines[start:end]
+        for line, after in itertools.pairwise(first):
+            # a line is broken only where the next word would not have fitted
+            assert len(line) + 1 + len(after.split()[0]) > 78, (path, line)
+        if "Commands:" in lines:
+            for entry in lines[lines.index("Commands:") + 1:]:
+                assert entry.startswith("  ") and entry[2] != " ", (path, entry)
+                assert not entry.endswith("..."), (path, entry)
+    flags = runner.invoke(app, ["export", "daily", "--help"], env={"COLUMNS": "80"}).stdout
+    assert "--send / --no-send" in flags
+
+
+def test_no_spike_on_a_domains_first_day(cli: Cli, tmp_path: Path) -> None:
+    """With no report day before, there is no average to spike against; the day's low
+    success rate still raises its alert.  The next day's spike is measured against it."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import detail, policy
+
+    today = datetime.now(UTC).date()
+    first, second = today - timedelta(days=2), today - timedelta(days=1)
+    cli.json("ingest", str(write_json(tmp_path / "first.json", make_report(
+        rid="n1", day=first.isoformat(),
+        policies=[policy("new.example", 100, 50, [detail("certificate-expired", 50)])]))))
+    kinds = {(r["day"], r["kind"]) for r in cli.json("alerts", "--check")}
+    assert (first.isoformat(), "low_success_rate") in kinds
+    assert not any(kind == "failure_spike" for _, kind in kinds)
+    cli.json("ingest", str(write_json(tmp_path / "second.json", make_report(
+        rid="n2", day=second.isoformat(),
+        policies=[policy("new.example", 100, 200, [detail("certificate-expired", 200)])]))))
+    spikes = [r for r in cli.json("alerts", "--check") if r["kind"] == "failure_spike"]
+    assert [r["day"] for r in spikes] == [second.isoformat()]
+    assert "over 3x the daily average of 50.0 of the 1 report day in the 14 days before" in \
+        spikes[0]["message"]
+
+
+def test_domains_cover_subdomains_with_a_wildcard(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """'*.example.com' covers a.example.com and a.b.example.com, not example.com itself."""
+    from tests.conftest import policy
+
+    monkeypatch.setenv("TLSWATCH_DOMAINS", "*.example.com,example.org")
+    cli = Cli(tmp_path / "w.duckdb")
+    paths = [str(write_json(tmp_path / f"{d}.json", make_report(
+        rid=d, policies=[policy(d, 10, 0)]))) for d in
+        ("mail.example.com", "a.b.example.com", "example.org", "example.com", "xexample.com",
+         "sub.example.org")]
+    out = cli.json("ingest", *paths, code=1)
+    assert out["accepted"] == 3
+    refused = sorted(r["reason"] for r in out["rejections"])
+    assert refused == [f"not one of our domains: {d} (setting 'domains')"
+                       for d in ("example.com", "sub.example.org", "xexample.com")]
+    monkeypatch.setenv("TLSWATCH_DOMAINS", "*.example.com,bad domain")
+    bad = cli("summary", code=1)
+    assert ("setting domains: 'bad domain' is not a domain name or *.domain (any subdomain "
+            "of domain)") in bad.stderr

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tlswatch.dnsname import is_domain
 from tlswatch.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -51,7 +52,9 @@ class Settings:
     )
     domains: tuple[str, ...] = field(
         default=(), metadata=_help("Our policy domains; reports for others are quarantined "
-                                   "(empty: accept every domain)."))
+                                   "(empty: accept every domain). '*.example.com' covers every "
+                                   "subdomain of example.com at any depth, not example.com "
+                                   "itself."))
     dkim: str = field(default="record", metadata=_help(
         "record: keep each mail report's DKIM result; require: quarantine mail without a "
         "valid signature by the reporting domain (RFC 8460 section 3)."))
@@ -139,7 +142,8 @@ class Settings:
     alert_success_threshold: float = field(default=0.99, metadata=_help(
         "Alert when a domain's daily success rate falls below this fraction."))
     alert_spike_factor: float = field(default=3.0, metadata=_help(
-        "Alert when failed sessions exceed this many times the trailing 14-day average."))
+        "Alert when a day's failed sessions exceed this many times the daily average of the "
+        "domain's report days in the 14 days before (none on a domain's first report day)."))
     alert_silent_days: int = field(default=3, metadata=_help(
         "Alert when a daily reporter has been silent this many days."))
     mail_smtp: str = field(default="", metadata=_help(
@@ -205,6 +209,10 @@ class Settings:
                                   "or CIDR network") from None
         if self.dkim not in ("record", "require"):
             raise ConfigError(f"setting dkim: must be 'record' or 'require', got {self.dkim!r}")
+        for entry in self.domains:
+            if not is_domain(entry.removeprefix("*.")):
+                raise ConfigError(f"setting domains: {entry!r} is not a domain name or "
+                                  "*.domain (any subdomain of domain)")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

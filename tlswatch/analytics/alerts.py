@@ -154,13 +154,19 @@ def _spikes(store: Store, first: date, last: date, rules: AlertRules) -> list[Al
     for (domain, day), count in sorted(failed.items()):
         if not first <= day <= last or count < rules.spike_minimum:
             continue
-        trailing = sum(failed.get((domain, day - timedelta(days=i)), 0)
-                       for i in range(1, rules.spike_days + 1)) / rules.spike_days
+        # The average of the days before with reports: a day without any report is not a
+        # day without failures, and a domain's first day has no history to spike against.
+        window = [day - timedelta(days=i) for i in range(1, rules.spike_days + 1)]
+        before = [failed[(domain, d)] for d in window if (domain, d) in failed]
+        if not before:
+            continue
+        trailing, n = sum(before) / len(before), len(before)
         if count > rules.spike_factor * trailing:
             out.append(Alert(domain, "failure_spike", day,
                              f"{_plain(domain)}: {count:,} failed sessions on {day}, over "
-                             f"{rules.spike_factor:g}x the {rules.spike_days}-day daily average "
-                             f"of {trailing:,.1f}.",
+                             f"{rules.spike_factor:g}x the daily average of {trailing:,.1f} "
+                             f"of the {n} report day{'s' if n != 1 else ''} in the "
+                             f"{rules.spike_days} days before.",
                              {"failed_sessions": count, "trailing_average": round(trailing, 2)}))
     return out
 

@@ -8,9 +8,11 @@ them on the one Typer app.
 from __future__ import annotations
 
 from tlswatch.cli import ingesting, mtasts, reading, serving
-from tlswatch.cli.base import app
+from tlswatch.cli.base import app, plain_help
 
 __all__ = ["app", "ingesting", "main", "mtasts", "reading", "serving"]
+
+plain_help(app)  # after every command module above has registered its commands
 
 
 def main() -> None:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import typer
 from rich.console import Console
 
 from tlswatch import __version__
-from tlswatch.analytics.render import Format, SafeFormatter, safe_text
+from tlswatch.analytics.queries import Filters
+from tlswatch.analytics.render import Format, SafeFormatter, md_text, render_rows, safe_text
 from tlswatch.config import Settings, load_settings
 from tlswatch.errors import TlsWatchError
 from tlswatch.store import Store
@@ -87,10 +89,56 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _format(fmt: Format | None) -> Format:
+class RowFormat(StrEnum):
+    """The formats of a listing (``summary`` adds ``text``)."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+def _format(fmt: Format | RowFormat | None) -> Format:
     if fmt is not None:
-        return fmt
+        return Format(fmt.value)
     return Format.table if sys.stdout.isatty() else Format.json
+
+
+def _only(fmt: Format, *allowed: Format, command: str) -> Format:
+    """``fmt``, or a usage error (exit 2) naming the formats ``command`` can print: nobody
+    gets a format they did not ask for without being told."""
+    if fmt not in allowed:
+        names = ", ".join(f.value for f in allowed[:-1]) + f" or {allowed[-1].value}"
+        raise typer.BadParameter(f"'{command}' prints {names}, not {fmt.value}",
+                                 param_hint="'--format' / '-f'")
+    return fmt
+
+
+def nothing_matched(what: str, filters: Filters) -> str:
+    """The sentence an empty listing prints, with the filters that were used, e.g.
+    ``No reports from 2026-11-01 to 2026-11-27 for example.com.``"""
+    words = [f"No {what}"]
+    if filters.since and filters.until:
+        words.append(f"from {filters.since} to {filters.until}")
+    elif filters.since or filters.until:
+        words.append(f"since {filters.since}" if filters.since else f"until {filters.until}")
+    for label, values in (("for", filters.domains), ("by", filters.organizations),
+                          ("of type", filters.result_types), ("on MX", filters.mx_hosts),
+                          ("from sending IP", filters.sending_ips)):
+        if values:
+            words.append(f"{label} {', '.join(values)}")
+    return " ".join(words) + "."
+
+
+def listing(rows: Sequence[dict[str, Any]], fmt: Format, *, columns: Sequence[str],
+            title: str, nothing: str) -> str:
+    """Rows in ``fmt``; with no rows: table, text and Markdown say ``nothing``, CSV is the
+    header alone, JSON ``[]``."""
+    if rows or fmt is Format.json:
+        return render_rows(rows, fmt, title=title)
+    if fmt is Format.csv:
+        return render_rows([], fmt, columns=columns)
+    return (md_text(nothing) if fmt is Format.markdown else nothing) + "\n"
 
 
 def _day(value: str | None) -> date | None:
@@ -102,12 +150,22 @@ def _day(value: str | None) -> date | None:
         raise typer.BadParameter(f"{value!r} is not a date like 2026-11-27") from None
 
 
-FormatOpt = Annotated[Format | None, typer.Option(
+FormatOpt = Annotated[RowFormat | None, typer.Option(
     "--format", "-f", help="table, json, csv or markdown (table on a terminal, else json).")]
 SinceOpt = Annotated[str | None, typer.Option(help="First report day (UTC), inclusive.")]
 UntilOpt = Annotated[str | None, typer.Option(help="Last report day (UTC), inclusive.")]
 DomainOpt = Annotated[list[str] | None, typer.Option("--domain", "-d", help="Policy domain.")]
 OrgOpt = Annotated[list[str] | None, typer.Option("--org", help="Reporting organisation.")]
+
+
+def plain_help(typer_app: typer.Typer) -> None:
+    """Help as written, for ``typer_app`` and every group under it: click's formatter joins
+    a paragraph's lines before wrapping them and shows a flag as a flag.  (Typer's rich
+    panels keep a docstring's line breaks in command lists and show flags as ``<bool>``.)"""
+    typer_app.rich_markup_mode = None
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            plain_help(group.typer_instance)
 
 
 def _read_store(settings: Settings) -> Store:

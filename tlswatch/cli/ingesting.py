@@ -7,15 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from tlswatch.analytics.render import Format, to_json
+from tlswatch.analytics.render import Format, render_rows, to_json
 from tlswatch.cli.base import (
     FormatOpt,
     _errors,
     _format,
+    _only,
     _state,
     app,
     echo,
     err,
+    listing,
 )
 from tlswatch.config import Settings
 from tlswatch.errors import ReportError
@@ -31,18 +33,24 @@ from tlswatch.store import Store
 @app.command()
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(
+    paths: Annotated[list[str], typer.Argument(metavar="PATH",
         help="Files, directories, .eml, mbox, Maildir; '-' reads standard input.")],
     fmt: FormatOpt = None,
 ) -> None:
-    """Decode, validate and load reports; duplicates are counted once, rejects quarantined."""
+    """Decode, validate and load reports.
+
+    A report seen again is counted once; a refused input is quarantined with its reason.
+    """
     settings = _state(ctx).settings
+    # No CSV: the counts and the list of refused inputs are two tables.
+    chosen = _only(_format(fmt), Format.table, Format.json, Format.markdown, command="ingest")
     with _errors(), Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
         items = iter_inputs(paths, max_bytes=settings.max_input_bytes)
         result = _load_with_progress(items, store, settings, paths)
-    chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json(result.as_dict()))
+    elif chosen is Format.markdown:
+        echo(_ingest_markdown(result), nl=False)
     else:
         _print_ingest(result)
     raise typer.Exit(1 if result.rejected or result.conflicts else 0)
@@ -75,24 +83,50 @@ def _print_ingest(result: IngestResult) -> None:
         echo(f"quarantined {conflict.source}: {conflict.reason}", err=True)
 
 
+def _ingest_markdown(result: IngestResult) -> str:
+    counts = {k: v for k, v in result.as_dict().items() if isinstance(v, int)}
+    refused = ([{"source": r.source, "outcome": "rejected", "reason": r.reason}
+                for r in result.rejections]
+               + [{"source": r.source, "outcome": "quarantined", "reason": r.reason}
+                  for r in result.conflict_reports]
+               + [{"source": r.source, "outcome": "retry later", "reason": r.reason}
+                  for r in result.retry])
+    out = render_rows([counts], Format.markdown)
+    return out + ("\n" + render_rows(refused, Format.markdown) if refused else "")
+
+
+VALIDATE_COLUMNS = ("source", "valid", "warnings", "path", "message")
+
+
 @app.command("validate")
 def validate_command(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(help="Files or directories to check.")],
+    paths: Annotated[list[str], typer.Argument(
+        metavar="PATH", help="Files or directories to check.")],
     fmt: FormatOpt = None,
 ) -> None:
-    """Check reports without loading them; print every error with its JSON path."""
+    """Check reports without loading them.
+
+    Every error is printed with its JSON path; exit 1 when any input is invalid.
+    """
     settings = _state(ctx).settings
+    chosen = _format(fmt)
     results = [r for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)
                for part in expand(item, max_bytes=settings.max_input_bytes)
                for r in _check(part, options_from(settings).limits)]
-    chosen = _format(fmt)
+    nothing = f"No reports found in {', '.join(paths)}."
     if chosen is Format.json:
         echo(to_json(results))
+    elif chosen in (Format.csv, Format.markdown) or not results:
+        rows = [{"source": r["source"], "valid": r["valid"], "warnings": len(r["warnings"]),
+                 **e} for r in results for e in (r["errors"] or [{"path": "", "message": ""}])]
+        echo(listing(rows, chosen, columns=VALIDATE_COLUMNS, title="Validation",
+                     nothing=nothing), nl=False)
     else:
         for r in results:
             if r["valid"]:
-                echo(f"{r['source']}: valid ({len(r['warnings'])} warnings)")
+                n = len(r["warnings"])
+                echo(f"{r['source']}: valid ({n} warning{'' if n == 1 else 's'})")
             for e in r["errors"]:
                 where = f"{e['path']}: " if e["path"] else ""
                 echo(f"{r['source']}: {where}{e['message']}")

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from tlswatch.analytics.render import Format, render_rows, to_json
+from tlswatch.analytics.render import Format, md_text, render_rows, to_json
 from tlswatch.cli.base import (
     FormatOpt,
+    RowFormat,
     _errors,
     _format,
     _read_store,
@@ -18,12 +19,17 @@ from tlswatch.cli.base import (
     echo,
 )
 from tlswatch.config import Settings
-from tlswatch.dnsname import BadDomain, parse_domain
+from tlswatch.dnsname import BadDomain, is_domain, parse_domain
+
+# Names that never resolve on the public Internet (RFC 6761, RFC 6762, RFC 8375, common
+# private suffixes): records naming them send nobody anywhere.
+PRIVATE_SUFFIXES = ("localhost", "local", "localdomain", "internal", "lan", "home.arpa",
+                    "test", "invalid")
 
 
 @app.command("check")
 def check_command(
-    domain: Annotated[str, typer.Argument(help="The mail domain to check.")],
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="The mail domain to check.")],
     nameserver: Annotated[str | None, typer.Option(help="DNS server IP[:PORT] to ask "
                                                         "(default: the system's).")] = None,
     ca_bundle: Annotated[Path | None, typer.Option(help="CA certificates to trust (PEM).")] =
@@ -34,8 +40,11 @@ def check_command(
         10.0,
     fmt: FormatOpt = None,
 ) -> None:
-    """Check MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): records, policy, MX coverage, and
-    each MX's STARTTLS and certificate. Exit 1 when there are errors."""
+    """Check a domain's MTA-STS and TLS-RPT set-up.
+
+    MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): records, policy, MX coverage, and each MX's
+    STARTTLS and certificate. Exit 1 when there are errors.
+    """
     from tlswatch.mtasts.check import Checker
 
     checker = Checker(nameserver=nameserver, ca_bundle=str(ca_bundle) if ca_bundle else None,
@@ -61,7 +70,7 @@ def _policy_domain(value: str) -> str:
         raise typer.Exit(2) from None
 
 
-DomainArg = Annotated[str, typer.Argument(help="The mail domain (a DNS name).",
+DomainArg = Annotated[str, typer.Argument(metavar="DOMAIN", help="The mail domain (a DNS name).",
                                           callback=_policy_domain)]
 
 policy_app = typer.Typer(help="Host MTA-STS policies and decide when to enforce them.",
@@ -69,19 +78,54 @@ policy_app = typer.Typer(help="Host MTA-STS policies and decide when to enforce 
 app.add_typer(policy_app, name="policy")
 
 
-def _print_policy(policy: Any, settings: Settings, fmt: Format | None, note: str = "") -> None:
+def record_warnings(settings: Settings, host: str) -> list[str]:
+    """What is wrong with the host name the printed records point at."""
+    out = []
+    host = host.rstrip(".")
+    if not settings.public_host and not settings.smtp_hostname:
+        out.append(f"public_host and smtp_hostname are unset, so these records name this "
+                   f"machine ({host}): set public_host to the name senders reach this "
+                   "deployment by and run the command again, or edit the records before "
+                   "publishing them")
+    name = host.lower()
+    if "." not in name or not is_domain(name) or name.endswith(
+            tuple(f".{s}" for s in PRIVATE_SUFFIXES)) or name in PRIVATE_SUFFIXES:
+        out.append(f"{host} is not a public DNS name: senders cannot reach the policy or "
+                   "the report address there; do not publish these records as they are")
+    return out
+
+
+def _print_policy(policy: Any, settings: Settings, fmt: RowFormat | None, note: str = ""
+                  ) -> None:
     from tlswatch.mtasts.hosting import records
 
     dns = records(settings, policy)
-    if _format(fmt) is Format.json:
-        echo(to_json({"policy": policy.text, "id": policy.id, "records": dns}))
+    warnings = record_warnings(settings, next(r["value"] for r in dns if r["type"] == "CNAME"))
+    for warning in warnings:
+        echo(f"tlswatch: warning: {warning}", err=True)
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        echo(to_json({"policy": policy.text, "id": policy.id, "records": dns,
+                      "warnings": warnings, **({"note": note} if note else {})}))
         return
-    echo(f"Policy served at https://mta-sts.{policy.domain}/.well-known/mta-sts.txt "
-         f"(id {policy.id}):\n")
-    echo(policy.text.replace("\r\n", "\n"))
+    if chosen is Format.csv:
+        echo(render_rows(dns, chosen), nl=False)
+        return
+    url = f"https://mta-sts.{policy.domain}/.well-known/mta-sts.txt"
+    text = policy.text.replace("\r\n", "\n")
+    if chosen is Format.markdown:
+        echo(f"Policy served at {md_text(url)} (id {policy.id}):\n\n```\n{text}```\n\n"
+             "Publish these DNS records (change the policy file first, then the TXT id):\n")
+        echo(render_rows(dns, chosen), nl=False)
+        if note:
+            echo("\n" + md_text(note))
+        return
+    echo(f"Policy served at {url} (id {policy.id}):\n")
+    echo(text)
     echo("Publish these DNS records (change the policy file first, then the TXT id):")
-    for r in dns:
-        echo(f'  {r["name"]}.  IN {r["type"]}  {r["value"]!r}'.replace("'", '"'))
+    for r in dns:  # zone-file syntax: a TXT value is quoted, a host name is not
+        value = f'"{r["value"]}"' if r["type"] == "TXT" else r["value"]
+        echo(f'  {r["name"]}.  IN {r["type"]}  {value}')
     if note:
         echo("\n" + note)
 
@@ -95,7 +139,10 @@ def policy_init(
     max_age: Annotated[int, typer.Option(help="Seconds senders cache the policy.")] = 86400,
     fmt: FormatOpt = None,
 ) -> None:
-    """Write (or replace) the hosted policy and print the DNS records to publish."""
+    """Write the hosted policy; print the DNS records to publish.
+
+    An existing policy of the domain is replaced; the id changes when the content does.
+    """
     from tlswatch.mtasts.hosting import init_policy
 
     settings = _state(ctx).settings
@@ -107,7 +154,11 @@ def policy_init(
 @policy_app.command("retire")
 def policy_retire(ctx: typer.Context, domain: DomainArg,
                   fmt: FormatOpt = None) -> None:
-    """Serve mode none with a new id; say when the old policy expires (RFC 8461 s8)."""
+    """Serve mode none; say when the old policy expires.
+
+    The policy gets a new id; the records can go once the old max_age has passed
+    (RFC 8461 section 8).
+    """
     from tlswatch.mtasts.hosting import retire_policy
 
     settings = _state(ctx).settings
@@ -127,7 +178,7 @@ def policy_status(
     nameserver: Annotated[str | None, typer.Option(help="DNS server IP[:PORT].")] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Compare what DNS publishes with the policy served here; say what to do."""
+    """Compare DNS with the policy served here; say what to do."""
     from tlswatch.mtasts.check import Checker, _fields
     from tlswatch.mtasts.hosting import status
 
@@ -141,20 +192,33 @@ def policy_status(
     raise typer.Exit(1 if any(r["severity"] == "error" for r in rows) else 0)
 
 
+BLOCKER_COLUMNS = ("result_type", "receiving_mx_hostname", "receiving_ip", "reporters",
+                   "failed_sessions")
+
+
 @policy_app.command("advise")
 def policy_advise(ctx: typer.Context, domain: DomainArg,
                   days: Annotated[int, typer.Option(help="Days of reports to read.")] = 14,
                   fmt: FormatOpt = None) -> None:
-    """From the stored reports: move from testing to enforce, or what blocks it."""
+    """Advise whether to move from testing to enforce.
+
+    From the stored reports: enforce, or the failures that block it.
+    """
     from tlswatch.mtasts.hosting import advise
 
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
         result = advise(store, settings, domain, days=days)
-    if _format(fmt) is Format.json:
+    chosen = _format(fmt)
+    if chosen is Format.json:
         echo(to_json(result))
         return
-    echo(f"{result['domain']} ({result['since']} .. {result['until']}, reporters: "
-         f"{', '.join(result['reporters']) or 'none'}): {result['advice']}.")
+    if chosen is Format.csv:  # the blockers; none (the header alone): nothing blocks enforce
+        echo(render_rows(result["blockers"], chosen, columns=BLOCKER_COLUMNS), nl=False)
+        return
+    line = (f"{result['domain']} ({result['since']} .. {result['until']}, reporters: "
+            f"{', '.join(result['reporters']) or 'none'}): {result['advice']}.")
+    echo(md_text(line) if chosen is Format.markdown else line)
     if result["blockers"]:
-        echo(render_rows(result["blockers"], Format.table, title="Blockers"), nl=False)
+        echo(("\n" if chosen is Format.markdown else "")
+             + render_rows(result["blockers"], chosen, title="Blockers"), nl=False)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -25,12 +28,26 @@ from tlswatch.cli.base import (
     _state,
     app,
     echo,
+    listing,
+    nothing_matched,
     report_app,
 )
 from tlswatch.config import describe
 
+TEXT_WIDTH = 92  # the longest line of a text summary on a terminal
 SUMMARY_COLUMNS = ["policy_domain", "reports", "successful_sessions", "failed_sessions",
                    "success_rate", "change_success_rate", "failures_by_result_type"]
+# The columns of each listing, for the CSV header of an empty result (a test holds them to
+# the keys of a full one).
+FAILURE_COLUMNS = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
+                   "receiving_ip", "sending_mta_ip", "failed_sessions", "reports", "first_day",
+                   "last_day", "failure_reason_codes")
+REPORT_COLUMNS = ("id", "day", "organization_name", "report_id", "policy_domains",
+                  "successful_sessions", "failed_sessions", "warnings")
+ALERT_COLUMNS = ("day", "policy_domain", "kind", "message", "created_at", "delivery",
+                 "delivered_at", "delivery_error")
+OUTBOX_COLUMNS = ("id", "kind", "channel", "recipient", "subject", "status", "attempts",
+                  "created_at", "next_try_at", "delivered_at", "last_error")
 
 
 @app.command()
@@ -42,21 +59,34 @@ def summary(
     fmt: Annotated[Format | None, typer.Option(
         "--format", "-f", help="table, text, json, csv or markdown.")] = None,
 ) -> None:
-    """Per policy domain: sessions, success rate, failures and their causes, the change."""
+    """Sessions, success rate and failure causes per domain.
+
+    With the change against the previous period of the same length.
+    """
     settings = _state(ctx).settings
     filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
     with _errors(), _read_store(settings) as store:
         result = summarize(store, filters)
-    echo(render_summary(result, _format(fmt)), nl=False)
+    width = min(shutil.get_terminal_size().columns, TEXT_WIDTH) if sys.stdout.isatty() else None
+    echo(render_summary(result, _format(fmt), nothing=nothing_matched("reports", filters),
+                        width=width), nl=False)
 
 
-def render_summary(result: Summary, fmt: Format) -> str:
+def render_summary(result: Summary, fmt: Format, *, nothing: str = "No reports.",
+                   width: int | None = None) -> str:
+    """The summary in ``fmt``; ``text`` paragraphs wrapped at ``width`` (on a terminal), or
+    one line each (for scripts and mail)."""
     if fmt is Format.json:
         return to_json(result.as_dict()) + "\n"
-    if fmt is Format.text:
-        if not result.domains:
-            return "No reports in this period.\n"
-        return "\n\n".join(paragraph(d) for d in result.domains) + "\n"
+    if not result.domains:
+        return listing([], fmt, columns=[*SUMMARY_COLUMNS, "organizations"], title="",
+                       nothing=nothing)
+    if fmt is Format.text:  # names are never split across lines
+        texts = [paragraph(d) for d in result.domains]
+        if width:
+            texts = [textwrap.fill(t, width=width, break_long_words=False,
+                                   break_on_hyphens=False) for t in texts]
+        return "\n\n".join(texts) + "\n"
     rows = []
     for d in result.domains:
         if fmt is Format.table:
@@ -74,7 +104,12 @@ def render_summary(result: Summary, fmt: Format) -> str:
         row = {c: getattr(d, c) for c in SUMMARY_COLUMNS}
         row["organizations"] = d.organizations
         rows.append(row)
-    period = f"{result.since or 'start'} .. {result.until or 'end'}"
+    if result.since and result.until:
+        period = f"{result.since} to {result.until}"
+    elif result.since or result.until:
+        period = f"since {result.since}" if result.since else f"until {result.until}"
+    else:
+        period = "every report day"
     return render_rows(rows, fmt, title=f"TLS-RPT summary, {period}")
 
 
@@ -91,7 +126,11 @@ def failures(
     limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
     fmt: FormatOpt = None,
 ) -> None:
-    """Failed sessions grouped by domain, reporter, result type, MX, receiving and sending IP."""
+    """Failed sessions grouped by domain, reporter, type, MX and IP.
+
+    Grouped by policy domain, reporting organisation, result type, receiving MX, receiving
+    IP and sending IP, with up to three failure reason codes.
+    """
     settings = _state(ctx).settings
     filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
                       organizations=tuple(org or ()), result_types=tuple(result_type or ()),
@@ -100,7 +139,8 @@ def failures(
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
         rows = failure_groups(store, filters, dims, limit=limit, details=True)
-    echo(render_rows(rows, _format(fmt), title="Failed sessions"), nl=False)
+    echo(listing(rows, _format(fmt), columns=FAILURE_COLUMNS, title="Failed sessions",
+                 nothing=nothing_matched("failed sessions", filters)), nl=False)
 
 
 @app.command()
@@ -119,7 +159,8 @@ def reports(
                       organizations=tuple(org or ()))
     with _errors(), _read_store(settings) as store:
         rows = list_reports(store, filters, limit=limit)
-    echo(render_rows(rows, _format(fmt), title="Reports"), nl=False)
+    echo(listing(rows, _format(fmt), columns=REPORT_COLUMNS, title="Reports",
+                 nothing=nothing_matched("reports", filters)), nl=False)
 
 
 @report_app.command("show")
@@ -129,7 +170,10 @@ def report_show(
                                                              "or the report-id.")],
     fmt: FormatOpt = None,
 ) -> None:
-    """One report: envelope facts, warnings, policies, failure details and the raw JSON."""
+    """Show one report, as stored and as received.
+
+    Envelope facts, warnings, policies, failure details and the raw JSON.
+    """
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
         data = show_report(store, ident)
@@ -180,7 +224,10 @@ def export_daily_command(
                                        "and the day's new alerts now; exit 1 if a delivery "
                                        "failed (it stays queued for 'serve').")] = False,
 ) -> None:
-    """Write DIR/tlswatch-summary-YYYY-MM-DD.EXT for one day (replacing earlier files)."""
+    """Write one day's summary files.
+
+    DIR/tlswatch-summary-YYYY-MM-DD.EXT, replacing earlier files of that day.
+    """
     from datetime import UTC, datetime, timedelta
 
     from tlswatch import jobs
@@ -223,9 +270,12 @@ def alerts(
                                          "failed, with attempts and errors.")] = False,
     fmt: FormatOpt = None,
 ) -> None:
-    """Alert history: new result types, low success rates, spikes, silent reporters, broken
-    MTA-STS policy hosts, and whether each was delivered. Each alert is raised once per
-    domain, kind and day, and at most max_alerts_per_day a day."""
+    """The alert history, or the outbox of deliveries.
+
+    New result types, low success rates, spikes, silent reporters, broken MTA-STS policy
+    hosts, and whether each was delivered. Each alert is raised once per domain, kind and
+    day, and at most max_alerts_per_day a day.
+    """
     from datetime import UTC, datetime
 
     from tlswatch import jobs
@@ -233,17 +283,19 @@ def alerts(
 
     settings = _state(ctx).settings
     failed: list[jobs.Delivery] = []
+    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
     with _errors():
         if check:
             failed = jobs.check_and_send(settings, datetime.now(UTC).date())
         with _read_store(settings) as store:
-            if outbox:
-                rows = history.outbox(store)
-            else:
-                rows = history.history(store, Filters(since=_day(since), until=_day(until),
-                                                      domains=tuple(domain or ())))
-    echo(render_rows(rows, _format(fmt), title="Outbox" if outbox else "Alerts"),
-               nl=False)
+            rows = history.outbox(store) if outbox else history.history(store, filters)
+    if outbox:
+        out = listing(rows, _format(fmt), columns=OUTBOX_COLUMNS, title="Outbox",
+                      nothing="No deliveries in the outbox.")
+    else:
+        out = listing(rows, _format(fmt), columns=ALERT_COLUMNS, title="Alerts",
+                      nothing=nothing_matched("alerts", filters))
+    echo(out, nl=False)
     for delivery in failed:
         echo(f"tlswatch: not delivered: {delivery.describe()}", err=True)
     if failed:
@@ -252,7 +304,7 @@ def alerts(
 
 @app.command("config")
 def config_command(ctx: typer.Context, fmt: FormatOpt = None) -> None:
-    """Show every setting: its value now, its default and what it does."""
+    """Show every setting: its value, its default and its meaning."""
     settings = _state(ctx).settings
     rows = [{"setting": name, "value": getattr(settings, name), "default": default,
              "help": text} for name, default, text in describe()]

@@ -13,6 +13,7 @@ from tlswatch.cli.base import (
     FormatOpt,
     _errors,
     _format,
+    _only,
     _state,
     app,
     echo,
@@ -29,7 +30,10 @@ def serve(
     spool: Annotated[Path | None, typer.Option(help="Spool folder.")] = None,
     lmtp: Annotated[bool | None, typer.Option("--lmtp/--no-lmtp", help="Speak LMTP.")] = None,
 ) -> None:
-    """Receive reports by SMTP/LMTP and HTTPS, spool them durably, load them continuously."""
+    """Receive reports by SMTP/LMTP and HTTPS, and load them.
+
+    Received reports are spooled durably, then loaded continuously.
+    """
     import asyncio
 
     from tlswatch.service import Listening, Service
@@ -76,7 +80,10 @@ def fetch_imap(
                                            "now (off when 'serve' loads the spool).")] = True,
     fmt: FormatOpt = None,
 ) -> None:
-    """Spool new report mail from an IMAP folder, archive it, then load it."""
+    """Spool new report mail from an IMAP folder, then load it.
+
+    Each report message is archived to --archive-folder once spooled.
+    """
     import os
 
     from tlswatch.ingest.imap import Mailbox, fetch
@@ -84,6 +91,7 @@ def fetch_imap(
     from tlswatch.ingest.spool import Spool
 
     settings = _state(ctx).settings
+    chosen = _only(_format(fmt), Format.table, Format.json, command="fetch imap")
     password = os.environ.get(password_env)
     if password is None:
         raise typer.BadParameter(f"environment variable {password_env} is not set",
@@ -106,7 +114,7 @@ def fetch_imap(
             loaded.rejections += batch.rejections
     out = {"messages": got.seen, "spooled": len(got.spooled), "left_alone": got.left_alone,
            **loaded.as_dict()}
-    if _format(fmt) is Format.json:
+    if chosen is Format.json:
         echo(to_json(out))
     else:
         echo(f"{got.seen} new messages: {len(got.spooled)} reports spooled and archived "

@@ -147,11 +147,21 @@ def _dkim(item: Input, documents: list[Document], options: Options) -> DkimResul
                        dnsfunc=options.dnsfunc, timeout=options.dns_timeout)
 
 
+def is_ours(domain: str, domains: frozenset[str]) -> bool:
+    """Whether the setting ``domains`` covers ``domain``: listed as it is, or under a
+    ``*.parent`` entry, which covers every subdomain of parent (at any depth), not parent."""
+    if domain in domains:
+        return True
+    labels = domain.split(".")
+    return any(f"*.{'.'.join(labels[i:])}" in domains for i in range(1, len(labels)))
+
+
 def _check_domains(valid: ValidReport, domains: frozenset[str]) -> None:
     if not domains:
         return
     # Entries no source attributes are kept (a refusal would lose them), not a stranger's.
-    strangers = sorted({p.policy_domain for p in valid.policies} - domains - {UNATTRIBUTED})
+    strangers = sorted(d for d in {p.policy_domain for p in valid.policies} - {UNATTRIBUTED}
+                       if not is_ours(d, domains))
     if strangers:
         raise ReportError(valid.source, f"not one of our domains: {', '.join(strangers)} "
                           "(setting 'domains')")
