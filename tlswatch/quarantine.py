@@ -164,6 +164,16 @@ def show(settings: Settings, ident: str) -> tuple[Refusal, bytes]:
     return entry, content(settings, entry)
 
 
+def details(settings: Settings, ident: str, *, max_chars: int | None = None) -> dict[str, Any]:
+    """One entry for display: its fields, its header and its content as text (gzip
+    inflated, cut at ``max_chars``).  Escape the strings for where they are shown."""
+    entry, data = show(settings, ident)
+    text = readable(data, limit=settings.max_inflated_bytes)
+    cut = max_chars is not None and len(text) > max_chars
+    return {**entry.as_dict(), "meta": entry.meta, "inflated": data[:2] == b"\x1f\x8b",
+            "content": text[:max_chars] if cut else text, "content_cut": cut}
+
+
 def content(settings: Settings, entry: Refusal) -> bytes:
     """The refused bytes: the whole input as received (spool), else the refused report."""
     if entry.spool_id is not None:

@@ -10,7 +10,7 @@ import typer
 
 from tlswatch.analytics.render import Format, render_rows, to_json
 from tlswatch.cli.base import FormatOpt, _day, _errors, _format, _state, app, echo
-from tlswatch.quarantine import Filters, Refusal, delete, list_refused, readable, retry, show
+from tlswatch.quarantine import Filters, Refusal, delete, details, list_refused, retry, show
 
 quarantine_app = typer.Typer(
     help="Refused inputs (spool/failed and the database's quarantine): list, show, retry, "
@@ -79,24 +79,26 @@ def show_cmd(
 ) -> None:
     """One refused input: its details and its content (escaped; gzip inflated)."""
     settings = _state(ctx).settings
-    with _errors():
-        entry, data = show(settings, ident)
     if raw or out is not None:
+        with _errors():
+            _entry, data = show(settings, ident)
         _write_raw(data, out)
         return
-    text = readable(data, limit=settings.max_inflated_bytes)
+    with _errors():
+        entry = details(settings, ident)
     chosen = fmt or (Format.text if sys.stdout.isatty() else Format.json)
     if chosen is Format.json:
-        echo(to_json({**entry.as_dict(), "meta": entry.meta, "content": text}))
+        echo(to_json(entry))
         return
-    for key, value in entry.as_dict().items():
-        if key != "quarantine_ids" or value != [entry.id]:
+    for key in ("id", "received_at", "via", "source", "size", "reason", "quarantine_ids"):
+        if key != "quarantine_ids" or entry[key] != [entry["id"]]:
+            value = entry[key]
             echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
-    for key, value in entry.meta.items():
+    for key, value in entry["meta"].items():
         if key not in ("via", "size", "received_at"):
             echo(f"meta.{key}: {value}")
     echo("")
-    echo(text)
+    echo(entry["content"])
 
 
 def _write_raw(data: bytes, out: Path | None) -> None:

@@ -41,6 +41,7 @@ from tlswatch.store import Store
 from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
 from tlswatch.web.csrf import HEADER as CSRF_HEADER
 from tlswatch.web.csrf import CsrfTokens
+from tlswatch.web.refused import RefusedPages
 
 log = logging.getLogger(__name__)
 # Room for the multipart envelope around an upload of max_input_bytes.
@@ -67,7 +68,7 @@ class Dashboard:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
                 Route("/reports", self.reports), Route("/reports/{ident}", self.report),
                 Route("/reports/{ident}/raw.json", self.raw_report),
-                Route("/alerts", self.alerts),
+                Route("/alerts", self.alerts), *RefusedPages(self.settings).routes(),
                 Route("/upload", self.upload, methods=["GET", "POST"])]
 
     # -- plumbing ---------------------------------------------------------------------------
