@@ -313,8 +313,11 @@ def _spool_entry(path: Path) -> Refusal:
     except OSError:
         reason = "(no reason was recorded)"
     via = str(meta.get("via") or "spool")
+    # The loader writes "<via>:<id>[ [part]]: reason" lines: the id is this entry's own.
+    own = f"{via}:{path.name}"
+    lines = [line.removeprefix(own).removeprefix(": ").strip() for line in reason.splitlines()]
     return Refusal(id=path.name, received_at=_received_at(path, meta), via=via,
-                   source=_spool_source(meta), size=size, reason=reason.replace("\n", "; "),
+                   source=_spool_source(meta), size=size, reason="; ".join(lines),
                    spool_id=path.name, meta=meta)
 
 

@@ -91,11 +91,11 @@ def show_cmd(
         echo(to_json(entry))
         return
     for key in ("id", "received_at", "via", "source", "size", "reason", "quarantine_ids"):
-        if key != "quarantine_ids" or entry[key] != [entry["id"]]:
+        if key != "quarantine_ids" or entry[key] not in ([], [entry["id"]]):
             value = entry[key]
             echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
     for key, value in entry["meta"].items():
-        if key not in ("via", "size", "received_at"):
+        if key not in ("via", "size", "received_at") and value is not None:
             echo(f"meta.{key}: {value}")
     echo("")
     echo(entry["content"])
