@@ -235,7 +235,10 @@ def _retry_one(settings: Settings, store: Store, entry: Refusal, data: bytes,
         else:
             _remove_spool_entry(path)
     if refused:
-        return Retried(entry.id, "refused", "; ".join(f"{s}: {r}" for s, r in refused.items()))
+        own = _input(entry, b"").source
+        return Retried(entry.id, "refused", "; ".join(
+            r if s == own else f"{s.removeprefix(own).strip()}: {r}"
+            for s, r in refused.items()))
     stored = f"{result.accepted} report(s) stored" + (
         f", {result.duplicates} already stored" if result.duplicates else "")
     return Retried(entry.id, "stored", stored, tuple(result.report_pks))
