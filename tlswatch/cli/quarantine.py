@@ -128,8 +128,7 @@ def retry_cmd(
     since: SinceOpt = None, until: UntilOpt = None, reason: ReasonOpt = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Load refused inputs again with today's checks: stored ones leave the quarantine;
-    refused ones stay, with the new reason."""
+    """Load refused inputs again with today's checks; stored ones leave the quarantine."""
     settings = _state(ctx).settings
     _need_choice(idents, every)
     with _errors():
