@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import stat
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -138,7 +139,7 @@ def find(settings: Settings, ident: str) -> Refusal:
                 return entry
     elif _SPOOL_NAME.fullmatch(ident) and not ident.endswith(".reason"):
         path = _failed_dir(settings) / ident
-        if path.is_file() or path.is_symlink():
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
             entry = _spool_entry(path)
             rows = [(r["quarantine_pk"], r["source"]) for r in _db_rows(settings)
                     if _linked_spool_id(r["source"]) == ident]
@@ -327,9 +328,8 @@ def _spool_entry(path: Path) -> Refusal:
 def _spool_meta(path: Path) -> tuple[dict[str, Any], int]:
     """The header of a spool file and the size of the input after it."""
     try:
-        total = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD)
+        total = path.lstat().st_size
+        head = _read_regular(path, _HEAD)
     except OSError:
         return {}, 0
     if not head.startswith(MAGIC):
@@ -344,8 +344,25 @@ def _spool_meta(path: Path) -> tuple[dict[str, Any], int]:
     return meta, total - len(line) - len(newline)
 
 
+def _read_regular(path: Path, limit: int | None = None) -> bytes:
+    """A regular file's bytes, never through a link or from a pipe or device (anything
+    dropped in the spool by hand ends up in ``failed/``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit if limit is not None else -1)
+    finally:
+        os.close(fd)
+
+
 def _spool_data(path: Path) -> bytes:
-    raw = path.read_bytes()
+    try:
+        raw = _read_regular(path)
+    except OSError as exc:
+        raise NotFoundError(f"{path.name}: its content cannot be read "
+                            f"({exc.strerror or exc})") from exc
     if not raw.startswith(MAGIC):
         return raw
     return raw.partition(b"\n")[2]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import smtplib
 import socket
@@ -236,3 +237,23 @@ def test_retry_of_a_conflict_keeps_it_with_the_new_reason(tmp_path: Path) -> Non
     assert entry["id"] == spool_id and entry["quarantine_ids"] == ["q1"]
     assert (server.spool / "failed" / f"{spool_id}.reason").read_text().startswith(
         f"http:{spool_id}: conflicting duplicate")
+
+
+def test_links_and_pipes_in_failed_are_listed_never_read(cli: Cli, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / "failed").mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not show me")
+    (spool / "failed" / "link").symlink_to(secret)
+    os.mkfifo(spool / "failed" / "pipe")
+    settings = config(tmp_path / "tlswatch.toml", spool=str(spool))
+    listed = cli.json("--config", str(settings), "quarantine")
+    assert sorted(e["id"] for e in listed) == ["link", "pipe"]
+    assert all(e["reason"] == "(no reason was recorded)" for e in listed)
+    for name in ("link", "pipe"):
+        shown = cli("--config", str(settings), "quarantine", "show", name, "--raw", code=1)
+        assert "its content cannot be read" in shown.stderr and shown.stdout == ""
+    assert "do not show me" not in cli("--config", str(settings), "quarantine",
+                                       "--format", "json").stdout
+    cli("--config", str(settings), "quarantine", "delete", "link", "pipe")
+    assert secret.exists() and list((spool / "failed").iterdir()) == []

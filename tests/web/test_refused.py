@@ -41,4 +41,4 @@ def test_refused_page_lists_and_shows_escaped(tmp_path: Path) -> None:
     assert twin["entry"]["inflated"] is True
     assert json.loads(twin["entry"]["content"])["organization-name"] == HOSTILE
     assert missing.status_code == 404 and "no refused input with this id" in missing.text
-    assert filtered == {"entries": []}
+    assert filtered == {"entries": [], "total": 0}

@@ -22,6 +22,7 @@ from tlswatch.errors import NotFoundError
 from tlswatch.quarantine import Filters, details, list_refused
 from tlswatch.render.html import render
 
+LISTED = 500  # entries on the page, the newest
 SHOWN_CHARS = 1024 * 1024  # of an input's content on its page; --raw gives it whole
 
 
@@ -37,7 +38,9 @@ class RefusedPages:
         filters = Filters(since=_day(q.get("since", "")), until=_day(q.get("until", "")),
                           reason=q.get("reason") or None)
         entries = await asyncio.to_thread(list_refused, self.settings, filters)
-        return _page(request, "refused.html", {"entries": [e.as_dict() for e in entries]})
+        shown = entries[-LISTED:]  # the newest; the command lists them all
+        return _page(request, "refused.html", {"entries": [e.as_dict() for e in shown],
+                                               "total": len(entries)})
 
     async def entry(self, request: Request) -> Response:
         ident = request.path_params["ident"]
