@@ -18,11 +18,9 @@ time, so 'serve' keeps loading in between.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import os
 import re
-import stat
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,10 +31,11 @@ from typing import Any
 from tlswatch.config import Settings
 from tlswatch.dnsname import is_domain
 from tlswatch.errors import NotFoundError
+from tlswatch.ingest.failed import read_header, read_input, reason_path, received_at
+from tlswatch.ingest.failed import remove as remove_failed
 from tlswatch.ingest.loader import load
 from tlswatch.ingest.prepare import Options, options_from
 from tlswatch.ingest.sources import Input
-from tlswatch.ingest.spool import MAGIC
 from tlswatch.store import Store
 from tlswatch.store.quarantine import (
     delete_quarantine,
@@ -46,7 +45,6 @@ from tlswatch.store.quarantine import (
 )
 
 log = logging.getLogger(__name__)
-_HEAD = 64 * 1024
 _DB_ID = re.compile(r"q(\d{1,18})")
 _SPOOL_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,200}")
 # A quarantine row from 'serve': "<via>:<spool id>", then " [part]" or " (stored report N)".
@@ -178,7 +176,11 @@ def details(settings: Settings, ident: str, *, max_chars: int | None = None) -> 
 def content(settings: Settings, entry: Refusal) -> bytes:
     """The refused bytes: the whole input as received (spool), else the refused report."""
     if entry.spool_id is not None:
-        return _spool_data(_failed_dir(settings) / entry.spool_id)
+        try:
+            return read_input(_failed_dir(settings) / entry.spool_id)
+        except OSError as exc:
+            raise NotFoundError(f"{entry.id}: its content cannot be read "
+                                f"({exc.strerror or exc})") from exc
     with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
         row = quarantine_row(store, entry.rows[0][0])
     if row is None:
@@ -231,10 +233,10 @@ def _retry_one(settings: Settings, store: Store, entry: Refusal, data: bytes,
     if entry.spool_id is not None:
         path = _failed_dir(settings) / entry.spool_id
         if refused:
-            _reason_path(path).write_text(
+            reason_path(path).write_text(
                 "\n".join(f"{s}: {r}" for s, r in refused.items()) + "\n", encoding="utf-8")
         else:
-            _remove_spool_entry(path)
+            remove_failed(path)
     if refused:
         own = _input(entry, b"").source
         return Retried(entry.id, "refused", "; ".join(
@@ -256,7 +258,7 @@ def delete(settings: Settings, idents: Sequence[str] = (), *,
             delete_quarantine(store, pks)
     for entry in entries:
         if entry.spool_id is not None:
-            _remove_spool_entry(_failed_dir(settings) / entry.spool_id)
+            remove_failed(_failed_dir(settings) / entry.spool_id)
     return [e.id for e in entries]
 
 
@@ -311,61 +313,18 @@ def _spool_entries(folder: Path) -> list[Refusal]:
 
 def _spool_entry(path: Path) -> Refusal:
     """A file in ``failed/`` as an entry, from its header line and ``.reason`` file."""
-    meta, size = _spool_meta(path)
+    meta, size = read_header(path)
     try:
-        reason = _reason_path(path).read_text(encoding="utf-8", errors="replace").strip()
+        reason = reason_path(path).read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         reason = "(no reason was recorded)"
     via = str(meta.get("via") or "spool")
     # The loader writes "<via>:<id>[ [part]]: reason" lines: the id is this entry's own.
     own = f"{via}:{path.name}"
     lines = [line.removeprefix(own).removeprefix(": ").strip() for line in reason.splitlines()]
-    return Refusal(id=path.name, received_at=_received_at(path, meta), via=via,
+    return Refusal(id=path.name, received_at=received_at(path, meta), via=via,
                    source=_spool_source(meta), size=size, reason="; ".join(lines),
                    spool_id=path.name, meta=meta)
-
-
-def _spool_meta(path: Path) -> tuple[dict[str, Any], int]:
-    """The header of a spool file and the size of the input after it."""
-    try:
-        total = path.lstat().st_size
-        head = _read_regular(path, _HEAD)
-    except OSError:
-        return {}, 0
-    if not head.startswith(MAGIC):
-        return {}, total  # dropped in by hand
-    line, newline, _ = head.partition(b"\n")
-    try:
-        meta = json.loads(line[len(MAGIC):]) if newline else {}
-    except ValueError:
-        meta = {}
-    if not isinstance(meta, dict):
-        meta = {}
-    return meta, total - len(line) - len(newline)
-
-
-def _read_regular(path: Path, limit: int | None = None) -> bytes:
-    """A regular file's bytes, never through a link or from a pipe or device (anything
-    dropped in the spool by hand ends up in ``failed/``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path.name}: not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit if limit is not None else -1)
-    finally:
-        os.close(fd)
-
-
-def _spool_data(path: Path) -> bytes:
-    try:
-        raw = _read_regular(path)
-    except OSError as exc:
-        raise NotFoundError(f"{path.name}: its content cannot be read "
-                            f"({exc.strerror or exc})") from exc
-    if not raw.startswith(MAGIC):
-        return raw
-    return raw.partition(b"\n")[2]
 
 
 def _spool_source(meta: dict[str, Any]) -> str:
@@ -380,33 +339,6 @@ def _spool_source(meta: dict[str, Any]) -> str:
     if meta.get("filename"):
         parts.append(str(meta["filename"]))
     return " ".join(parts) or "-"
-
-
-def _received_at(path: Path, meta: dict[str, Any]) -> datetime:
-    text = meta.get("received_at")
-    if isinstance(text, str):
-        try:
-            when = datetime.fromisoformat(text)
-            return (when.astimezone(UTC) if when.tzinfo else when).replace(tzinfo=None)
-        except ValueError:
-            pass
-    stamp = path.name[:20]
-    if stamp.isdigit() and len(stamp) == 20:
-        return datetime.fromtimestamp(int(stamp) / 1e9, UTC).replace(tzinfo=None)
-    try:
-        return datetime.fromtimestamp(path.stat(follow_symlinks=False).st_mtime,
-                                      UTC).replace(tzinfo=None)
-    except OSError:
-        return _now()
-
-
-def _reason_path(path: Path) -> Path:
-    return path.with_name(path.name + ".reason")
-
-
-def _remove_spool_entry(path: Path) -> None:
-    for item in (path, _reason_path(path)):
-        item.unlink(missing_ok=True)
 
 
 def _now() -> datetime:
