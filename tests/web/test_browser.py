@@ -107,3 +107,22 @@ def test_upload_form_accepts_a_report(server: Serve, page: Any, tmp_path: Path) 
     page.goto(server.http_url + "/reports?org=BOM+Writer")
     assert "browser-upload" in page.locator("#reports").inner_text()
     shot(page, "upload")
+
+
+def test_refused_upload_is_on_the_refused_page(server: Serve, page: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "refused.json"
+    bad.write_bytes(b'{"organization-name": "<script>alert(1)</script>\xe2\x80\xae", '
+                    b'"report-id": "x"}')
+    page.goto(server.http_url + "/upload")
+    page.set_input_files("input[type=file]", str(bad))
+    page.get_by_role("button", name="Upload").click()
+    assert "missing required field" in page.locator("#result").inner_text()
+    page.goto(server.http_url + "/")
+    page.get_by_role("link", name="Refused").click()
+    page.wait_for_url("**/refused")
+    assert "refused.json" in page.locator("#refused").inner_text()
+    page.locator("#refused a").first.click()
+    content = page.locator("#content").inner_text()
+    assert '"<script>alert(1)</script>\\u202e"' in content
+    assert page.dialogs == [] and page.evaluate("document.scripts.length") == 0
+    shot(page, "refused")
