@@ -17,10 +17,12 @@ time, so 'serve' keeps loading in between.
 
 from __future__ import annotations
 
+import collections
 import gzip
 import logging
 import os
 import re
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +47,7 @@ from tlswatch.store.quarantine import (
 )
 
 log = logging.getLogger(__name__)
+HOLD = 1.0  # seconds a retry holds the database before letting 'serve' write
 _DB_ID = re.compile(r"q(\d{1,18})")
 _SPOOL_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,200}")
 # A quarantine row from 'serve': "<via>:<spool id>", then " [part]" or " (stored report N)".
@@ -94,8 +97,9 @@ class Filters:
 
 @dataclass(frozen=True)
 class Retried:
-    """What a retry did: ``stored``, ``refused`` (kept, with the new reason) or ``later``
-    (a passing failure, such as a DKIM key lookup: kept as it was)."""
+    """What a retry did: ``stored``, ``refused`` (kept, with the new reason), ``later``
+    (a passing failure, such as a DKIM key lookup: kept as it was) or ``gone`` (removed or
+    unreadable meanwhile)."""
 
     id: str
     outcome: str
@@ -173,16 +177,21 @@ def details(settings: Settings, ident: str, *, max_chars: int | None = None) -> 
             "content": text[:max_chars] if cut else text, "content_cut": cut}
 
 
-def content(settings: Settings, entry: Refusal) -> bytes:
-    """The refused bytes: the whole input as received (spool), else the refused report."""
+def content(settings: Settings, entry: Refusal, *, store: Store | None = None) -> bytes:
+    """The refused bytes: the whole input as received (spool), else the refused report
+    (read through ``store`` when one is open)."""
     if entry.spool_id is not None:
         try:
             return read_input(_failed_dir(settings) / entry.spool_id)
         except OSError as exc:
             raise NotFoundError(f"{entry.id}: its content cannot be read "
                                 f"({exc.strerror or exc})") from exc
-    with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
+    if store is not None:
         row = quarantine_row(store, entry.rows[0][0])
+    else:
+        with Store.open(settings.db, read_only=True,
+                        lock_timeout=settings.lock_timeout) as reading:
+            row = quarantine_row(reading, entry.rows[0][0])
     if row is None:
         raise NotFoundError(f"{entry.id}: removed meanwhile")
     return gzip.decompress(row["raw_gzip"])
@@ -207,13 +216,21 @@ def retry(settings: Settings, idents: Sequence[str] = (), *, filters: Filters | 
           options: Options | None = None) -> list[Retried]:
     """Load each entry named (or every one ``filters`` match) again with today's checks; a
     stored one leaves the quarantine, a refused one stays with the new reason.  The
-    database is opened per entry, so 'serve' loads in between."""
+    database is held for about HOLD seconds at a time, so 'serve' loads in between."""
     options = options or options_from(settings)
-    done = []
-    for entry in select(settings, idents, filters):
-        data = content(settings, entry)
+    pending = collections.deque(select(settings, idents, filters))
+    done: list[Retried] = []
+    while pending:
         with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
-            done.append(_retry_one(settings, store, entry, data, options))
+            held = time.monotonic()
+            while pending and time.monotonic() - held < HOLD:
+                entry = pending.popleft()
+                try:
+                    data = content(settings, entry, store=store)
+                except NotFoundError as exc:
+                    done.append(Retried(entry.id, "gone", str(exc)))
+                    continue
+                done.append(_retry_one(settings, store, entry, data, options))
     return done
 
 
