@@ -72,6 +72,7 @@ WRITERS = {
     "cli/ingesting.py": "'tlswatch ingest' loads through the loader's functions",
     "jobs.py": "records alerts and the daily exports it made",
     "outbox.py": "records deliveries of alerts and summaries",
+    "quarantine.py": "retries and deletes refused inputs (loading through the loader)",
 }
 
 

@@ -101,7 +101,7 @@ def test_rejections_and_log_lines_on_stderr_are_escaped(tmp_path: Path) -> None:
     done = subprocess.run([*CLI, "--verbose", "--db", str(tmp_path / "t.duckdb"), "ingest",
                            str(bad)], capture_output=True, timeout=120, check=False)
     err = done.stderr.decode("utf-8")
-    assert done.returncode == 1 and "rejected" in err and "INFO" in err
+    assert done.returncode == 1 and "file: refused" in err and "INFO" in err
     assert unsafe(err) == [] and "\\x1b" in err and "\\u202e" in err
 
 

@@ -130,3 +130,22 @@ def test_range_form_changes_the_numbers(server: Serve, page: Any) -> None:
     page.fill("#range input[name=since]", "2026-11-27")
     page.get_by_role("button", name="Show").click()
     assert "since: 2026-11-27 is after until: 2026-11-26" in page.locator("#error").inner_text()
+
+
+def test_refused_upload_is_on_the_refused_page(server: Serve, page: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "refused.json"
+    bad.write_bytes(b'{"organization-name": "<script>alert(1)</script>\xe2\x80\xae", '
+                    b'"report-id": "x"}')
+    page.goto(server.http_url + "/upload")
+    page.set_input_files("input[type=file]", str(bad))
+    page.get_by_role("button", name="Upload").click()
+    assert "missing required field" in page.locator("#result").inner_text()
+    page.goto(server.http_url + "/")
+    page.get_by_role("link", name="Refused").click()
+    page.wait_for_url("**/refused")
+    assert "refused.json" in page.locator("#refused").inner_text()
+    page.locator("#refused a").first.click()
+    content = page.locator("#content").inner_text()
+    assert '"<script>alert(1)</script>\\u202e"' in content
+    assert page.dialogs == [] and page.evaluate("document.scripts.length") == 0
+    shot(page, "refused")

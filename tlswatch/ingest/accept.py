@@ -76,7 +76,8 @@ class Intake:
                                    domain=domain), self.options)
         if reasons:
             kept = self._keep_refused(data, meta, "; ".join(reasons))
-            log.info("refused %s from %s: %r", source, meta.get("peer", "?"), reasons)
+            log.info("%s: refused %s from %r: %r (kept as %s)", via, source, _sender(meta),
+                     "; ".join(reasons), kept or "nothing: no room")
             self._count(via, "invalid")
             return Refused(tuple(reasons), kept)
         try:
@@ -85,6 +86,8 @@ class Intake:
             log.error("%s", exc)
             self._count(via, "spool_error")
             return Unavailable(str(exc))
+        log.info("%s: spooled %s from %r as %s: report-ids %r", via, source, _sender(meta),
+                 spool_id, ids)
         if self.metrics is not None:
             self.metrics.received.labels(via).inc()
         return Accepted(spool_id, tuple(ids))
@@ -100,3 +103,13 @@ class Intake:
     def _count(self, via: str, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.rejected.labels(via, reason).inc()
+
+
+def _sender(meta: dict[str, Any]) -> str:
+    """Who sent an input: client address, envelope sender, file name (untrusted: log %r)."""
+    parts = [str(meta["peer"])] if meta.get("peer") else []
+    if meta.get("mail_from") is not None:
+        parts.append(f"<{meta['mail_from']}>")
+    if meta.get("filename"):
+        parts.append(str(meta["filename"]))
+    return " ".join(parts) or "?"

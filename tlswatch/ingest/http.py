@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
 
+log = logging.getLogger(__name__)
 REPORT_TYPES = frozenset({"application/tlsrpt+gzip", "application/tlsrpt+json",
                           "application/gzip", "application/x-gzip", "application/json"})
 
@@ -101,8 +103,11 @@ class ReportReceiver:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"])]
 
-    def _refuse(self, reason: str, status: int, message: str, **headers: str) -> JSONResponse:
+    def _refuse(self, reason: str, status: int, message: str, client: str,
+                **headers: str) -> JSONResponse:
         self.metrics.rejected.labels("http", reason).inc()
+        if status in (400, 413, 415):  # 429 is a flood by definition: counted, not logged
+            log.info("http: answered %d to %s: %r", status, client, message)
         return _error(status, message, **headers)
 
     async def post_report(self, request: Request) -> Response:
@@ -110,28 +115,28 @@ class ReportReceiver:
         wait = self.limiter.wait_time(client)
         if wait:
             return self._refuse("rate_limited", 429, "too many reports from this address; "
-                                "slow down", **{"Retry-After": str(math.ceil(wait))})
+                                "slow down", client, **{"Retry-After": str(math.ceil(wait))})
         domain = request.path_params.get("domain")
         if domain is not None:  # rua=https://host/v1/reports/<domain>: for entries naming none
             try:
                 domain = parse_domain(domain)
             except BadDomain as exc:
-                return self._refuse("invalid", 400, f"URL path: {exc}")
+                return self._refuse("invalid", 400, f"URL path: {exc}", client)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in REPORT_TYPES:
             return self._refuse("unsupported_media_type", 415,
                                 f"Content-Type must be one of {', '.join(sorted(REPORT_TYPES))}"
-                                f", got {ctype or 'none'!r}")
+                                f", got {ctype or 'none'!r}", client)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             return self._refuse("too_large", 413, f"body of {int(declared):,} bytes is over "
-                                f"the limit of {self.max_bytes:,}")
+                                f"the limit of {self.max_bytes:,}", client)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > self.max_bytes:
                 return self._refuse("too_large", 413, f"body is over the limit of "
-                                    f"{self.max_bytes:,} bytes")
+                                    f"{self.max_bytes:,} bytes", client)
         meta: dict[str, Any] = {"via": "http", "peer": client, "content_type": ctype,
                                 "received_at": datetime.now(UTC).isoformat(), "domain": domain}
         source = f"POST /v1/reports/{domain}" if domain else "POST /v1/reports"

@@ -116,7 +116,11 @@ class Loader:
             self.flush()
 
     def _reject(self, q: Quarantined) -> None:
-        log.info("rejected %s: %s", q.source, q.reason)
+        if q.transient:
+            log.info("%s: not loaded yet %r: %r (tried again later)", _via(q.source),
+                     q.source, q.reason)
+        else:
+            log.info("%s: refused %r: %r", _via(q.source), q.source, q.reason)
         rejection = Rejection(source=q.source, reason=q.reason)
         self.result.rejected += 1
         self.result.rejections.append(rejection)
@@ -151,6 +155,9 @@ class Loader:
             self._write_or_split(reports[half:], [])
             return
         self.result.report_pks.extend(pks)
+        for pk, report in zip(pks, outcome.fresh, strict=True):
+            log.info("%s: stored report %d, %r report-id %r from %r", report.report.received_via,
+                     pk, report.key[0], report.key[1], report.source)
         self._count(outcome)
 
     def _write(self, reports: list[Prepared],
@@ -178,9 +185,18 @@ class Loader:
             {"source": r.source, "organization_name": r.key[0], "report_id": r.key[1]}
             for r in outcome.duplicates]
         for q in outcome.refused:
-            log.warning("%s: %s", q.source, q.reason)
+            log.warning("%s: refused %r: %r", _via(q.source), q.source, q.reason)
             self.result.conflicts += 1
             self.result.conflict_reports.append(Rejection(q.source, q.reason))
+
+
+def _via(source: str) -> str:
+    """How an input came: spooled ones are named ``<via>:<spool id>``, files by path."""
+    via, colon, _ = source.partition(":")
+    return via if colon and via in _VIAS else "file"
+
+
+_VIAS = frozenset({"smtp", "lmtp", "http", "upload", "imap", "spool", "stdin"})
 
 
 def _weight(report: Prepared) -> int:

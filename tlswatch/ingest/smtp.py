@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from tlswatch.ingest.accept import Intake, Refused, Unavailable
 from tlswatch.ingest.limits import ConnectionCap, peer_host
@@ -75,7 +75,6 @@ class ReportHandler:
                          replies)
         if isinstance(outcome, Refused):
             return _each(f"550 5.6.0 {_reply_text(outcome.message)}", replies)
-        log.info("spooled %s from %s", outcome.spool_id, meta["peer"])
         return _each(f"250 2.0.0 OK: queued as {outcome.spool_id}", replies)
 
     def _meta(self, session: Session, envelope: Envelope) -> dict[str, Any]:
@@ -158,6 +157,16 @@ class LimitedSMTP(SMTP):
         finally:
             if self.transport is not None:
                 self._reset_timeout()
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A failed STARTTLS handshake is the client's doing: one line, not a traceback."""
+        if isinstance(error, TLSSetupException):
+            peer = self.session.peer if self.session is not None else None
+            host = peer[0] if isinstance(peer, tuple) else peer
+            log.warning("smtp: STARTTLS handshake with %s failed: %s", host,
+                        error.__cause__ or "no detail")
+            return "454 4.7.0 TLS not available"  # not sent: aiosmtpd closes the connection
+        return await super().handle_exception(error)
 
     def _timeout_cb(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

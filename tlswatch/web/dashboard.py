@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -43,10 +44,16 @@ from tlswatch.store import Store
 from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
 from tlswatch.web.csrf import HEADER as CSRF_HEADER
 from tlswatch.web.csrf import CsrfTokens
+from tlswatch.web.refused import RefusedPages
 from tlswatch.web.window import Window, WindowError, parse_window
 
+log = logging.getLogger(__name__)
 # Room for the multipart envelope around an upload of max_input_bytes.
 FORM_OVERHEAD = 64 * 1024
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _page_number(text: str) -> int:
@@ -65,7 +72,7 @@ class Dashboard:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
                 Route("/reports", self.reports), Route("/reports/{ident}", self.report),
                 Route("/reports/{ident}/raw.json", self.raw_report),
-                Route("/alerts", self.alerts),
+                Route("/alerts", self.alerts), *RefusedPages(self.settings).routes(),
                 Route("/upload", self.upload, methods=["GET", "POST"])]
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -287,7 +294,7 @@ class Dashboard:
             else:
                 data = await upload.read(self.settings.max_input_bytes + 1)
                 message, ok, status = await self._accept_upload(upload.filename or "upload",
-                                                                data)
+                                                                data, _client(request))
         token = self.csrf.issue(session)
         if request.query_params.get("format") == "json":
             response: Response = JSONResponse({"ok": ok, "message": message, "csrf": token},
@@ -308,16 +315,20 @@ class Dashboard:
                                 "again", status_code=403)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.settings.max_input_bytes + FORM_OVERHEAD:
+            log.info("upload: answered 413 to %s: a body of %s bytes", _client(request),
+                     f"{int(declared):,}")
             return HTMLResponse(f"refused: upload: a body of {int(declared):,} bytes is over "
                                 f"the limit of {self.settings.max_input_bytes:,}",
                                 status_code=413)
         return None
 
-    async def _accept_upload(self, filename: str, data: bytes) -> tuple[str, bool, int]:
+    async def _accept_upload(self, filename: str, data: bytes,
+                             client: str) -> tuple[str, bool, int]:
         if len(data) > self.settings.max_input_bytes:
+            log.info("upload: answered 413 to %s: %r is over the limit", client, filename)
             return f"{filename}: over the limit of {self.settings.max_input_bytes:,} bytes", \
                 False, 413
-        meta = {"via": "upload", "filename": filename,
+        meta = {"via": "upload", "filename": filename, "peer": client,
                 "received_at": datetime.now(UTC).isoformat()}
         outcome = await asyncio.to_thread(self.intake.accept, data, meta, source=filename,
                                           via="upload", filename=filename)

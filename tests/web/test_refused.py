@@ -1,0 +1,44 @@
+"""The dashboard's "Refused" pages on a real `tlswatch serve`: listed, shown escaped, JSON."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import GZIP_TYPE, make_report, policy
+from tests.serving import Serve
+
+HOSTILE = "<script>alert(1)</script>\u202eCorp\x1b[2J"
+
+
+def test_refused_page_lists_and_shows_escaped(tmp_path: Path) -> None:
+    with Serve(tmp_path, domains=["example.com"]) as server:
+        base = server.http_url
+        empty = httpx.get(f"{base}/refused")
+        assert empty.status_code == 200 and "No refused inputs." in empty.text
+        assert '<a href="/refused">Refused</a>' in httpx.get(f"{base}/").text
+        body = gzip.compress(json.dumps(make_report(
+            org=HOSTILE, rid="r-hostile", policies=[policy("other.example", 1, 0)]),
+            ensure_ascii=False).encode())  # the bidi override raw (JSON escapes ESC)
+        assert httpx.post(f"{base}/v1/reports", content=body,
+                          headers=GZIP_TYPE).status_code == 400
+        listing = httpx.get(f"{base}/refused?format=json").json()["entries"]
+        [entry] = listing
+        page = httpx.get(f"{base}/refused").text
+        shown = httpx.get(f"{base}/refused/{entry['id']}")
+        twin = httpx.get(f"{base}/refused/{entry['id']}?format=json").json()
+        missing = httpx.get(f"{base}/refused/q77")
+        filtered = httpx.get(f"{base}/refused?format=json&reason=nothing-like-this").json()
+    assert entry["via"] == "http" and entry["source"] == "127.0.0.1"
+    assert "not one of our domains: other.example" in entry["reason"]
+    assert f'<a href="/refused/{entry["id"]}">{entry["id"]}</a>' in page
+    assert shown.status_code == 200 and "<script>" not in shown.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\\u202eCorp\\u001b[2J" in shown.text
+    assert "\u202e" not in shown.text and "\x1b" not in shown.text
+    assert twin["entry"]["inflated"] is True
+    assert json.loads(twin["entry"]["content"])["organization-name"] == HOSTILE
+    assert missing.status_code == 404 and "no refused input with this id" in missing.text
+    assert filtered == {"entries": [], "total": 0}
