@@ -87,8 +87,9 @@ def _in_memory(data: bytes, name: str) -> Iterator[str]:
         os.close(fd)
 
 
-def load_certificate(contexts: list[ssl.SSLContext], cert: str, key: str) -> None:
-    """Load the chain in ``cert`` and the key in ``key`` (or in ``cert``) into every context.
+def load_certificate(contexts: list[ssl.SSLContext], cert: str, key: str) -> str:
+    """Load the chain in ``cert`` and the key in ``key`` (or in ``cert``) into every context;
+    return the certificate's name and end of validity.
 
     Raises CertificateError naming the file and the reason; then no context changed.
     """
@@ -103,34 +104,70 @@ def load_certificate(contexts: list[ssl.SSLContext], cert: str, key: str) -> Non
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
                 cert_path, key_path, password=_no_password)
         except ssl.SSLError as exc:
-            raise CertificateError(f"{cert} / {key or cert}: not a certificate chain and "
-                                   f"its private key: {exc.reason or exc}") from exc
+            raise CertificateError(_why(cert_pem, key_pem, cert, key or cert)) from exc
         for context in contexts:  # the same bytes, tried above: this cannot fail halfway
             context.load_cert_chain(cert_path, key_path, password=_no_password)
+    return describe(cert_pem)
+
+
+def _why(cert_pem: bytes, key_pem: bytes, cert: str, key: str) -> str:
+    """Which file is wrong, in words (OpenSSL only says 'PEM lib')."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        leaf = x509.load_pem_x509_certificates(cert_pem)[0]
+    except ValueError:
+        return f"{cert}: no PEM certificate in it"
+    try:
+        private = load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        return f"{key}: the key is encrypted (tlswatch takes an unencrypted key)"
+    except ValueError:
+        return f"{key}: no PEM private key in it"
+    if private.public_key() != leaf.public_key():
+        return f"{key}: this key does not belong to the certificate in {cert}"
+    return f"{cert}, {key}: OpenSSL cannot use them"
+
+
+def describe(cert_pem: bytes) -> str:
+    """'reports.example.com, valid until 2027-02-26' for the log."""
+    from cryptography import x509
+
+    leaf = x509.load_pem_x509_certificates(cert_pem)[0]
+    try:
+        names = leaf.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    name = names[0] if names else leaf.subject.rfc4514_string()
+    return f"{name}, valid until {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
 
 
 def reload_settings(running: Settings, reread: Callable[[], Settings] | None,
                     contexts: list[ssl.SSLContext]) -> Reload:
     """SIGHUP: read the settings again, load the certificate into ``contexts``; log what
     was taken, what needs a restart and what failed (the running value stays)."""
-    log.info("SIGHUP: reloading the settings and the TLS certificate")
+    every = {"every_time": True}  # each SIGHUP is an operator's act: log every outcome
+    log.info("SIGHUP: reloading the settings and the TLS certificate", extra=every)
     new = running
     if reread is not None:
         try:
             new = reread()
         except TlsWatchError as exc:
-            log.error("reload: %s; the running settings stay", exc)
+            log.error("reload: %s; the running settings stay", exc, extra=every)
     plan = plan_reload(running, new)
     if plan.needs_restart:
-        log.warning("reload: %s changed; a restart takes them (the running values stay)",
-                    ", ".join(plan.needs_restart))
+        log.warning("reload: changed, but taken only by a restart (the running values "
+                    "stay): %s", ", ".join(plan.needs_restart), extra=every)
     if not contexts:
         return plan
     try:
-        load_certificate(contexts, plan.settings.tls_cert, plan.settings.tls_key)
+        loaded = load_certificate(contexts, plan.settings.tls_cert, plan.settings.tls_key)
     except TlsWatchError as exc:
-        log.error("reload: %s; the running certificate stays", exc)
+        log.error("reload: %s; the running certificate stays", exc, extra=every)
         return plan_reload(running, plan.settings.replace(tls_cert=running.tls_cert,
                                                           tls_key=running.tls_key))
-    log.info("reload: TLS certificate loaded from %s", plan.settings.tls_cert)
+    log.info("reload: TLS certificate loaded from %s (%s)", plan.settings.tls_cert, loaded,
+             extra=every)
     return plan

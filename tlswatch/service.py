@@ -178,7 +178,10 @@ class Service:
         async def after() -> None:
             if previous is not None:
                 await previous
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a reload never stops serve
+                log.exception("reload failed; serve goes on as before")
 
         self.reloading = asyncio.create_task(after())
 
