@@ -150,3 +150,13 @@ def test_plan_keeps_what_needs_a_restart() -> None:
     # TLS on or off changes the listeners: a restart.
     off = plan_reload(running, running.replace(tls_cert=""))
     assert off.needs_restart == ("tls_cert",) and off.settings == running
+
+
+def test_readme_lists_every_reloaded_setting() -> None:
+    from tests.conftest import ROOT
+    from tlswatch.reload import RELOADABLE
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("#### Reloading")[1].split("everything else needs a restart")[0]
+    for name in sorted(RELOADABLE):
+        assert f"`{name}`" in section or f"`{name.split('_')[0]}_*`" in section, name
