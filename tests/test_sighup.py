@@ -74,17 +74,19 @@ def test_sighup_loads_a_new_certificate_without_dropping_anything(
         tmp_path: Path, pki: tuple[trustme.CA, ssl.SSLContext, Path, Path]) -> None:
     ca, client, cert, key = pki
     first = install(ca.issue_cert("127.0.0.1"), cert, key)
-    with Serve(tmp_path, tls_cert=str(cert), tls_key=str(key)) as serve:
+    with Serve(tmp_path, tls_cert=str(cert), tls_key=str(key), http_idle_timeout=120) as serve:
         assert serve.http_url is not None and serve.http_url.startswith("https://")
         assert smtp_cert(serve.smtp_port, client) == first
         assert https_cert(serve.http_url, client) == first
 
-        # A session in progress across the reload: TLS set up with the old certificate.
+        # Sessions in progress across the reload: TLS set up with the old certificate.
         session, der = starttls(serve.smtp_port, client)
         assert der == first
         session.ehlo()
         session.mail("noreply@reporter.example")
         session.rcpt("tlsrpt@reports.example.com")
+        kept = httpx.Client(verify=client)  # an HTTPS keep-alive connection
+        assert kept.get(f"{serve.http_url}/healthz").status_code == 200
 
         second = install(ca.issue_cert("127.0.0.1"), cert, key)
         assert second != first
@@ -93,6 +95,11 @@ def test_sighup_loads_a_new_certificate_without_dropping_anything(
         code, reply = session.data(report_mail("across-the-reload"))
         assert code == 250, reply
         session.quit()
+        with kept.stream("GET", f"{serve.http_url}/healthz") as resp:  # the same connection
+            assert resp.status_code == 200
+            ssl_object = resp.extensions["network_stream"].get_extra_info("ssl_object")
+            assert ssl_object.getpeercert(True) == first
+        kept.close()
         assert smtp_cert(serve.smtp_port, client) == second
         assert https_cert(serve.http_url, client) == second
 
