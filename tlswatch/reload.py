@@ -30,7 +30,8 @@ from tlswatch.errors import ConfigError, TlsWatchError
 log = logging.getLogger(__name__)
 
 # Settings taken on SIGHUP: read only by the loader and the worker process (restarted with
-# them), or the certificate's paths (loaded into the running listeners).
+# them), the certificate's paths (loaded into the running listeners) and the keeping of
+# spool/failed (set on the running spool).
 RELOADABLE = frozenset({
     "tls_cert", "tls_key",
     "alert_success_threshold", "alert_spike_factor", "alert_silent_days", "max_alerts_per_day",
@@ -38,7 +39,7 @@ RELOADABLE = frozenset({
     "mail_smtp", "mail_starttls", "mail_username", "mail_password_env", "mail_ca_bundle",
     "mail_from", "mail_to", "mail_to_domains", "webhook_url",
     "delivery_attempts", "delivery_backoff", "delivery_interval",
-    "loader_interval", "loader_restart_max", "batch_size", "max_batch_bytes", "lock_timeout",
+    "loader_interval", "loader_restart_max", "batch_size", "max_batch_bytes",
     "spool_keep_days", "failed_keep_days", "failed_max_bytes",
 })
 

@@ -191,6 +191,8 @@ class Service:
         if not plan.reloaded or self.stopping.is_set():
             return
         self.settings = plan.settings
+        self.spool.failed_keep_days = plan.settings.failed_keep_days  # the receivers' spool
+        self.spool.failed_max_bytes = plan.settings.failed_max_bytes
         log.info("reload: took %s; the loader and the worker restart after their current "
                  "batch", ", ".join(plan.reloaded))
         self.loader.replace(plan.settings)
