@@ -150,7 +150,11 @@ maximal_backoff_time = 2s
         return done.stdout
 
     def __enter__(self) -> PrivatePostfix:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         try:
