@@ -43,6 +43,12 @@ class StoreLockedError(StoreError):
     terminal = False
 
 
+class StoreWriteError(StoreError):
+    """The database file could not be written now (disk full, I/O error): retry later."""
+
+    terminal = False
+
+
 class SpoolError(TlsWatchError):
     """The spool could not store a message (disk full, permissions): the sender must retry."""
 

@@ -6,7 +6,8 @@ read commands keep working beside it.  The loader runs in a child process at a l
 priority: it never holds the receivers' GIL, and under a burst the receivers answer first
 while the loader catches up from the spool; a loader that dies is restarted (with
 back-off) and /healthz says so meanwhile.  SIGTERM or SIGINT: stop accepting, let the
-loader finish the batch it is writing, exit 0.
+loader finish the batch it is writing, exit 0.  SIGHUP: load the TLS certificate again and
+the settings that may change while running (``tlswatch.reload``); never stops.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tlswatch.ingest.smtp import ReportHandler, start_smtp, tls_context
 from tlswatch.ingest.spool import Spool
 from tlswatch.logutil import install_repeat_filter
 from tlswatch.metrics import Metrics
+from tlswatch.reload import reload_settings
 from tlswatch.store import Store
 from tlswatch.web import create_app
 
@@ -72,8 +74,12 @@ class Listening:
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 reread: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
+        self.reread = reread  # the settings as the files and environment say now (SIGHUP)
+        self.tls_contexts: list[ssl.SSLContext] = []  # the listeners' own, for SIGHUP
+        self.reloading: asyncio.Task[None] | None = None
         self.spool = Spool.from_settings(settings)
         self.loader = LoaderProcess(settings)
         self.jobs = jobs.JobsProcess(settings)  # daily summaries and the outbox's deliveries
@@ -91,6 +97,8 @@ class Service:
         install_repeat_filter(s.log_repeat_interval)
         raise_open_files_limit(2 * s.max_connections + 256)
         tls = tls_context(s.tls_cert, s.tls_key)
+        if tls is not None:
+            self.tls_contexts.append(tls)
         smtp_server = await self._start_smtp(tls) if s.smtp else None
         smtp_at = _bound(smtp_server.sockets[0]) if smtp_server is not None else None
         http_server = http_task = http_at = None
@@ -99,9 +107,13 @@ class Service:
         self.loader.start()
         self.jobs.start()
         supervisor = asyncio.create_task(self.loader.supervise(self.stopping))
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
         if on_ready is not None:
             on_ready(Listening(smtp_at, http_at))
         await self.stopping.wait()
+        loop.remove_signal_handler(signal.SIGHUP)
+        if self.reloading is not None:
+            await self.reloading
         log.info("stopping: no new connections; finishing the batch being written")
         if smtp_server is not None:
             smtp_server.close()
@@ -155,8 +167,41 @@ class Service:
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
+        if server.config.ssl is not None:  # uvicorn's context: SIGHUP loads into it too
+            self.tls_contexts.append(server.config.ssl)
         scheme = "https" if s.tls_cert else "http"
         return server, task, f"{scheme}://{_bound(sock)}"
+
+    def _hangup(self) -> None:
+        """SIGHUP: reload in the background; one reload at a time (a second SIGHUP during
+        a reload runs after it)."""
+        previous = self.reloading
+
+        async def after() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await self.reload()
+            except Exception:  # a reload never stops serve
+                log.exception("reload failed; serve goes on as before")
+
+        self.reloading = asyncio.create_task(after())
+
+    async def reload(self) -> None:
+        """Take the settings that may change while running, and the certificate."""
+        plan = reload_settings(self.settings, self.reread, self.tls_contexts)
+        if not plan.reloaded or self.stopping.is_set():
+            return
+        self.settings = plan.settings
+        self.spool.failed_keep_days = plan.settings.failed_keep_days  # the receivers' spool
+        self.spool.failed_max_bytes = plan.settings.failed_max_bytes
+        log.info("reload: took %s; the loader and the worker restart after their current "
+                 "batch", ", ".join(plan.reloaded))
+        self.loader.replace(plan.settings)
+        await asyncio.to_thread(self.jobs.finish, 40.0)
+        if not self.stopping.is_set():
+            self.jobs = jobs.JobsProcess(plan.settings)
+            self.jobs.start()
 
 
 def raise_open_files_limit(wanted: int) -> None:
@@ -194,6 +239,7 @@ class LoaderProcess:
         self.process: BaseProcess | None = None
         self.down: str | None = "the loader process has not started yet"
         self.last_exit = ""  # how the previous loader process ended, for /healthz
+        self.replacing = False  # stopped on purpose, to start again with new settings
         self.started_at = 0.0
 
     def start(self) -> None:
@@ -230,6 +276,10 @@ class LoaderProcess:
                 await _first(stopping.wait(), _exited(self.process))
                 if stopping.is_set():
                     return
+                if self.replacing:  # SIGHUP: a new loader with the new settings, now
+                    self.replacing = False
+                    self.start()
+                    continue
                 self.last_exit = f"{_exit_reason(self.process.exitcode)} after " \
                                  f"{time.monotonic() - self.started_at:.0f} s"
                 self.process = None
@@ -243,6 +293,14 @@ class LoaderProcess:
                 return
             delay = min(delay * 2, max(1.0, self.settings.loader_restart_max))
             self.start()
+
+    def replace(self, settings: Settings) -> None:
+        """Run with ``settings`` from now on: the running loader stops after its batch
+        and ``supervise`` starts the next one at once."""
+        self.settings = settings
+        if self.process is not None and self.process.is_alive():
+            self.replacing = True
+            self.process.terminate()
 
     def finish(self, timeout: float) -> None:
         """Ask the loader to stop after its batch (SIGTERM); wait for it."""

@@ -79,7 +79,7 @@ def test_cli_reports_the_lock_cleanly(cli: Cli, db: Path, monkeypatch: pytest.Mo
     proc = hold_lock(db, 30)
     monkeypatch.setenv("TLSWATCH_LOCK_TIMEOUT", "0.2")
     try:
-        result = cli("ingest", str(VALID), code=1)
+        result = cli("ingest", str(VALID), code=75)  # EX_TEMPFAIL: transient, try again
         assert "is locked by another process" in result.stderr
         assert "Traceback" not in result.stderr + result.stdout
     finally:

@@ -70,6 +70,7 @@ def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.
     server = Serve(tmp_path / "srv", **{
         **documented, "db": str(tmp_path / "srv" / "t.duckdb"),
         "spool": str(tmp_path / "srv" / "spool"), "policy_dir": str(tmp_path / "policies"),
+        "export_dir": str(tmp_path / "exports"),
         "smtp": "", "http": "127.0.0.1:0", "tls_cert": str(pem), "tls_key": str(pem)})
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()

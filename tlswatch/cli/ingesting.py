@@ -1,8 +1,15 @@
-"""`ingest` and `validate`."""
+"""`ingest` and `validate`.
+
+``ingest`` exits 75 (EX_TEMPFAIL in sysexits.h) when a failure is transient (the database
+locked or not writable now, a DKIM key lookup that got no answer while ``dkim = require``):
+the input is not refused and the same input will load later, so a mail system's pipe
+delivery defers the message and tries again instead of bouncing it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -20,7 +27,7 @@ from tlswatch.cli.base import (
     listing,
 )
 from tlswatch.config import Settings
-from tlswatch.errors import ReportError
+from tlswatch.errors import ReportError, TlsWatchError
 from tlswatch.ingest.decode import Limits, decode
 from tlswatch.ingest.loader import IngestResult, load
 from tlswatch.ingest.prepare import options_from
@@ -44,7 +51,8 @@ def ingest(
     settings = _state(ctx).settings
     # No CSV: the counts and the list of refused inputs are two tables.
     chosen = _only(_format(fmt), Format.table, Format.json, Format.markdown, command="ingest")
-    with _errors(), Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
+    with _errors(), _transient(), Store.open(settings.db,
+                                             lock_timeout=settings.lock_timeout) as store:
         items = iter_inputs(paths, max_bytes=settings.max_input_bytes)
         result = _load_with_progress(items, store, settings, paths)
     if chosen is Format.json:
@@ -53,7 +61,28 @@ def ingest(
         echo(_ingest_markdown(result), nl=False)
     else:
         _print_ingest(result)
+    if result.retry:  # not quarantined: the same input loads once the lookup answers
+        raise typer.Exit(EX_TEMPFAIL)
     raise typer.Exit(1 if result.rejected or result.conflicts else 0)
+
+
+EX_TEMPFAIL = 75  # sysexits.h: "temporary failure; the user is invited to retry"
+
+
+@contextmanager
+def _transient() -> Iterator[None]:
+    """A transient error (``terminal`` False on its class) or a failed write of the
+    operating system exits 75; every other error goes on to ``_errors`` (exit 1)."""
+    try:
+        yield
+    except TlsWatchError as exc:
+        if exc.terminal:
+            raise
+        echo(f"tlswatch: {exc} (temporary: nothing was refused; try again later)", err=True)
+        raise typer.Exit(EX_TEMPFAIL) from None
+    except OSError as exc:
+        echo(f"tlswatch: {exc} (temporary: nothing was refused; try again later)", err=True)
+        raise typer.Exit(EX_TEMPFAIL) from None
 
 
 def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,

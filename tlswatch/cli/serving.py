@@ -18,6 +18,7 @@ from tlswatch.cli.base import (
     app,
     echo,
 )
+from tlswatch.config import Settings, load_settings
 from tlswatch.ingest.loader import IngestResult
 from tlswatch.ingest.prepare import options_from
 
@@ -41,6 +42,10 @@ def serve(
     changes = {k: v for k, v in {"smtp": smtp, "http": http, "spool": spool,
                                  "lmtp": lmtp}.items() if v is not None}
     settings = _state(ctx).settings.replace(**changes)
+    given = ctx.find_root().params  # SIGHUP reads the same file (and environment) again
+
+    def reread() -> Settings:
+        return load_settings(given.get("config"), db=given.get("db")).replace(**changes)
 
     def ready(at: Listening) -> None:
         parts = [f"smtp={at.smtp}" if at.smtp else "", f"http={at.http}" if at.http else ""]
@@ -50,7 +55,7 @@ def serve(
 
     with _errors():
         try:
-            asyncio.run(Service(settings).run(on_ready=ready))
+            asyncio.run(Service(settings, reread).run(on_ready=ready))
         except OSError as exc:  # a port in use, an address not on this host, no permission
             echo(f"tlswatch: cannot listen (smtp={settings.smtp or '-'} "
                  f"http={settings.http or '-'}): {exc.strerror or exc}", err=True)

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tlswatch.errors import StoreError, StoreLockedError
+from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
 from tlswatch.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -134,10 +134,16 @@ class Store:
         self.con.begin()
         try:
             yield
+        except duckdb.IOException as exc:  # the file failed, not the values (disk full)
+            self.con.rollback()
+            raise StoreWriteError(f"{self.path}: cannot write the database now: {exc}") from exc
         except BaseException:
             self.con.rollback()
             raise
-        self.con.commit()
+        try:
+            self.con.commit()
+        except duckdb.Error as exc:  # values are checked as written: a commit fails on the file
+            raise StoreWriteError(f"{self.path}: cannot write the database now: {exc}") from exc
 
     def next_pk(self, table: str, column: str) -> int:
         rows = self.con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchall()
