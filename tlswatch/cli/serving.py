@@ -33,9 +33,15 @@ def serve(
 ) -> None:
     """Receive reports by SMTP/LMTP and HTTPS, and load them.
 
-    Received reports are spooled durably, then loaded continuously.
+    Received reports are spooled durably, then loaded continuously. It logs one line per
+    input received, stored or refused (INFO); -v adds the SMTP conversation.
     """
     import asyncio
+    import logging
+
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # no -v: a daemon's journal
+        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
 
     from tlswatch.service import Listening, Service
 
