@@ -72,6 +72,7 @@ WRITERS = {
     "cli/ingesting.py": "'tlswatch ingest' loads through the loader's functions",
     "jobs.py": "records alerts and the daily exports it made",
     "outbox.py": "records deliveries of alerts and summaries",
+    "mtasts/monitor.py": "records check runs and the alerts they raise",
 }
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tlswatch.analytics.checks import check_history, last_check
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.analytics.render import to_json
@@ -59,6 +60,7 @@ class Dashboard:
 
     def routes(self) -> list[Route]:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
+                Route("/domains/{domain}/checks", self.checks),
                 Route("/reports", self.reports), Route("/reports/{ident}", self.report),
                 Route("/reports/{ident}/raw.json", self.raw_report),
                 Route("/alerts", self.alerts),
@@ -173,6 +175,7 @@ class Dashboard:
                 "ips": failure_groups(store, filters, ("policy_domain", "sending_mta_ip",
                                                        "organization_name"), limit=50),
                 "policies": policy_strings(store, filters),
+                "last_checked": last_check(store, name),
                 "rate_chart": rate_chart(labels, rates, title=f"daily success rate, {name}"),
                 "failure_chart": stacked_bars(labels, by_type,
                                               title=f"failed sessions by result type, {name}"),
@@ -185,6 +188,12 @@ class Dashboard:
         charts = {k: data.pop(k) for k in ("rate_chart", "failure_chart")}
         return self._page(request, "domain.html", data, **charts,
                           period=f"{start} .. {end}")
+
+    async def checks(self, request: Request) -> Response:
+        """The history of a domain's MTA-STS/TLS-RPT checks, newest first."""
+        name = request.path_params["domain"].lower()
+        runs = await self._read(lambda s: check_history(s, domain=name)) or []
+        return self._page(request, "checks.html", {"domain": name, "runs": runs}, period="")
 
     async def reports(self, request: Request) -> Response:
         q = request.query_params
