@@ -84,6 +84,8 @@ def test_serve_checks_each_domain_daily_and_alerts_once(w: World, tmp_path: Path
         page = httpx.get(f"{server.http_url}/domains/{rua}")
         history = httpx.get(f"{server.http_url}/domains/{rua}/checks")
         assert server.stop() == 0
+    assert f"INFO tlswatch.mtasts.monitor: checked {good}: ok, 0 new alert(s)\n" in \
+        server.output
     raised = alerts(server.db)
     assert sorted((d, k) for d, k, _ in raised) == [
         (error, "check_new_error"), (hosted, "check_sts_id_stale"),

@@ -175,13 +175,14 @@ def _stale_id(store: Store, result: CheckResult, hosted: HostedPolicy | None
                         f"publish _mta-sts.{d} TXT \"v=STSv1; id={hosted.id};\"")]
     served = result.facts.policy_sha256
     seen = history.policies_under_id(store, d, published)
-    if served is None or not any(p["policy_sha256"] != served for p in seen):
+    others = [p["first_seen"] for p in seen if p["policy_sha256"] != served]
+    if served is None or not others:
         return []
-    since = next((p["first_seen"] for p in seen if p["policy_sha256"] == served), None)
     return [Finding("error", "mta_sts_id_stale", f"the policy served at https://mta-sts.{d}/"
-                    f".well-known/mta-sts.txt changed{f' on {since:%Y-%m-%d}' if since else ''}"
-                    f" but _mta-sts.{d} still publishes id={published}: senders that cached "
-                    "the old policy keep it until its max_age runs out",
+                    f".well-known/mta-sts.txt is not the one served under the same id on "
+                    f"{max(others):%Y-%m-%d %H:%M} UTC: _mta-sts.{d} still publishes "
+                    f"id={published}, so senders that cached the old policy keep it until "
+                    "its max_age runs out",
                     f"publish a new id in _mta-sts.{d} (for example "
                     f"{result.checked_at:%Y%m%dT%H%M%S}) each time the policy changes")]
 
