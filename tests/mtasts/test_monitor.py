@@ -154,4 +154,9 @@ def test_cert_days_setting_and_the_checks_command(w: World, tmp_path: Path) -> N
     assert runs["runs"][0]["new"] == [] and runs["runs"][1]["new"] is None
     assert "warning mx_cert_expiring (mx.soon.example)" in runs["runs"][0]["problems"]
     table = cli("--config", str(config), "checks", "--format", "table").stdout
-    assert domain in table and "first check" in table
+    assert domain in table and "first check" in table and "no change" in table
+    none = cli("--config", str(config), "checks", domain, "--since", "2999-01-01",
+               "--format", "table").stdout
+    assert none.startswith(f"No checks recorded for {domain} since 2999-01-01:")
+    bad = cli("--config", str(config), "checks", "--since", "yesterday", code=2)
+    assert "'yesterday' is not a date" in bad.stderr

@@ -27,8 +27,9 @@ def checks_command(
     if chosen is Format.json:
         echo(to_json({"runs": runs}))
     elif not runs:
-        echo("No checks recorded yet: 'serve' runs them daily, 'tlswatch check DOMAIN "
-             "--record' runs one now.")
+        echo(f"No checks recorded{f' for {domain}' if domain else ''}"
+             f"{f' since {since}' if since else ''}: 'serve' runs them daily, "
+             "'tlswatch check DOMAIN --record' runs one now.")
     else:
         shown = [{**r, "alerts": ", ".join(r["alerts"])} for r in runs]
         echo(render_rows(shown, chosen, columns=COLUMNS,
