@@ -98,7 +98,8 @@ MX_SERVERS = {  # host -> (loopback address, certificate kind)
 }
 POLICY_HOSTS = ["good", "twotxt", "badid", "redirect", "ctype", "expired", "notcovered", "wild",
                 "plain", "wrongname", "selfsigned", "norecord", "hosted", "soon",
-                "mon-good", "mon-hosted", "mon-rua", "mon-error", "mon-change", "mon-cli"]
+                "mon-good", "mon-hosted", "mon-rua", "mon-error", "mon-change", "mon-cli",
+                "mon-norua"]
 # Policy hosts served with a certificate of their own (by SNI): host -> days it has left.
 SHORT_LIVED_POLICY_HOSTS = {"mta-sts.mon-soon.example": 10}
 

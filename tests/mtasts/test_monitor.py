@@ -160,3 +160,22 @@ def test_cert_days_setting_and_the_checks_command(w: World, tmp_path: Path) -> N
     assert none.startswith(f"No checks recorded for {domain} since 2999-01-01:")
     bad = cli("--config", str(config), "checks", "--since", "yesterday", code=2)
     assert "'yesterday' is not a date" in bad.stderr
+
+
+def test_a_missing_tlsrpt_record_alerts_once_and_says_what_to_publish(w: World,
+                                                                     tmp_path: Path) -> None:
+    domain = publish(w, "mon-norua", mx=["mx1.good.example", "mx2.good.example"], tlsrpt=[])
+    settings = settings_of(w, tmp_path)
+    first = check_domain(settings, domain, record=True)
+    assert [a.kind for a in first.alerts] == ["check_tlsrpt_rua"]
+    assert f"no v=TLSRPTv1 TXT record at _smtp._tls.{domain}" in first.alerts[0].message
+    assert f"Fix: publish _smtp._tls.{domain} TXT \"v=TLSRPTv1; rua=mailto:{REPORTS}\"" in \
+        first.alerts[0].message
+    assert check_domain(settings, domain, record=True).alerts == []
+    # Without public_host or report_addresses the check cannot tell whose rua comes first.
+    w.zone.add(f"_smtp._tls.{domain}", "TXT", "v=TLSRPTv1; rua=mailto:tls@elsewhere.example")
+    unknown = check_domain(settings.replace(public_host="", report_addresses=()), domain,
+                           record=True)
+    assert unknown.alerts == [] and unknown.result == "ok"
+    assert [f.code for f in unknown.findings if f.code.startswith("tlsrpt_rua")] == [
+        "tlsrpt_rua_unknown"]

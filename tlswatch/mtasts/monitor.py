@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def check_domain(settings: Settings, domain: str, *, record: bool, **overrides: 
         if _hostable(result.domain) else None
     with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
         previous = history.latest_run(store, result.domain)
-        findings = result.findings + _stale_id(store, result, hosted) \
+        findings = _our_rua(settings, result) + _stale_id(store, result, hosted) \
             + _rua_first(settings, result)
         now = _conditions(findings, result.facts.certificates, result.checked_at,
                           settings.check_cert_days)
@@ -185,6 +185,16 @@ def _stale_id(store: Store, result: CheckResult, hosted: HostedPolicy | None
                     "its max_age runs out",
                     f"publish a new id in _mta-sts.{d} (for example "
                     f"{result.checked_at:%Y%m%dT%H%M%S}) each time the policy changes")]
+
+
+def _our_rua(settings: Settings, result: CheckResult) -> list[Finding]:
+    """The check's findings, a missing TLS-RPT record's fix naming this deployment's rua."""
+    if not (settings.public_host or settings.smtp_hostname or
+            any(not a.startswith("*@") for a in settings.report_addresses)):
+        return result.findings
+    record = f"v=TLSRPTv1; rua={_suggested(settings, result.domain)}"
+    return [replace(f, fix=f"publish _smtp._tls.{result.domain} TXT \"{record}\"")
+            if f.code == "tlsrpt_record_missing" else f for f in result.findings]
 
 
 def _ours(settings: Settings, uri: str) -> bool | None:
