@@ -83,6 +83,8 @@ def test_serve_checks_each_domain_daily_and_alerts_once(w: World, tmp_path: Path
             time.sleep(0.05)
         page = httpx.get(f"{server.http_url}/domains/{rua}")
         history = httpx.get(f"{server.http_url}/domains/{rua}/checks")
+        no_reports = httpx.get(f"{server.http_url}/domains/{hosted}")
+        unknown = httpx.get(f"{server.http_url}/domains/never.example")
         assert server.stop() == 0
     assert f"INFO tlswatch.mtasts.monitor: checked {good}: ok, 0 new alert(s)\n" in \
         server.output
@@ -104,6 +106,10 @@ def test_serve_checks_each_domain_daily_and_alerts_once(w: World, tmp_path: Path
     assert page.status_code == 200 and "Last checked" in page.text
     assert "tlsrpt_rua_not_first" in page.text and f"/domains/{rua}/checks" in page.text
     assert history.status_code == 200 and "tlsrpt_rua_not_first" in history.text
+    # A domain without reports (hosted here, say) still shows its last check.
+    assert no_reports.status_code == 200 and f"No reports for {hosted}" in no_reports.text
+    assert "Last checked" in no_reports.text and "mta_sts_id_stale" in no_reports.text
+    assert unknown.status_code == 404
 
     # The next day's run (due again 24 h later) finds the same conditions: no alert.
     assert due(settings, datetime.now(UTC) + timedelta(hours=23)) == []

@@ -183,17 +183,22 @@ class Dashboard:
 
         data = await self._read(build)
         if data is None:
-            return HTMLResponse(f"no reports for {name!r} in the last {days} days"
-                                .replace("<", "&lt;"), status_code=404)
+            return await self.checks(request, note=f"No reports for {name} in the last "
+                                     f"{days} days.")
         charts = {k: data.pop(k) for k in ("rate_chart", "failure_chart")}
         return self._page(request, "domain.html", data, **charts,
                           period=f"{start} .. {end}")
 
-    async def checks(self, request: Request) -> Response:
-        """The history of a domain's MTA-STS/TLS-RPT checks, newest first."""
+    async def checks(self, request: Request, note: str = "") -> Response:
+        """The history of a domain's MTA-STS/TLS-RPT checks, newest first (also the domain
+        page of a domain without reports: 404 unless it was checked)."""
         name = request.path_params["domain"].lower()
-        runs = await self._read(lambda s: check_history(s, domain=name)) or []
-        return self._page(request, "checks.html", {"domain": name, "runs": runs}, period="")
+        found = await self._read(lambda s: (last_check(s, name), check_history(s, domain=name)))
+        last, runs = found or (None, [])
+        if note and last is None:
+            return HTMLResponse(note.replace("<", "&lt;"), status_code=404)
+        return self._page(request, "checks.html", {"domain": name, "runs": runs,
+                                                   "last_checked": last}, note=note, period="")
 
     async def reports(self, request: Request) -> Response:
         q = request.query_params
