@@ -25,7 +25,7 @@ STS_PROBLEMS = ("sts-policy-fetch-error", "sts-webpki-invalid", "sts-policy-inva
 CHECK_KINDS = ("check_new_error", "check_cert_expiring", "check_sts_id_stale",
                "check_tlsrpt_rua")
 KINDS = ("new_result_type", "low_success_rate", "failure_spike", "reporter_silent",
-         "sts_policy_problem", "conflicting_duplicate", *CHECK_KINDS)
+         "sts_policy_problem", "conflicting_duplicate")  # what evaluate() finds in reports
 MORE = "more_alerts"  # one a day, counting the alerts beyond max_alerts_per_day
 # Which alerts a day's cap keeps first: what breaks mail for every sender before the rest.
 PRIORITY = ("sts_policy_problem", "check_cert_expiring", "check_sts_id_stale",

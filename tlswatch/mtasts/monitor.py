@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tlswatch.analytics.alerts import Alert, plain
+from tlswatch.analytics.alerts import CHECK_KINDS, Alert, plain
 from tlswatch.config import Settings
 from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.mtasts.check import Certificate, Checker, CheckResult, Facts, Finding
@@ -271,7 +271,8 @@ def _alerts(domain: str, new: dict[tuple[str, str], str], at: datetime) -> list[
               "check_sts_id_stale": "stale _mta-sts id",
               "check_tlsrpt_rua": "TLS reports do not reach this deployment first"}
     by_kind: dict[str, list[tuple[str, str]]] = {}
-    for (kind, about), text in sorted(new.items()):
+    for (kind, about), text in sorted(new.items(), key=lambda kv: (CHECK_KINDS.index(
+            kv[0][0]), kv[0][1])):
         by_kind.setdefault(kind, []).append((about, text))
     return [Alert(domain, kind, at.date(),
                   f"{domain}: {titles[kind]}: " + " ".join(plain(t, 2000) for _, t in items),
