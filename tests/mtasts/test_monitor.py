@@ -36,7 +36,8 @@ def check_settings(w: World, root: Path, **more: Any) -> dict[str, Any]:
     return {"policy_dir": str(root / "policies"), "check_nameserver": w.dns,
             "check_ca_bundle": str(w.ca_bundle), "check_https_port": w.https_port,
             "check_smtp_port": w.smtp_port, "check_timeout": 5,
-            "report_addresses": [REPORTS], "public_host": "reports.example.net", **more}
+            "report_addresses": [REPORTS], "public_host": "reports.example.net",
+            "check_interval_hours": 24, **more}
 
 
 def settings_of(w: World, root: Path, **more: Any) -> Settings:
@@ -180,6 +181,8 @@ def test_a_missing_tlsrpt_record_alerts_once_and_says_what_to_publish(w: World,
     assert check_domain(settings, domain, record=True).alerts == []
     # Without public_host or report_addresses the check cannot tell whose rua comes first.
     w.zone.add(f"_smtp._tls.{domain}", "TXT", "v=TLSRPTv1; rua=mailto:tls@elsewhere.example")
+    plain = check_domain(settings, domain, record=False)  # 'tlswatch check' says it too
+    assert "tlsrpt_rua_not_first" in [f.code for f in plain.findings]
     unknown = check_domain(settings.replace(public_host="", report_addresses=()), domain,
                            record=True)
     assert unknown.alerts == [] and unknown.result == "ok"

@@ -104,12 +104,14 @@ def check_domain(settings: Settings, domain: str, *, record: bool, **overrides: 
     """Check one domain (the network part outside any lock); with ``record``, store the
     run and its alerts in one transaction.  ``overrides``: Checker options."""
     result = checker(settings, **overrides).run(domain)
-    if not record:
-        return Outcome(result.domain, _result(result.findings), result.findings)
-    from tlswatch.jobs import record as record_alerts
-
     hosted = PolicyStore(Path(settings.policy_dir)).find(result.domain) \
         if _hostable(result.domain) else None
+    if not record:  # without the history, only a hosted policy tells a stale id
+        findings = _our_rua(settings, result) + _stale_id(None, result, hosted) \
+            + _rua_first(settings, result)
+        return Outcome(result.domain, _result(findings), findings)
+    from tlswatch.jobs import record as record_alerts
+
     with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
         previous = history.latest_run(store, result.domain)
         findings = _our_rua(settings, result) + _stale_id(store, result, hosted) \
@@ -157,7 +159,7 @@ def _run_row(result: CheckResult, findings: list[Finding], hosted: HostedPolicy 
                               "sha256": c.sha256} for c in facts.certificates]}
 
 
-def _stale_id(store: Store, result: CheckResult, hosted: HostedPolicy | None
+def _stale_id(store: Store | None, result: CheckResult, hosted: HostedPolicy | None
               ) -> list[Finding]:
     """RFC 8461 section 3.1: the id changes whenever the policy does, or senders keep
     their cached copy until its max_age runs out."""
@@ -174,7 +176,7 @@ def _stale_id(store: Store, result: CheckResult, hosted: HostedPolicy | None
                         "policy keep it until its max_age runs out",
                         f"publish _mta-sts.{d} TXT \"v=STSv1; id={hosted.id};\"")]
     served = result.facts.policy_sha256
-    seen = history.policies_under_id(store, d, published)
+    seen = history.policies_under_id(store, d, published) if store is not None else []
     others = [p["first_seen"] for p in seen if p["policy_sha256"] != served]
     if served is None or not others:
         return []
