@@ -38,8 +38,10 @@ class Serve:
         self.verbose = verbose
         self.db = root / "tlswatch.duckdb"
         self.spool = root / "spool"
+        # No daily MTA-STS checks unless a test asks: they would look up real domains.
         self.settings = {"db": str(self.db), "spool": str(self.spool), "smtp": "127.0.0.1:0",
-                         "http": "127.0.0.1:0", "loader_interval": 0.1, **settings}
+                         "http": "127.0.0.1:0", "loader_interval": 0.1,
+                         "check_interval_hours": 0, **settings}
         self.spool = Path(self.settings["spool"])
         self.config = root / "tlswatch.toml"
         self.config.write_text("".join(f"{k} = {toml_value(v)}\n"

@@ -73,6 +73,7 @@ WRITERS = {
     "jobs.py": "records alerts and the daily exports it made",
     "outbox.py": "records deliveries of alerts and summaries",
     "quarantine.py": "retries and deletes refused inputs (loading through the loader)",
+    "mtasts/monitor.py": "records check runs and the alerts they raise",
 }
 
 

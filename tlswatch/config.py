@@ -196,6 +196,22 @@ class Settings:
     public_host: str = field(default="", metadata=_help(
         "This deployment's public host name, used in the DNS records 'policy init' prints "
         "(default: smtp_hostname, else this host's FQDN)."))
+    check_interval_hours: float = field(default=24.0, metadata=_help(
+        "'serve' checks MTA-STS and TLS-RPT (as 'tlswatch check' does) for every domain it "
+        "hosts a policy for or receives reports for, when its last check is this many hours "
+        "old (0: no checks)."))
+    check_cert_days: int = field(default=14, metadata=_help(
+        "Alert when an MX or mta-sts certificate expires within this many days."))
+    check_nameserver: str = field(default="", metadata=_help(
+        "DNS server IP[:PORT] the checks ask (empty: the system's)."))
+    check_ca_bundle: str = field(default="", metadata=_help(
+        "CA certificates (PEM) the checks trust (empty: the system's)."))
+    check_https_port: int = field(default=443, metadata=_help(
+        "Port of the policy hosts the checks fetch from."))
+    check_smtp_port: int = field(default=25, metadata=_help(
+        "Port of the MX hosts the checks connect to."))
+    check_timeout: float = field(default=10.0, metadata=_help(
+        "Seconds for each lookup or connection of a check."))
 
     def __post_init__(self) -> None:
         if self.web_auth not in ("auto", "always", "never"):

@@ -72,9 +72,11 @@ def check_alerts(settings: Settings, days: list[date], *, today: date | None = N
         return record(store, settings, found)
 
 
-def record(store: Store, settings: Settings, found: Sequence[Alert]) -> Recorded:
+def record(store: Store, settings: Settings, found: Sequence[Alert],
+           also: Callable[[], object] | None = None) -> Recorded:
     """One write transaction: the alerts not recorded before (one statement, capped per
-    day) and the outbox messages announcing them."""
+    day) and the outbox messages announcing them (and ``also``: what the alerts came
+    from, such as a check run, written in the same transaction)."""
     cap = settings.max_alerts_per_day
     table = pa.table({
         "policy_domain": pa.array([a.policy_domain for a in found], pa.string()),
@@ -86,6 +88,8 @@ def record(store: Store, settings: Settings, found: Sequence[Alert]) -> Recorded
     })
     now = now_utc()
     with store.transaction():
+        if also is not None:
+            also()
         batch = store.next_outbox_batch()
         rows = store.record_alerts(
             table, cap=cap, batch=batch, more_kind=MORE, now=now,
@@ -223,7 +227,10 @@ def _save_done(folder: Path, day: date) -> None:
 def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetime], object]]]:
     """The tasks the worker runs every 30 s or so; each one decides itself what is due
     (keeping its own record of what it did), so a restart or a missed day is caught up."""
-    return [("daily summary", run_schedule)]
+    from tlswatch.mtasts.monitor import run_checks  # it records through this module
+
+    return [("daily summary", run_schedule),
+            ("mta-sts checks", run_checks)]
 
 
 class JobsProcess:

@@ -66,6 +66,9 @@ def test_serve_starts_from_the_shipped_settings(tmp_path: Path,
     for key, value in moved.items():
         monkeypatch.setenv(f"TLSWATCH_{key.upper()}", value)
     monkeypatch.setenv(SHIPPED["web_password_env"], "from-the-environment-file")
+    # Not a setting of the file: the daily checks would look the domains up in public DNS,
+    # and a test reaches loopback only.
+    monkeypatch.setenv("TLSWATCH_CHECK_INTERVAL_HOURS", "0")
     serve = Serve(tmp_path)
     serve.config, serve.spool = DEPLOY / "tlswatch.toml", Path(moved["spool"])
     serve.db = Path(moved["db"])

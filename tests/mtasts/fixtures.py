@@ -97,7 +97,11 @@ MX_SERVERS = {  # host -> (loopback address, certificate kind)
     "mx.soon.example": ("127.0.0.9", "soon"),
 }
 POLICY_HOSTS = ["good", "twotxt", "badid", "redirect", "ctype", "expired", "notcovered", "wild",
-                "plain", "wrongname", "selfsigned", "norecord", "hosted", "soon"]
+                "plain", "wrongname", "selfsigned", "norecord", "hosted", "soon",
+                "mon-good", "mon-hosted", "mon-rua", "mon-error", "mon-change", "mon-cli",
+                "mon-norua"]
+# Policy hosts served with a certificate of their own (by SNI): host -> days it has left.
+SHORT_LIVED_POLICY_HOSTS = {"mta-sts.mon-soon.example": 10}
 
 
 def world(tmp: Path) -> Iterator[World]:
@@ -113,6 +117,14 @@ def world(tmp: Path) -> Iterator[World]:
     web_cert = ca.issue_cert(*[f"mta-sts.{d}.example" for d in POLICY_HOSTS])
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     web_cert.configure_cert(context)
+    by_name = {host: _short_lived(ca, host, days) for host, days
+               in SHORT_LIVED_POLICY_HOSTS.items()}
+
+    def choose(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        if name in by_name:
+            sock.context = by_name[name]
+
+    context.sni_callback = choose  # type: ignore[assignment]
     policies = Policies()
     https = ThreadingHTTPServer(("127.0.0.1", 0), _policy_handler(policies))
     https.socket = context.wrap_socket(https.socket, server_side=True)
@@ -129,6 +141,14 @@ def world(tmp: Path) -> Iterator[World]:
         https.shutdown()
         https.server_close()
         dns.stop()
+
+
+def _short_lived(ca: Any, host: str, days: int) -> ssl.SSLContext:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host, not_before=datetime.now(UTC) - timedelta(days=80),
+                  not_after=datetime.now(UTC) + timedelta(days=days, hours=1)
+                  ).configure_cert(tls)
+    return tls
 
 
 def _mx_tls(ca: Any, other: Any, host: str, kind: str) -> ssl.SSLContext | None:

@@ -108,5 +108,5 @@ def test_cli_json_and_exit_code(w: World) -> None:
     data = json.loads(bad.stdout)
     assert data["domain"] == "wild.example"
     (finding,) = [f for f in data["findings"] if f["severity"] == "error"]
-    assert set(finding) == {"severity", "code", "message", "fix"}
+    assert set(finding) == {"severity", "code", "message", "fix", "subject"}
     assert "a.b.wild.example" in finding["message"] and "exactly one label" in finding["fix"]

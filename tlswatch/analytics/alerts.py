@@ -19,12 +19,18 @@ from tlswatch.analytics.summary import short_org as _short_org
 from tlswatch.store import Store
 
 STS_PROBLEMS = ("sts-policy-fetch-error", "sts-webpki-invalid", "sts-policy-invalid")
+# Raised by the daily MTA-STS/TLS-RPT check (tlswatch.mtasts.monitor), each once per
+# condition: a new error, a certificate close to expiry, a stale _mta-sts id, a TLS-RPT
+# record that is missing or does not list this deployment first.
+CHECK_KINDS = ("check_new_error", "check_cert_expiring", "check_sts_id_stale",
+               "check_tlsrpt_rua")
 KINDS = ("new_result_type", "low_success_rate", "failure_spike", "reporter_silent",
-         "sts_policy_problem", "conflicting_duplicate")
+         "sts_policy_problem", "conflicting_duplicate")  # what evaluate() finds in reports
 MORE = "more_alerts"  # one a day, counting the alerts beyond max_alerts_per_day
 # Which alerts a day's cap keeps first: what breaks mail for every sender before the rest.
-PRIORITY = ("sts_policy_problem", "low_success_rate", "failure_spike", "new_result_type",
-            "conflicting_duplicate", "reporter_silent")
+PRIORITY = ("sts_policy_problem", "check_cert_expiring", "check_sts_id_stale",
+            "low_success_rate", "check_new_error", "failure_spike", "new_result_type",
+            "check_tlsrpt_rua", "conflicting_duplicate", "reporter_silent")
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,11 @@ def _plain(value: object, limit: int = 120) -> str:
     text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c)[0] in "CZ" and c != " "
                    else c for c in str(value))
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def plain(value: object, limit: int = 120) -> str:
+    """A string from outside (a report, a DNS record) for an alert: one line, escapes shown."""
+    return _plain(value, limit)
 
 
 def short_org(name: str) -> str:

@@ -7,10 +7,10 @@ them on the one Typer app.
 
 from __future__ import annotations
 
-from tlswatch.cli import ingesting, mtasts, quarantine, reading, serving
+from tlswatch.cli import checks, ingesting, mtasts, quarantine, reading, serving
 from tlswatch.cli.base import app, plain_help
 
-__all__ = ["app", "ingesting", "main", "mtasts", "quarantine", "reading", "serving"]
+__all__ = ["app", "checks", "ingesting", "main", "mtasts", "quarantine", "reading", "serving"]
 
 plain_help(app)  # after every command module above has registered its commands
 

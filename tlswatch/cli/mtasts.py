@@ -29,15 +29,23 @@ PRIVATE_SUFFIXES = ("localhost", "local", "localdomain", "internal", "lan", "hom
 
 @app.command("check")
 def check_command(
+    ctx: typer.Context,
     domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="The mail domain to check.")],
     nameserver: Annotated[str | None, typer.Option(help="DNS server IP[:PORT] to ask "
-                                                        "(default: the system's).")] = None,
-    ca_bundle: Annotated[Path | None, typer.Option(help="CA certificates to trust (PEM).")] =
-        None,
-    https_port: Annotated[int, typer.Option(help="Port of the policy host.")] = 443,
-    smtp_port: Annotated[int, typer.Option(help="Port of the MX hosts.")] = 25,
-    timeout: Annotated[float, typer.Option(help="Seconds for each lookup or connection.")] =
-        10.0,
+                                                        "(default: check_nameserver, else "
+                                                        "the system's).")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="CA certificates to trust (PEM; "
+                                                        "default: check_ca_bundle).")] = None,
+    https_port: Annotated[int | None, typer.Option(help="Port of the policy host (default: "
+                                                        "check_https_port, 443).")] = None,
+    smtp_port: Annotated[int | None, typer.Option(help="Port of the MX hosts (default: "
+                                                       "check_smtp_port, 25).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds for each lookup or "
+                                                       "connection (default: check_timeout)."
+                                                  )] = None,
+    record: Annotated[bool, typer.Option("--record", help="Store the run in the check "
+                                         "history and raise its alerts, as 'serve' does "
+                                         "daily.")] = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Check a domain's MTA-STS and TLS-RPT set-up.
@@ -45,18 +53,23 @@ def check_command(
     MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): records, policy, MX coverage, and each MX's
     STARTTLS and certificate. Exit 1 when there are errors.
     """
-    from tlswatch.mtasts.check import Checker
+    from tlswatch.mtasts.monitor import check_domain
 
-    checker = Checker(nameserver=nameserver, ca_bundle=str(ca_bundle) if ca_bundle else None,
-                      https_port=https_port, smtp_port=smtp_port, timeout=timeout)
-    findings = checker.check(domain)
+    with _errors():
+        outcome = check_domain(_state(ctx).settings, domain, record=record,
+                               nameserver=nameserver,
+                               ca_bundle=str(ca_bundle) if ca_bundle else None,
+                               https_port=https_port, smtp_port=smtp_port, timeout=timeout)
+    findings = outcome.findings
     chosen = _format(fmt)
     if chosen is Format.json:
-        echo(to_json({"domain": domain.lower().rstrip("."),
-                      "findings": [f.as_dict() for f in findings]}))
+        echo(to_json({"domain": outcome.domain, "findings": [f.as_dict() for f in findings]}))
     else:
         echo(render_rows([f.as_dict() for f in findings], chosen,
                          title=f"MTA-STS and TLS-RPT check of {domain}"), nl=False)
+    if record:
+        echo(f"recorded the check of {outcome.domain}: {outcome.result}, "
+             f"{len(outcome.alerts)} new alert(s)", err=True)
     raise typer.Exit(1 if any(f.severity == "error" for f in findings) else 0)
 
 

@@ -7,11 +7,12 @@ valid for mta-sts.DOMAIN), each MX through a real SMTP STARTTLS handshake.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import smtplib
 import socket
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ import dns.exception
 import dns.resolver
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from tlswatch.mtasts.policy import ID_PATTERN, Policy, covered_by, parse_policy
 
@@ -46,6 +48,7 @@ _FIXES = {
     "mx_cert_name_mismatch": "install a certificate that names the MX host",
     "mx_cert_expired": "renew the certificate and check its auto-renewal",
     "mx_cert_expiring": "renew the certificate before it expires",
+    "policy_cert_expiring": "renew the certificate of mta-sts.{d} before it expires",
     "mx_tls_old": "enable TLS 1.2 or newer",
 }
 
@@ -56,9 +59,50 @@ class Finding:
     code: str
     message: str
     fix: str = ""
+    subject: str = ""  # the host it is about (an MX, mta-sts.DOMAIN), empty for the domain
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A certificate a check was served: by an MX (role ``mx``) or by the policy host
+    (role ``mta-sts``)."""
+
+    host: str
+    role: str
+    not_after: datetime
+    sha256: str
+
+    @classmethod
+    def of(cls, host: str, role: str, cert: x509.Certificate) -> Certificate:
+        return cls(host, role, cert.not_valid_after_utc,
+                   cert.fingerprint(hashes.SHA256()).hex())
+
+
+@dataclass
+class Facts:
+    """What a check saw, kept so that runs can be compared: the published ``_mta-sts`` id,
+    the policy served, the TLS-RPT ``rua`` URIs in order, the MX hosts, the certificates."""
+
+    sts_id: str | None = None
+    policy: str | None = None
+    rua: list[str] = field(default_factory=list)
+    mx: list[str] = field(default_factory=list)
+    certificates: list[Certificate] = field(default_factory=list)
+
+    @property
+    def policy_sha256(self) -> str | None:
+        return None if self.policy is None else hashlib.sha256(self.policy.encode()).hexdigest()
+
+
+@dataclass
+class CheckResult:
+    domain: str
+    checked_at: datetime
+    findings: list[Finding]
+    facts: Facts
 
 
 class Checker:
@@ -76,10 +120,12 @@ class Checker:
         self.smtp_port = smtp_port
         self.timeout = timeout
         self.findings: list[Finding] = []
+        self.facts = Facts()
 
-    def add(self, severity: str, code: str, message: str, domain: str) -> None:
+    def add(self, severity: str, code: str, message: str, domain: str, subject: str = ""
+            ) -> None:
         self.findings.append(Finding(severity, code, message,
-                                     _FIXES.get(code, "").format(d=domain)))
+                                     _FIXES.get(code, "").format(d=domain), subject))
 
     # -- DNS -----------------------------------------------------------------------------------
     def txt(self, name: str) -> list[str]:
@@ -109,12 +155,19 @@ class Checker:
 
     # -- the whole check --------------------------------------------------------------------------
     def check(self, domain: str) -> list[Finding]:
+        return self.run(domain).findings
+
+    def run(self, domain: str) -> CheckResult:
+        """The findings and the facts seen (records, policy, certificates) of one check."""
         domain = domain.lower().rstrip(".")
-        self.findings = []
+        started = datetime.now(UTC)
+        self.findings, self.facts = [], Facts()
         try:
             sts_id = self._sts_record(domain)
+            self.facts.sts_id = sts_id
             self._tlsrpt_record(domain)
             hosts = self.mx(domain)
+            self.facts.mx = hosts
             if not hosts:
                 self.add("error", "mx_missing", f"{domain} has no MX records", domain)
             policy = self._policy(domain) if sts_id is not None else None
@@ -122,13 +175,14 @@ class Checker:
                 for host in hosts:
                     if not covered_by(host, policy.mx):
                         self.add("error", "mx_not_covered", f"MX {host} is not covered by the "
-                                 f"policy's mx patterns ({', '.join(policy.mx)})", domain)
+                                 f"policy's mx patterns ({', '.join(policy.mx)})", domain,
+                                 host)
             strict = policy is not None and policy.mode == "enforce"
             for host in hosts:
                 self._mx_tls(domain, host, strict)
         except dns.exception.DNSException as exc:
             self.add("error", "dns_failed", f"DNS lookup failed: {exc}", domain)
-        return self.findings
+        return CheckResult(domain, started, self.findings, self.facts)
 
     def _sts_record(self, domain: str) -> str | None:
         records = [r for r in self.txt(f"_mta-sts.{domain}") if r.startswith("v=STSv1")]
@@ -162,6 +216,7 @@ class Checker:
         rua = _fields(records[0]).get("rua", "")
         uris = [u.strip() for u in rua.split(",") if u.strip()]
         bad = [u for u in uris if not re.match(r"^(mailto:[^@\s]+@[^@\s]+|https://\S+)$", u)]
+        self.facts.rua = uris
         if not uris or bad:
             self.add("error", "tlsrpt_rua_invalid", f"_smtp._tls.{domain}: rua must list "
                      f"mailto: or https: URIs, got {rua!r}", domain)
@@ -184,6 +239,7 @@ class Checker:
                               follow_redirects=False) as client, \
                     client.stream("GET", url, headers={"Host": host},
                                   extensions={"sni_hostname": host}) as reply:
+                self._served_certificate(domain, host, reply)
                 body = b""
                 for chunk in reply.iter_bytes():
                     body += chunk
@@ -212,7 +268,8 @@ class Checker:
         if ctype != "text/plain":
             self.add("error", "policy_content_type", f"the policy is served as {ctype!r}, "
                      "not text/plain", domain)
-        policy = parse_policy(body.decode("utf-8", "replace"))
+        self.facts.policy = body.decode("utf-8", "replace")
+        policy = parse_policy(self.facts.policy)
         for problem in policy.problems:
             self.add(problem.severity, problem.code, f"policy: {problem.message}", domain)
         if not policy.errors:
@@ -220,37 +277,53 @@ class Checker:
                      f"mx {', '.join(policy.mx)}", domain)
         return policy
 
+    def _served_certificate(self, domain: str, host: str, reply: httpx.Response) -> None:
+        """Keep the policy host's certificate (verified by now) and warn when it expires
+        soon: an expired one makes every sender fail to fetch the policy."""
+        stream: Any = reply.extensions.get("network_stream")
+        tls = stream.get_extra_info("ssl_object") if stream is not None else None
+        der = tls.getpeercert(True) if tls is not None else None
+        if der:
+            cert = x509.load_der_x509_certificate(der)
+            self.facts.certificates.append(Certificate.of(host, "mta-sts", cert))
+            self._expiring(domain, host, cert, "policy_cert_expiring", host)
+
+    def _expiring(self, domain: str, host: str, cert: x509.Certificate, code: str,
+                  label: str) -> None:
+        days = (cert.not_valid_after_utc - datetime.now(UTC)).days
+        if days >= 0:
+            for limit in (7, 14, 30):
+                if days <= limit:
+                    self.add("warning", code, f"{label}: the certificate expires in {days} "
+                             f"days (within {limit})", domain, host)
+                    break
+
     def _mx_tls(self, domain: str, host: str, strict: bool) -> None:
         addresses = self.addresses(host)
         if not addresses:
-            self.add("error", "mx_unreachable", f"MX {host} does not resolve", domain)
+            self.add("error", "mx_unreachable", f"MX {host} does not resolve", domain, host)
             return
         try:
             offered, version, cert, problem = _starttls(addresses[0], self.smtp_port, host,
                                                         self.ca_bundle, self.timeout)
         except (OSError, smtplib.SMTPException) as exc:
             self.add("error", "mx_unreachable", f"MX {host} port {self.smtp_port}: {exc}",
-                     domain)
+                     domain, host)
             return
         if not offered:
             self.add("error" if strict else "warning", "starttls_missing",
-                     f"MX {host} does not offer STARTTLS", domain)
+                     f"MX {host} does not offer STARTTLS", domain, host)
             return
         if problem:
-            self.add("error", problem[0], f"MX {host}: {problem[1]}", domain)
+            self.add("error", problem[0], f"MX {host}: {problem[1]}", domain, host)
         if cert is not None:
-            days = (cert.not_valid_after_utc - datetime.now(UTC)).days
-            if days >= 0:
-                for limit in (7, 14, 30):
-                    if days <= limit:
-                        self.add("warning", "mx_cert_expiring", f"MX {host}: the certificate "
-                                 f"expires in {days} days (within {limit})", domain)
-                        break
+            self.facts.certificates.append(Certificate.of(host, "mx", cert))
+            self._expiring(domain, host, cert, "mx_cert_expiring", f"MX {host}")
         if version in ("TLSv1", "TLSv1.1", "SSLv3"):
-            self.add("warning", "mx_tls_old", f"MX {host} negotiated {version}", domain)
+            self.add("warning", "mx_tls_old", f"MX {host} negotiated {version}", domain, host)
         elif not problem:
             self.add("info", "mx_tls", f"MX {host}: STARTTLS with {version}, certificate "
-                     "valid", domain)
+                     "valid", domain, host)
 
 
 class _SMTP(smtplib.SMTP):

@@ -187,4 +187,39 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE alerts ADD COLUMN outbox_batch BIGINT;
         """,
     ),
+    (
+        "0007_checks",
+        # The MTA-STS/TLS-RPT checks 'serve' runs daily: one row per run with what it saw
+        # (the facts a later run is compared with), and its findings.
+        """
+        CREATE TABLE check_runs (
+            run_pk BIGINT PRIMARY KEY,
+            domain VARCHAR NOT NULL,
+            checked_at TIMESTAMP NOT NULL,
+            result VARCHAR NOT NULL,
+            errors INTEGER NOT NULL,
+            warnings INTEGER NOT NULL,
+            sts_id VARCHAR,
+            policy VARCHAR,
+            policy_sha256 VARCHAR,
+            hosted_id VARCHAR,
+            rua VARCHAR[],
+            mx VARCHAR[],
+            certificates STRUCT(host VARCHAR, role VARCHAR, not_after TIMESTAMP,
+                                sha256 VARCHAR)[],
+            alerts VARCHAR[]
+        );
+        CREATE TABLE check_findings (
+            run_pk BIGINT NOT NULL,
+            domain VARCHAR NOT NULL,
+            checked_at TIMESTAMP NOT NULL,
+            finding_index INTEGER NOT NULL,
+            severity VARCHAR NOT NULL,
+            code VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            message VARCHAR NOT NULL,
+            fix VARCHAR NOT NULL
+        );
+        """,
+    ),
 ]

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from tlswatch.analytics.alert_rules import describe as describe_rules
 from tlswatch.analytics.alerts import history, last_report_day
+from tlswatch.analytics.checks import check_history, last_check
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.analytics.render import to_json
@@ -70,6 +71,7 @@ class Dashboard:
 
     def routes(self) -> list[Route]:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
+                Route("/domains/{domain}/checks", self.checks),
                 Route("/reports", self.reports), Route("/reports/{ident}", self.report),
                 Route("/reports/{ident}/raw.json", self.raw_report),
                 Route("/alerts", self.alerts), *RefusedPages(self.settings).routes(),
@@ -199,6 +201,7 @@ class Dashboard:
                 "ips": failure_groups(store, filters, ("policy_domain", "sending_mta_ip",
                                                        "organization_name"), limit=50),
                 "policies": policy_strings(store, filters),
+                "last_checked": last_check(store, name),
                 "rate_chart": rate_chart(labels, rates, title=f"daily success rate, {name}"),
                 "failure_chart": stacked_bars(labels, by_type,
                                               title=f"failed sessions by result type, {name}"),
@@ -206,12 +209,25 @@ class Dashboard:
 
         data = await self._read(build)
         if data is None:
-            return HTMLResponse(render("error.html", title=name, window=window, period="",
-                                       message=f"No reports for {name} from {start} to {end}."),
-                                status_code=404)
+            missing = render("error.html", title=name, window=window, period="",
+                             message=f"No reports for {name} from {start} to {end}.")
+            return await self.checks(request, note=f"No reports for {name} from {start} to "
+                                     f"{end}.", missing=missing)
         charts = {k: data.pop(k) for k in ("rate_chart", "failure_chart")}
         return self._page(request, "domain.html", data, **charts, window=window,
                           period=f"{start} .. {end}")
+
+    async def checks(self, request: Request, note: str = "", missing: str = "") -> Response:
+        """The history of a domain's MTA-STS/TLS-RPT checks, newest first (also the domain
+        page of a domain without reports: 404 unless it was checked)."""
+        name = request.path_params["domain"].lower()
+        found = await self._read(lambda s: (last_check(s, name), check_history(s, domain=name)))
+        last, runs = found or (None, [])
+        if note and last is None:
+            return HTMLResponse(missing or render("error.html", title=name, window=None,
+                                                  period="", message=note), status_code=404)
+        return self._page(request, "checks.html", {"domain": name, "runs": runs,
+                                                   "last_checked": last}, note=note, period="")
 
     async def reports(self, request: Request) -> Response:
         q = request.query_params
