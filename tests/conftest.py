@@ -110,7 +110,7 @@ def gz_report(rid: str, domain: str = "example.com") -> bytes:
         "policy": {"policy-type": "sts", "policy-domain": domain},
         "summary": {"total-successful-session-count": 7, "total-failure-session-count": 1},
         "failure-details": [{"result-type": "certificate-expired", "failed-session-count": 1}]}])
-    return gzip.compress(json.dumps(doc).encode())
+    return gzip.compress(json.dumps(doc).encode(), mtime=0)  # the same report, the same bytes
 
 
 @pytest.fixture
