@@ -40,6 +40,7 @@ from tlswatch.exports import Daily, daily, export_daily, html
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
 from tlswatch.store import Store, now_utc
+from tlswatch.upkeep import daily_prune
 
 log = logging.getLogger(__name__)
 STATE = ".tlswatch-export-state.json"
@@ -223,7 +224,7 @@ def _save_done(folder: Path, day: date) -> None:
 def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetime], object]]]:
     """The tasks the worker runs every 30 s or so; each one decides itself what is due
     (keeping its own record of what it did), so a restart or a missed day is caught up."""
-    return [("daily summary", run_schedule)]
+    return [("daily summary", run_schedule), ("daily prune", daily_prune)]
 
 
 class JobsProcess:

@@ -43,6 +43,7 @@ from tlswatch.ingest.spool import Spool
 from tlswatch.logutil import install_repeat_filter
 from tlswatch.metrics import Metrics
 from tlswatch.store import Store
+from tlswatch.store.maintenance import refuse_newer, serving_mark
 from tlswatch.web import create_app
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         s = self.settings
+        held = contextlib.ExitStack()  # 'restore' refuses while this is held
+        held.enter_context(serving_mark(s.db))
+        refuse_newer(s.db, lock_timeout=s.lock_timeout)
         install_repeat_filter(s.log_repeat_interval)
         raise_open_files_limit(2 * s.max_connections + 256)
         tls = tls_context(s.tls_cert, s.tls_key)
@@ -111,6 +115,7 @@ class Service:
         await supervisor
         await asyncio.gather(asyncio.to_thread(self.loader.finish, 60.0),
                              asyncio.to_thread(self.jobs.finish, 40.0))
+        held.close()
 
     async def _start_smtp(self, tls: ssl.SSLContext | None) -> asyncio.base_events.Server:
         s = self.settings

@@ -7,10 +7,10 @@ them on the one Typer app.
 
 from __future__ import annotations
 
-from tlswatch.cli import ingesting, mtasts, reading, serving
+from tlswatch.cli import ingesting, mtasts, reading, serving, upkeep
 from tlswatch.cli.base import app
 
-__all__ = ["app", "ingesting", "main", "mtasts", "reading", "serving"]
+__all__ = ["app", "ingesting", "main", "mtasts", "reading", "serving", "upkeep"]
 
 
 def main() -> None:
