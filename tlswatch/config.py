@@ -93,9 +93,9 @@ class Settings:
     quarantine_keep_days: int = field(default=90, metadata=_help(
         "Days refused inputs are kept in the database's quarantine, by arrival (0: "
         "forever)."))
-    compact_min_free: float = field(default=0.2, metadata=_help(
-        "After pruning, the database file is rewritten to give space back when at least "
-        "this fraction of it is free (0: always; 1: never)."))
+    compact_after_prune: bool = field(default=True, metadata=_help(
+        "After a prune that removed rows, rewrite the database file to give the space back "
+        "(DuckDB keeps it otherwise); writers wait for the copy, the spool keeps reports."))
     loader_restart_max: float = field(default=60.0, metadata=_help(
         "Longest wait in seconds before 'serve' restarts a loader process that died (the "
         "wait starts at 1 s and doubles)."))

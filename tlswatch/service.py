@@ -83,13 +83,17 @@ class Service:
         self.stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, marked as running for 'restore' (which refuses then),
+        on a database this version can use."""
+        with serving_mark(self.settings.db):
+            refuse_newer(self.settings.db, lock_timeout=self.settings.lock_timeout)
+            await self._serve(on_ready)
+
+    async def _serve(self, on_ready: Callable[[Listening], None] | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         s = self.settings
-        held = contextlib.ExitStack()  # 'restore' refuses while this is held
-        held.enter_context(serving_mark(s.db))
-        refuse_newer(s.db, lock_timeout=s.lock_timeout)
         install_repeat_filter(s.log_repeat_interval)
         raise_open_files_limit(2 * s.max_connections + 256)
         tls = tls_context(s.tls_cert, s.tls_key)
@@ -115,7 +119,6 @@ class Service:
         await supervisor
         await asyncio.gather(asyncio.to_thread(self.loader.finish, 60.0),
                              asyncio.to_thread(self.jobs.finish, 40.0))
-        held.close()
 
     async def _start_smtp(self, tls: ssl.SSLContext | None) -> asyncio.base_events.Server:
         s = self.settings

@@ -5,8 +5,8 @@ What is kept forever: each report's envelope and its per-policy session counts (
 day after its details are gone.  What is pruned, each after its own setting: failure
 details (``detail_keep_days``), the raw JSON (``raw_keep_days``), the database's quarantine
 (``quarantine_keep_days``), ``spool/done`` (``spool_keep_days``) and ``spool/failed``
-(``failed_keep_days``).  Afterwards the database file is compacted when enough of it is
-free space (``compact_min_free``).
+(``failed_keep_days``).  Afterwards the database file is compacted (``compact_after_prune``):
+DuckDB keeps the space of deleted rows for its own reuse.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from tlswatch.store.maintenance import (
     Retention,
     compact,
     file_size,
-    free_fraction,
     last_run,
     prune,
 )
@@ -64,11 +63,10 @@ def run_prune(settings: Settings, *, today: date, dry_run: bool = False) -> Prun
     run = PruneRun(today, dry_run, size_before=file_size(db))
     with Store.open(db, read_only=dry_run, lock_timeout=settings.lock_timeout) as store:
         pruned = prune(store, retention(settings), today=today, dry_run=dry_run)
-        free = 0.0 if dry_run else free_fraction(store)
     run.removed, run.kept_from = dict(pruned.removed), dict(pruned.before)
     run.removed.update(_prune_spool(settings, dry_run=dry_run))
     removed_rows: int = sum(pruned.removed.values())
-    if not dry_run and removed_rows and free >= settings.compact_min_free:
+    if not dry_run and removed_rows and settings.compact_after_prune:
         compact(db, lock_timeout=settings.lock_timeout)
         run.compacted = True
     run.size_after = file_size(db)

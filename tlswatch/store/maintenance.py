@@ -108,14 +108,6 @@ def last_run(store: Store) -> datetime | None:
     return pruned_before(store).get("run", {}).get("pruned_at")
 
 
-def free_fraction(store: Store) -> float:
-    """The share of the database file's blocks that are free (reusable, not given back)."""
-    store.con.execute("CHECKPOINT").fetchall()
-    row = store.rows("PRAGMA database_size")[0]
-    total = int(row["total_blocks"] or 0)
-    return int(row["free_blocks"] or 0) / total if total else 0.0
-
-
 def file_size(path: Path) -> int:
     """Bytes of the database file and its write-ahead log."""
     return sum(p.stat().st_size for p in (path, Path(f"{path}.wal")) if p.exists())
