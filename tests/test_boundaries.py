@@ -72,6 +72,8 @@ WRITERS = {
     "cli/ingesting.py": "'tlswatch ingest' loads through the loader's functions",
     "jobs.py": "records alerts and the daily exports it made",
     "outbox.py": "records deliveries of alerts and summaries",
+    "upkeep.py": "prunes what is past its retention (prune, and daily in 'serve')",
+    "backup.py": "applies a restored backup's pending migrations",
 }
 
 

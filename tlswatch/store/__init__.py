@@ -73,12 +73,16 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         store = cls(con, path, read_only=read_only)
-        store._check_whole()
-        store._check_known()
-        if read_only and not pending_ok:
-            store._check_migrated()
-        elif not read_only:
-            store.applied = store.migrate()
+        try:
+            store._check_whole()
+            store._check_known()
+            if read_only and not pending_ok:
+                store._check_migrated()
+            elif not read_only:
+                store.applied = store.migrate()
+        except BaseException:
+            con.close()  # or this process could not open the file differently later
+            raise
         return store
 
     def close(self) -> None:
@@ -133,7 +137,6 @@ class Store:
         unknown = sorted(r[0] for r in self.con.execute(
             "SELECT name FROM schema_migrations").fetchall() if r[0] not in known)
         if unknown:
-            self.con.close()
             raise StoreError(
                 f"{self.path}: this database was migrated by a newer tlswatch (migrations "
                 f"this version does not know: {', '.join(unknown)}); it is not used. Upgrade "
