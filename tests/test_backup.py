@@ -74,7 +74,7 @@ def test_backup_while_serving_restores_the_same_summary(tmp_path: Path) -> None:
         assert "'tlswatch serve' is running on this database" in refused.stderr
         assert server.stop() == 0
     for backup in made:  # each copy is whole: counts as listed, no report without policies
-        con = duckdb.connect(str(Path(backup["folder"]) / "tlswatch.duckdb"), read_only=True)
+        con = duckdb.connect(str(Path(backup["to"]) / "tlswatch.duckdb"), read_only=True)
         assert con.execute("SELECT count(*) FROM reports").fetchall()[0][0] == \
             backup["counts"]["reports"]
         assert con.execute("SELECT count(*) FROM reports r WHERE NOT EXISTS (SELECT 1 FROM "
@@ -82,7 +82,7 @@ def test_backup_while_serving_restores_the_same_summary(tmp_path: Path) -> None:
         con.close()
     # the one taken while most was being written
     chosen = min(made, key=lambda b: abs(b["counts"]["reports"] - 60))
-    bk = Path(chosen["folder"])
+    bk = Path(chosen["to"])
     paths = {f["path"] for f in chosen["files"]}
     assert {"tlswatch.duckdb", "policies/example.com.json", "state/export-state.json"} <= paths
     assert 30 <= chosen["counts"]["reports"] <= 90

@@ -53,7 +53,7 @@ class Done:
     notes: list[str]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"folder": str(self.folder), **self.manifest, "notes": self.notes}
+        return {"to": str(self.folder), **self.manifest, "notes": self.notes}
 
 
 def backup(settings: Settings, dest: Path) -> Done:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,14 @@ def run_prune(settings: Settings, *, today: date, dry_run: bool = False) -> Prun
         pruned = prune(store, retention(settings), today=today, dry_run=dry_run)
     run.removed, run.kept_from = dict(pruned.removed), dict(pruned.before)
     run.removed.update(_prune_spool(settings, dry_run=dry_run))
+    for kind, days in (("spool_done", settings.spool_keep_days),
+                       ("spool_failed", settings.failed_keep_days)):
+        run.kept_from[kind] = (datetime.now(UTC) - timedelta(days=days)).strftime(
+            "%Y-%m-%d %H:%M UTC")
     removed_rows: int = sum(pruned.removed.values())
     if not dry_run and removed_rows and settings.compact_after_prune:
-        compact(db, lock_timeout=settings.lock_timeout)
-        run.compacted = True
+        before, after = compact(db, lock_timeout=settings.lock_timeout)
+        run.compacted = after < before
     run.size_after = file_size(db)
     return run
 

@@ -43,9 +43,11 @@ def prune(
              "kept from": run.kept_from.get(k, "")} for k, n in run.removed.items()]
     echo(render_rows(rows, chosen, title="Dry run: nothing removed" if dry_run else "Pruned"),
          nl=False)
-    if chosen is Format.table:
-        after = "compacted to " if run.compacted else "now "
-        echo(f"database {settings.db}: {run.size_before:,} bytes, {after}"
+    if chosen is Format.table and dry_run:
+        echo(f"database {settings.db}: {run.size_before:,} bytes")
+    elif chosen is Format.table:
+        after = "compacted to" if run.compacted else "now"
+        echo(f"database {settings.db}: {run.size_before:,} bytes, {after} "
              f"{run.size_after:,} bytes")
 
 
@@ -121,7 +123,8 @@ def db_status(ctx: typer.Context, fmt: FormatOpt = None) -> None:
             *({"field": f"rows in {k}", "value": f"{v:,}"} for k, v in data["counts"].items()),
             {"field": "report days", "value": f"{data['oldest_report_day'] or '-'} .. "
                                               f"{data['newest_report_day'] or '-'}"},
-            {"field": "last prune", "value": data["last_prune"] or "never"},
+            {"field": "last prune", "value": f"{data['last_prune']:%Y-%m-%d %H:%M:%S} UTC"
+                                              if data["last_prune"] else "never"},
             *({"field": f"pruned {k}", "value": f"before {v}"}
               for k, v in data["pruned_before"].items())]
     echo(render_rows(rows, chosen, title="Database"), nl=False)

@@ -130,19 +130,20 @@ def copy_into(store: Store, dest: Path) -> None:
 
 
 def compact(path: Path, *, lock_timeout: float) -> tuple[int, int]:
-    """Rewrite the database file without its free space; return its size before and after."""
-    before = file_size(path)
+    """Rewrite the database file without its free space, when the copy is smaller; return
+    the size before and after."""
     tmp = path.with_name(f".{path.name}.compact-{os.getpid()}")
     with Store.open(path, lock_timeout=lock_timeout) as store:
         store.con.execute("CHECKPOINT").fetchall()  # the WAL is empty: nothing to lose
+        before = file_size(path)
         tmp.unlink(missing_ok=True)
         try:
             copy_into(store, tmp)
-            os.replace(tmp, path)  # still under our lock: the next opener gets the copy
-            _fsync(path.parent)
-        except BaseException:
+            if tmp.stat().st_size < before:  # a small file can come out larger
+                os.replace(tmp, path)  # still under our lock: the next opener gets the copy
+                _fsync(path.parent)
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
     return before, file_size(path)
 
 
