@@ -87,7 +87,7 @@ class Settings:
         "Days of failure details (per sending IP, MX, result type) kept, counted by report "
         "day; older ones are pruned daily by 'serve' and by 'tlswatch prune'. Session totals "
         "per report and policy are kept forever (0: keep details forever)."))
-    raw_keep_days: int = field(default=90, metadata=_help(
+    raw_keep_days: int = field(default=400, metadata=_help(
         "Days the reports' raw JSON (shown by 'report show') is kept, by report day "
         "(0: forever)."))
     quarantine_keep_days: int = field(default=90, metadata=_help(
