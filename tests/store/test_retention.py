@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import Cli, detail, make_report, policy, write_json
@@ -121,4 +122,11 @@ def test_serve_prunes_by_itself(loaded: Cli, db: Path, tmp_path: Path) -> None:
         assert server.query(f"SELECT count(*) FROM failure_details WHERE day = '{OLD}'"
                             )[0][0] == 0
         assert server.query(f"SELECT count(*) FROM policies WHERE day = '{OLD}'")[0][0] == 8
+        pk = server.query(f"SELECT report_pk FROM reports WHERE report_id = '{OLD}-1'")[0][0]
+        page = httpx.get(f"{server.http_url}/reports/{pk}")
+        assert page.status_code == 200
+        assert "raw reports of report days before" in page.text
+        assert "pruned after 150 days (setting raw_keep_days)" in page.text
+        raw = httpx.get(f"{server.http_url}/reports/{pk}/raw.json")
+        assert raw.status_code == 404 and "pruned (setting raw_keep_days)" in raw.text
         assert server.stop() == 0
