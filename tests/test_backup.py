@@ -153,5 +153,10 @@ def test_restore_refuses_damage_and_a_database_with_reports(tmp_path: Path) -> N
     damaged = tlswatch(b, "restore", str(tmp_path / "bk"), code=1)
     assert "tlswatch.duckdb: does not match the manifest" in damaged.stderr
     assert not (tmp_path / "b" / "db" / "tlswatch.duckdb").exists()
+    manifest["files"][0]["path"] = "policies/../../../outside"
+    (tmp_path / "bk" / "manifest.json").write_text(json.dumps(manifest))
+    outside = tlswatch(b, "restore", str(tmp_path / "bk"), code=1)
+    assert "file 'policies/../../../outside' is not a place a backup writes to" in \
+        outside.stderr
     missing = tlswatch(b, "restore", str(tmp_path / "nothing"), code=1)
     assert "no manifest.json: not a tlswatch backup folder" in missing.stderr

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tlswatch import __version__
@@ -74,6 +74,8 @@ def backup(settings: Settings, dest: Path) -> Done:
         if policy_dir.is_dir():
             for path in sorted(p for p in policy_dir.rglob("*") if p.is_file()):
                 _copy(path, work / "policies" / path.relative_to(policy_dir))
+        else:
+            notes.append(f"no hosted policies: {policy_dir} does not exist")
         for name, path in state_files(settings).items():
             if path.is_file():
                 _copy(path, work / "state" / name)
@@ -149,6 +151,11 @@ def check(src: Path) -> dict[str, Any]:
         raise BackupError(f"{src / MANIFEST}: backup format {manifest.get('format')!r}; this "
                           f"tlswatch reads format {FORMAT}")
     for entry in manifest.get("files", []):
+        name = PurePosixPath(entry["path"])
+        if name.is_absolute() or ".." in name.parts or not (
+                str(name) == DATABASE or name.parts[0] in ("policies", "state")):
+            raise BackupError(f"{src / MANIFEST}: file {entry['path']!r} is not a place a "
+                              "backup writes to; refused")
         path = src / entry["path"]
         if not path.is_file():
             raise BackupError(f"{path}: listed in the manifest but missing")

@@ -111,7 +111,8 @@ def daily_prune(settings: Settings, now: datetime) -> PruneRun | None:
     db = Path(settings.db)
     if not db.exists():
         return None
-    with Store.open(db, read_only=True, lock_timeout=settings.lock_timeout) as store:
+    with Store.open(db, read_only=True, lock_timeout=settings.lock_timeout,
+                    pending_ok=True) as store:  # the prune itself migrates
         last = last_run(store)
     if last is not None and last.date() >= now.date():
         return None
