@@ -74,6 +74,8 @@ WRITERS = {
     "outbox.py": "records deliveries of alerts and summaries",
     "quarantine.py": "retries and deletes refused inputs (loading through the loader)",
     "mtasts/monitor.py": "records check runs and the alerts they raise",
+    "upkeep.py": "prunes what is past its retention (prune, and daily in 'serve')",
+    "backup.py": "applies a restored backup's pending migrations",
 }
 
 

@@ -86,6 +86,19 @@ class Settings:
         "Days refused inputs are kept in spool/failed (with their reason) for inspection."))
     failed_max_bytes: int = field(default=1024 * MiB, metadata=_help(
         "Size quota of spool/failed; past it the oldest refused inputs are deleted first."))
+    detail_keep_days: int = field(default=400, metadata=_help(
+        "Days of failure details (per sending IP, MX, result type) kept, counted by report "
+        "day; older ones are pruned daily by 'serve' and by 'tlswatch prune'. Session totals "
+        "per report and policy are kept forever (0: keep details forever)."))
+    raw_keep_days: int = field(default=400, metadata=_help(
+        "Days the reports' raw JSON (shown by 'report show') is kept, by report day "
+        "(0: forever)."))
+    quarantine_keep_days: int = field(default=90, metadata=_help(
+        "Days refused inputs are kept in the database's quarantine, by arrival (0: "
+        "forever)."))
+    compact_after_prune: bool = field(default=True, metadata=_help(
+        "After a prune that removed rows, rewrite the database file to give the space back "
+        "(DuckDB keeps it otherwise); writers wait for the copy, the spool keeps reports."))
     loader_restart_max: float = field(default=60.0, metadata=_help(
         "Longest wait in seconds before 'serve' restarts a loader process that died (the "
         "wait starts at 1 s and doubles)."))

@@ -40,6 +40,7 @@ from tlswatch.exports import Daily, daily, export_daily, html
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
 from tlswatch.store import Store, now_utc
+from tlswatch.upkeep import daily_prune
 
 log = logging.getLogger(__name__)
 STATE = ".tlswatch-export-state.json"
@@ -230,7 +231,8 @@ def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetim
     from tlswatch.mtasts.monitor import run_checks  # it records through this module
 
     return [("daily summary", run_schedule),
-            ("mta-sts checks", run_checks)]
+            ("mta-sts checks", run_checks),
+            ("daily prune", daily_prune)]
 
 
 class JobsProcess:

@@ -46,6 +46,7 @@ from tlswatch.logutil import install_repeat_filter
 from tlswatch.metrics import Metrics
 from tlswatch.reload import reload_settings
 from tlswatch.store import Store
+from tlswatch.store.maintenance import refuse_newer, serving_mark
 from tlswatch.web import create_app
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,13 @@ class Service:
         self.stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, marked as running for 'restore' (which refuses then),
+        on a database this version can use."""
+        with serving_mark(self.settings.db):
+            refuse_newer(self.settings.db, lock_timeout=self.settings.lock_timeout)
+            await self._serve(on_ready)
+
+    async def _serve(self, on_ready: Callable[[Listening], None] | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)

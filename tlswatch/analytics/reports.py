@@ -8,6 +8,7 @@ from typing import Any
 
 from tlswatch.analytics.queries import Filters
 from tlswatch.analytics.reasons import explain_reason
+from tlswatch.analytics.retention import pruned_notes
 from tlswatch.errors import NotFoundError
 from tlswatch.store import Store
 
@@ -56,8 +57,10 @@ def show_report(store: Store, ident: str) -> dict[str, Any]:
     pk = find_report(store, ident)
     report, policies = _report_and_policies(store, pk)
     _attach(policies, store.rows(_DETAILS, [pk]))
+    raw = raw_report(store, pk)
     return {"id": pk, **report, "policies": policies,
-            "raw_report": raw_text(gzip.decompress(raw_report(store, pk)))}
+            "raw_report": None if raw is None else raw_text(gzip.decompress(raw)),
+            "pruned": pruned_notes(store, day=report["day"])}
 
 
 DETAILS_PER_PAGE = 500
@@ -84,14 +87,16 @@ def report_page(store: Store, ident: str, *, page: int = 1, per_page: int = DETA
     details = store.rows(f"{_DETAILS} LIMIT {int(per_page)} OFFSET {int((page - 1) * per_page)}",
                          [pk])
     _attach(policies, details)
-    head = _raw_head(raw_report(store, pk), raw_bytes)
+    raw = raw_report(store, pk)
+    head = b"" if raw is None else _raw_head(raw, raw_bytes)
     return {"id": pk, **report, "policies": policies,
             "failure_details_page": {"page": page, "pages": pages, "per_page": per_page,
                                      "total": total,
                                      "first": (page - 1) * per_page + 1 if details else 0,
                                      "last": (page - 1) * per_page + len(details)},
             "raw_report": raw_text(head[:raw_bytes]),
-            "raw_truncated": len(head) > raw_bytes}
+            "raw_truncated": len(head) > raw_bytes,
+            "pruned": pruned_notes(store, day=report["day"])}
 
 
 def _report_and_policies(store: Store, pk: int
@@ -118,10 +123,10 @@ def _attach(policies: list[dict[str, Any]], details: list[dict[str, Any]]) -> No
             for d in details if d["policy_index"] == policy["policy_index"]]
 
 
-def raw_report(store: Store, pk: int) -> bytes:
-    """The report's JSON as stored, gzip-compressed."""
-    return bytes(store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?",
-                            [pk])[0]["raw_gzip"])
+def raw_report(store: Store, pk: int) -> bytes | None:
+    """The report's JSON as stored, gzip-compressed (None: pruned, see raw_keep_days)."""
+    rows = store.rows("SELECT raw_gzip FROM report_raw WHERE report_pk = ?", [pk])
+    return bytes(rows[0]["raw_gzip"]) if rows else None
 
 
 def _raw_head(raw_gzip: bytes, limit: int) -> bytes:

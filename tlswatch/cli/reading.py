@@ -14,6 +14,7 @@ import typer
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.analytics.render import Format, render_rows, to_json
 from tlswatch.analytics.reports import list_reports, show_report
+from tlswatch.analytics.retention import pruned_notes
 from tlswatch.analytics.summary import Summary, paragraph, percent, summarize
 from tlswatch.cli.base import (
     DomainOpt,
@@ -139,8 +140,11 @@ def failures(
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
         rows = failure_groups(store, filters, dims, limit=limit, details=True)
+        notes = pruned_notes(store, since=filters.since)
     echo(listing(rows, _format(fmt), columns=FAILURE_COLUMNS, title="Failed sessions",
                  nothing=nothing_matched("failed sessions", filters)), nl=False)
+    if "failure_details" in notes:
+        echo(f"note: {notes['failure_details']}", err=True)
 
 
 @app.command()
@@ -180,8 +184,11 @@ def report_show(
     chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json(data))
+        for note in data["pruned"].values():
+            echo(f"note: {note}", err=True)
         return
-    head = {k: v for k, v in data.items() if k not in ("policies", "raw_report", "warnings")}
+    head = {k: v for k, v in data.items()
+            if k not in ("policies", "raw_report", "warnings", "pruned")}
     out = [render_rows([{"field": k, "value": v} for k, v in head.items()], chosen,
                        title="Report")]
     out.append(render_rows([{"warning": w} for w in data["warnings"]] or [{"warning": "none"}],
@@ -193,8 +200,11 @@ def report_show(
                for d in p["failure_details"]]
     if details:
         out.append(render_rows(details, chosen, title="Failure details (in the sender's order)"))
-    out.append(_raw_block(data["raw_report"], chosen))
+    if data["raw_report"] is not None:
+        out.append(_raw_block(data["raw_report"], chosen))
     echo("\n".join(out), nl=False)
+    for note in data["pruned"].values():
+        echo(f"note: {note}", err=True)
 
 
 

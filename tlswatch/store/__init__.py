@@ -7,6 +7,7 @@ message says which PID holds the lock).
 
 from __future__ import annotations
 
+import gzip
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -40,10 +41,15 @@ class Store:
         self.con = con
         self.path = path
         self.read_only = read_only
+        self.applied: list[str] = []  # the migrations this open applied
 
     @classmethod
-    def open(cls, path: Path, *, read_only: bool = False, lock_timeout: float = 10.0) -> Store:
-        """Open (creating and migrating when writable), waiting for another writer's lock."""
+    def open(cls, path: Path, *, read_only: bool = False, lock_timeout: float = 10.0,
+             pending_ok: bool = False) -> Store:
+        """Open (creating and migrating when writable), waiting for another writer's lock.
+
+        A database written by a newer tlswatch (a migration this code does not know) is
+        refused; ``pending_ok`` lets a read-only open see a database not yet migrated."""
         path = Path(path)
         if read_only and not path.exists():
             raise StoreError(f"{path}: no database here yet; load reports first with "
@@ -67,11 +73,16 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         store = cls(con, path, read_only=read_only)
-        store._check_whole()
-        if read_only:
-            store._check_migrated()
-        else:
-            store.migrate()
+        try:
+            store._check_whole()
+            store._check_known()
+            if read_only and not pending_ok:
+                store._check_migrated()
+            elif not read_only:
+                store.applied = store.migrate()
+        except BaseException:
+            con.close()  # or this process could not open the file differently later
+            raise
         return store
 
     def close(self) -> None:
@@ -116,6 +127,21 @@ class Store:
                                  f"({exc}). Restore it from a backup, then load spool/done/ "
                                  "again (it keeps recent arrivals)") from exc
             raise StoreError(f"{self.path}: the database cannot be read ({exc})") from exc
+
+    def _check_known(self) -> None:
+        """Refuse a database that a newer tlswatch migrated: this code would misread it."""
+        if not self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                                "'schema_migrations'").fetchall()[0][0]:
+            return
+        known = {name for name, _ in MIGRATIONS}
+        unknown = sorted(r[0] for r in self.con.execute(
+            "SELECT name FROM schema_migrations").fetchall() if r[0] not in known)
+        if unknown:
+            raise StoreError(
+                f"{self.path}: this database was migrated by a newer tlswatch (migrations "
+                f"this version does not know: {', '.join(unknown)}); it is not used. Upgrade "
+                "tlswatch to the version that wrote it, or restore a backup made with this "
+                "version ('tlswatch restore')")
 
     def _check_migrated(self) -> None:
         try:
@@ -185,9 +211,11 @@ class Store:
         if not pks:
             return []
         marks = ", ".join("?" for _ in pks)
-        removed = self.rows("SELECT r.report_pk, r.source, w.raw_gzip FROM reports r JOIN "
-                            f"report_raw w USING (report_pk) WHERE r.report_pk IN ({marks})",
+        removed = self.rows("SELECT r.report_pk, r.source, w.raw_gzip FROM reports r LEFT "
+                            f"JOIN report_raw w USING (report_pk) WHERE r.report_pk IN ({marks})",
                             list(pks))
+        for row in removed:  # its raw bytes may have been pruned (raw_keep_days)
+            row["raw_gzip"] = row["raw_gzip"] or gzip.compress(b"")
         for table in ("failure_details", "policies", "report_raw", "reports"):
             self.con.execute(f"DELETE FROM {table} WHERE report_pk IN ({marks})",
                              list(pks)).fetchall()

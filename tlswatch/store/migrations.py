@@ -222,4 +222,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0008_retention",
+        # What retention pruning removed, one row per kind (failure_details, report_raw,
+        # quarantine) plus the run itself: every command can then say "pruned after N days"
+        # for an old day instead of showing nothing, and the record travels with a backup.
+        """
+        CREATE TABLE retention (
+            kind VARCHAR PRIMARY KEY,
+            before_day DATE NOT NULL,
+            keep_days INTEGER NOT NULL,
+            pruned_at TIMESTAMP NOT NULL,
+            removed BIGINT NOT NULL
+        );
+        """,
+    ),
 ]

@@ -263,7 +263,7 @@ class Dashboard:
         """The report's JSON as received, in full, as a download."""
         ident = request.path_params["ident"]
 
-        def read(store: Store) -> tuple[int, bytes]:
+        def read(store: Store) -> tuple[int, bytes | None]:
             pk = find_report(store, ident)
             return pk, raw_report(store, pk)
 
@@ -274,6 +274,9 @@ class Dashboard:
         if found is None:
             return HTMLResponse("no reports yet", status_code=404)
         pk, raw = found
+        if raw is None:
+            return HTMLResponse("the raw report was pruned (setting raw_keep_days)",
+                                status_code=404)
 
         def inflate() -> Iterator[bytes]:
             with gzip.GzipFile(fileobj=io.BytesIO(raw)) as inflating:

@@ -1,0 +1,132 @@
+"""Retention: prune keeps the daily figures, says what it removed, and shrinks the file."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Cli, detail, make_report, policy, write_json
+from tests.serving import Serve
+from tlswatch.config import load_settings
+from tlswatch.store import Store
+from tlswatch.upkeep import daily_prune
+
+TODAY = datetime.now(UTC).date()
+OLD = TODAY - timedelta(days=200)
+RECENT = TODAY - timedelta(days=3)
+
+
+def _reports(folder: Path, day: date, n: int, *, details: int = 3, noise: int = 0) -> None:
+    """``n`` reports of ``day``; ``noise`` bytes of random text in each failure detail make
+    them as incompressible as real ones (DuckDB compresses repeated values to nothing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        found = [{**detail("certificate-expired", 2, ip=f"192.0.2.{k % 250}",
+                           sip=f"198.51.100.{i % 250}"),
+                  **({"additional-information": os.urandom(noise // 2).hex()} if noise else {})}
+                 for k in range(details)]
+        doc = make_report(rid=f"{day}-{i}", day=day.isoformat(), policies=[
+            policy("example.com", 100 + i, details * 2, found),
+            policy("example.org", 50, 1, [detail("starttls-not-supported", 1)])])
+        write_json(folder / f"{day}-{i}.json", doc)
+
+
+def _totals(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(d["policy_domain"], d["reports"], d["organizations"], d["successful_sessions"],
+             d["failed_sessions"], d["success_rate"]) for d in summary["domains"]]
+
+
+@pytest.fixture
+def loaded(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    _reports(tmp_path / "in", OLD, 4)
+    _reports(tmp_path / "in", RECENT, 2)
+    cli.json("ingest", str(tmp_path / "in"))
+    monkeypatch.setenv("TLSWATCH_DETAIL_KEEP_DAYS", "100")
+    monkeypatch.setenv("TLSWATCH_RAW_KEEP_DAYS", "150")
+    monkeypatch.setenv("TLSWATCH_SPOOL", str(tmp_path / "spool"))
+    return cli
+
+
+def test_prune_keeps_session_totals_and_says_what_it_removed(loaded: Cli) -> None:
+    old = ("--since", OLD.isoformat(), "--until", OLD.isoformat())
+    before = loaded.json("summary", *old)
+    everything = loaded.json("summary")
+    dry = loaded.json("prune", "--dry-run")
+    assert dry["removed"]["failure_details"] == 4 * 4 and dry["removed"]["report_raw"] == 4
+    assert loaded.json("failures", *old) != []  # a dry run changes nothing
+
+    done = loaded.json("prune")
+    assert done["removed"]["failure_details"] == 16 and done["removed"]["report_raw"] == 4
+    assert done["kept_from"]["failure_details"] == (TODAY - timedelta(days=100)).isoformat()
+    assert _totals(loaded.json("summary", *old)) == _totals(before)
+    assert _totals(loaded.json("summary")) == _totals(everything)
+
+    failures = loaded("failures", *old, "--format", "json")
+    assert failures.stdout.strip() == "[]"
+    assert (f"failure details of report days before {TODAY - timedelta(days=100)} were "
+            "pruned after 100 days (setting detail_keep_days)") in failures.stderr
+    recent = loaded("failures", "--since", RECENT.isoformat(), "--format", "json")
+    assert recent.stdout.strip() != "[]" and "pruned" not in recent.stderr
+
+    shown = loaded("report", "show", f"{OLD}-1", "--format", "json")
+    assert '"raw_report": null' in shown.stdout
+    assert "raw reports of report days before" in shown.stderr
+    assert "pruned after 150 days (setting raw_keep_days)" in shown.stderr
+    table = loaded("report", "show", f"{OLD}-1", "--format", "table")
+    assert "pruned after 100 days" in table.stderr and "Traceback" not in table.stdout
+    assert loaded.json("prune")["removed"]["failure_details"] == 0  # nothing left to do
+
+
+def test_prune_compacts_the_file(cli: Cli, db: Path, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _reports(tmp_path / "in", OLD, 1000, details=20, noise=200)
+    _reports(tmp_path / "in", RECENT, 100, details=20, noise=200)
+    cli.json("ingest", str(tmp_path / "in"))
+    monkeypatch.setenv("TLSWATCH_DETAIL_KEEP_DAYS", "30")
+    monkeypatch.setenv("TLSWATCH_RAW_KEEP_DAYS", "30")
+    monkeypatch.setenv("TLSWATCH_SPOOL", str(tmp_path / "spool"))
+    done = cli.json("prune")
+    assert done["compacted"] is True
+    assert done["size_after"] < done["size_before"] * 0.6
+    assert db.stat().st_size == done["size_after"]
+    with Store.open(db) as store:  # the compacted file is whole and still writable
+        assert store.rows("SELECT count(*) AS n FROM reports")[0]["n"] == 1100
+        assert store.next_outbox_batch() >= 1
+    assert cli.json("summary")["domains"][0]["reports"] == 1100
+
+
+def test_the_daily_prune_runs_once_a_day(loaded: Cli, db: Path) -> None:
+    settings = load_settings(db=db)
+    now = datetime.now(UTC)
+    first = daily_prune(settings, now)
+    assert first is not None and first.removed["failure_details"] == 16
+    assert daily_prune(settings, now) is None  # done today: recorded in the database
+    assert daily_prune(settings, now + timedelta(days=1)) is not None
+
+
+def test_serve_prunes_by_itself(loaded: Cli, db: Path, tmp_path: Path) -> None:
+    with Serve(tmp_path, smtp="", detail_keep_days=100) as server:
+        assert server.db == db
+        deadline = time.monotonic() + 60
+        while not server.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                               "'retention'")[0][0] or \
+                not server.query("SELECT count(*) FROM retention WHERE kind = 'run'")[0][0]:
+            assert time.monotonic() < deadline, "".join(server.output)
+            time.sleep(0.1)
+        assert server.query(f"SELECT count(*) FROM failure_details WHERE day = '{OLD}'"
+                            )[0][0] == 0
+        assert server.query(f"SELECT count(*) FROM policies WHERE day = '{OLD}'")[0][0] == 8
+        pk = server.query(f"SELECT report_pk FROM reports WHERE report_id = '{OLD}-1'")[0][0]
+        page = httpx.get(f"{server.http_url}/reports/{pk}")
+        assert page.status_code == 200
+        assert "raw reports of report days before" in page.text
+        assert "pruned after 150 days (setting raw_keep_days)" in page.text
+        raw = httpx.get(f"{server.http_url}/reports/{pk}/raw.json")
+        assert raw.status_code == 404 and "pruned (setting raw_keep_days)" in raw.text
+        assert server.stop() == 0
