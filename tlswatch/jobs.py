@@ -32,17 +32,19 @@ from tlswatch.analytics.alerts import (
     last_report_day,
     priority,
 )
+from tlswatch.analytics.freshness import DayFigures, day_figures
 from tlswatch.analytics.render import SafeFormatter
 from tlswatch.analytics.summary import Summary, paragraph
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError, StoreLockedError
-from tlswatch.exports import Daily, daily, export_daily, html
+from tlswatch.exports import Daily, daily, file_name, html, write_daily
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
+from tlswatch.revisions import STATE, Change, DayRecord, ExportState, by_domain, material_changes
 from tlswatch.store import Store, now_utc
 
 log = logging.getLogger(__name__)
-STATE = ".tlswatch-export-state.json"
+__all__ = ["STATE"]
 
 
 @dataclass
@@ -127,35 +129,63 @@ def _rows(batch: int, kind: str, queued: list[Message]) -> pa.Table:
 class DailyRun:
     written: list[Path]
     batches: list[int]  # the outbox batches queued: the summary's and the new alerts'
+    report: Daily | None = None
+    figures: DayFigures = field(default_factory=DayFigures)  # what the files came from
+
+
+def _write(settings: Settings, day: date, target: Path) -> tuple[Daily, list[Path], DayFigures]:
+    """The day's files, and the figures they were written from (read in one connection,
+    so no report loaded in between can be missing from one and counted in the other)."""
+    with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
+        report = daily(store, day)
+        figures = day_figures(store, day, day).get(day, DayFigures())
+    return report, write_daily(report, target, settings.export_formats), figures
+
+
+def _queue_summary(settings: Settings, report: Daily, *, only: list[str] | None = None,
+                   changes: list[Change] | None = None) -> int | None:
+    """Queue the day's summary (only the ``only`` domains; marked revised with
+    ``changes``) in the outbox; return its batch, or None when there is nobody to tell."""
+    if not (settings.mail_smtp or settings.webhook_url):
+        return None
+    every = [d for d in report.domains if only is None or d.policy_domain in only]
+    said = {c.policy_domain: c.describe() for c in changes or []}
+
+    def part(domains: list[str]) -> str:  # the HTML for one recipient's domains
+        mine = Summary(report.summary.since, report.summary.until,
+                       [d for d in every if d.policy_domain in domains])
+        return html(Daily(report.day, mine), revised=[said[d] for d in domains if d in said])
+
+    texts = {d.policy_domain: paragraph(d) for d in every}
+    for domain, line in said.items():
+        texts[domain] = f"Revised: {line}" + (f"\n{texts[domain]}" if domain in texts else "")
+    if not texts:
+        return None
+    subject = f"TLS report summary for {report.day}" + (" (revised)" if changes else "")
+    payload: dict[str, object] = {"day": report.day.isoformat(), "domains": sorted(texts),
+                                  "revised": bool(changes)}
+    if changes:
+        payload["changes"] = [c.as_dict() for c in changes]
+    queued = messages(settings, subject=subject, by_domain=texts, html=part, payload=payload)
+    with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store, \
+            store.transaction():
+        batch = store.next_outbox_batch()
+        store.enqueue(_rows(batch, "daily", queued), now=now_utc())
+    return batch
 
 
 def run_daily(settings: Settings, day: date, out: Path | None = None) -> DailyRun:
     """Write the day's files, queue the summary's delivery, and check the day's alerts."""
-    target = out or Path(settings.export_dir)
-    with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
-        written = export_daily(store, day, target, settings.export_formats)
-        report = daily(store, day)
+    report, written, figures = _write(settings, day, out or Path(settings.export_dir))
     batches = []
-    if report.domains and (settings.mail_smtp or settings.webhook_url):
-        every = list(report.domains)
-
-        def part(domains: list[str]) -> str:  # the HTML for one recipient's domains
-            only = Summary(report.summary.since, report.summary.until,
-                           [d for d in every if d.policy_domain in domains])
-            return html(Daily(day, only))
-
-        texts = {d.policy_domain: paragraph(d) for d in every}
-        queued = messages(settings, subject=f"TLS report summary for {day}", by_domain=texts,
-                          html=part, payload={"day": day.isoformat(), "domains": sorted(texts)})
-        with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store, \
-                store.transaction():
-            batch = store.next_outbox_batch()
-            store.enqueue(_rows(batch, "daily", queued), now=now_utc())
-        batches.append(batch)
+    if report.domains:
+        batch = _queue_summary(settings, report)
+        if batch is not None:
+            batches.append(batch)
     alerts = check_alerts(settings, [day])
     if alerts.batch is not None and alerts.alerts:
         batches.append(alerts.batch)
-    return DailyRun(written, batches)
+    return DailyRun(written, batches, report, figures)
 
 
 def send_daily(settings: Settings, day: date, out: Path) -> tuple[list[Path], list[Delivery]]:
@@ -181,43 +211,105 @@ def check_and_send(settings: Settings, today: date) -> list[Delivery]:
 
 def due_days(settings: Settings, now: datetime) -> list[date]:
     """Days whose summary is due and not written yet (catching up on missed days)."""
-    try:
-        hour, minute = (int(p) for p in settings.export_time.split(":"))
-        at = time(hour, minute)
-    except ValueError as exc:
-        raise ConfigError(f"setting export_time: expected HH:MM, got "
-                          f"{settings.export_time!r}") from exc
-    latest = now.date() - timedelta(days=1 if now.time() >= at else 2)
-    last = _last_done(Path(settings.export_dir))
+    latest = now.date() - timedelta(days=1 if now.time() >= _export_time(settings) else 2)
+    last = ExportState.load(Path(settings.export_dir)).last_day
     if last is None:
         return [latest]
     return [last + timedelta(days=i) for i in range(1, (latest - last).days + 1)]
 
 
+def _export_time(settings: Settings) -> time:
+    try:
+        hour, minute = (int(p) for p in settings.export_time.split(":"))
+        return time(hour, minute)
+    except ValueError as exc:
+        raise ConfigError(f"setting export_time: expected HH:MM, got "
+                          f"{settings.export_time!r}") from exc
+
+
+_waiting_for: set[str] = set()  # databases whose absence was logged (once each)
+
+
 def run_schedule(settings: Settings, now: datetime) -> list[date]:
-    """Write every due daily summary; called by the worker in 'serve' every 30 s or so."""
+    """Write every due daily summary, and rewrite the recent days that changed since their
+    files were written (``export_revise_days``); return the days written.  Called by the
+    worker in 'serve' every 30 s or so."""
     if not settings.export_dir:
         return []
+    if not Path(settings.db).exists():
+        if str(settings.db) not in _waiting_for:
+            _waiting_for.add(str(settings.db))
+            log.info("daily summary waits: no database at %s yet (it is made when the "
+                     "first report is loaded)", settings.db)
+        return []
+    folder = Path(settings.export_dir)
+    state = ExportState.load(folder)
+    keep_since = now.date() - timedelta(days=max(0, settings.export_revise_days))
     done = []
-    for day in due_days(settings, now):
-        run_daily(settings, day)
-        _save_done(Path(settings.export_dir), day)
+    try:
+        for day in due_days(settings, now):
+            run = run_daily(settings, day)
+            assert run.report is not None
+            state.days[day] = DayRecord(run.figures, by_domain(run.report))
+            state.last_day = day
+            state.save(folder, keep_since=keep_since)
+            done.append(day)
+        done += _revise(settings, state, folder, keep_since=keep_since)
+    except StoreLockedError as exc:
+        log.info("daily summary waits: %s", exc)
+    return done
+
+
+def _revise(settings: Settings, state: ExportState, folder: Path, *, keep_since: date
+            ) -> list[date]:
+    """Rewrite the files of each day since ``keep_since`` whose figures changed since they
+    were written; send a revised summary when the change is material."""
+    if settings.export_revise_days <= 0 or state.last_day is None \
+            or state.last_day < keep_since:
+        return []
+    days = [keep_since + timedelta(days=i) for i in range((state.last_day - keep_since).days + 1)]
+    # A day with files but no record (written by an older version, or by hand) is adopted.
+    days = [d for d in days if d in state.days or any(
+        (folder / file_name(d, fmt)).exists() for fmt in settings.export_formats)]
+    if not days:
+        return []
+    with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
+        now = day_figures(store, days[0], days[-1])
+    done = []
+    for day in days:
+        record = state.days.get(day)
+        if record is not None and record.written_from == now.get(day, DayFigures()):
+            continue
+        state.days[day] = revise_day(settings, day, record)
+        state.save(folder, keep_since=keep_since)
         done.append(day)
     return done
 
 
-def _last_done(folder: Path) -> date | None:
-    try:
-        return date.fromisoformat(json.loads((folder / STATE).read_text())["last_day"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
-
-
-def _save_done(folder: Path, day: date) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{STATE}.tmp"
-    tmp.write_text(json.dumps({"last_day": day.isoformat()}))
-    tmp.replace(folder / STATE)
+def revise_day(settings: Settings, day: date, record: DayRecord | None) -> DayRecord:
+    """Rewrite a day's files; queue a revised summary if the day changed materially since
+    the summary last sent (at most ``summary_max_revisions``).  Return the new record."""
+    report, _, figures = _write(settings, day, Path(settings.export_dir))
+    now = by_domain(report)
+    log.info("rewrote the daily files of %s: %d report(s), %d failed session(s) (written "
+             "before from %s)", day, figures.reports, figures.failed_sessions,
+             "an unknown state" if record is None else
+             f"{record.written_from.reports} report(s), "
+             f"{record.written_from.failed_sessions} failed session(s)")
+    if record is None:
+        return DayRecord(figures, now)
+    changes = material_changes(record.sent, now, percent=settings.summary_revise_percent,
+                               sessions=settings.summary_revise_sessions)
+    if not changes:
+        return DayRecord(figures, record.sent, record.revisions)
+    if record.revisions >= settings.summary_max_revisions:
+        log.info("%s changed again (%s); no revised summary sent: at most %d a day (setting "
+                 "summary_max_revisions)", day, changes[0].describe(),
+                 settings.summary_max_revisions)
+        return DayRecord(figures, record.sent, record.revisions)
+    batch = _queue_summary(settings, report, only=[c.policy_domain for c in changes],
+                           changes=changes)
+    return DayRecord(figures, now, record.revisions + (batch is not None))
 
 
 def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetime], object]]]:
