@@ -7,6 +7,8 @@ import io
 import json
 import logging
 from datetime import date, datetime, timedelta
+from email import message_from_bytes
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +245,36 @@ def test_schedule_waits_quietly_for_the_database(tmp_path: Path,
     assert line.getMessage() == (f"daily summary waits: no database at {tmp_path}/none.duckdb "
                                  "yet (it is made when the first report is loaded)")
     assert not (tmp_path / "daily").exists() and not (tmp_path / "none.duckdb").exists()
+
+
+smtp_sink = test_delivery.smtp_sink  # a real SMTP server with STARTTLS and login
+
+
+def test_revised_mail_goes_to_the_owners_of_the_changed_domain(
+        cli: Cli, db: Path, tmp_path: Path, smtp_sink: Any, webhook: test_delivery.Hook,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sink, controller, ca = smtp_sink
+    cli.json("ingest", str(VALID))
+    settings = test_delivery.settings_for(db, controller.port, ca, webhook.url, monkeypatch,
+                                          export_dir=str(tmp_path / "daily"),
+                                          export_formats=("json",))
+
+    def mails() -> dict[tuple[str, ...], Message]:
+        return {tuple(sorted(r)): message_from_bytes(m) for r, m in sink.messages
+                if b"(revised)" in m}
+
+    jobs.run_schedule(settings, datetime(2026, 11, 27, 7, 0))
+    test_delivery.deliver_until(settings, lambda: len(sink.messages) >= 3)
+    assert mails() == {}
+    _ingest(cli, tmp_path, make_report(rid="late-org", day=DAY, policies=[
+        policy("example.org", 0, 300, [detail("certificate-expired", 300)])]))
+    assert jobs.run_schedule(settings, datetime(2026, 11, 27, 11, 0)) == [date(2026, 11, 26)]
+    test_delivery.deliver_until(settings, lambda: bool(mails()))
+    (recipients, message), = mails().items()  # one mail: both get the same domains
+    assert recipients == ("all@example.net", "org-owner@example.org")  # not com-owner
+    assert message["Subject"] == f"TLS report summary for {DAY} (revised)"
+    text, page = (p.get_payload(decode=True).decode() for p in message.get_payload())
+    assert text.startswith("Revised: example.org: 61 sessions, 1 failed before; now 361 "
+                           "sessions, 301 failed.\r\nexample.org: ") and "example.com:" not in text
+    assert "<h2>Revised</h2>" in page and 'id="example.org"' in page
+    assert 'id="example.com"' not in page
