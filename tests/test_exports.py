@@ -278,3 +278,23 @@ def test_revised_mail_goes_to_the_owners_of_the_changed_domain(
                            "sessions, 301 failed.\r\nexample.org: ") and "example.com:" not in text
     assert "<h2>Revised</h2>" in page and 'id="example.org"' in page
     assert 'id="example.com"' not in page
+
+
+def test_a_late_report_also_rewrites_the_next_day_whose_change_it_moves(
+        cli: Cli, db: Path, tmp_path: Path) -> None:
+    for rid, day, failed in (("d25", "2026-11-25", 10), ("d26", "2026-11-26", 20)):
+        _ingest(cli, tmp_path, make_report(rid=rid, day=day, policies=[
+            policy("example.com", 100, failed)]))
+    out = tmp_path / "daily"
+    settings = load_settings(None, environ={}, db=db, export_dir=str(out),
+                             export_formats=("csv",))
+    for day in (26, 27):
+        assert jobs.run_schedule(settings, datetime(2026, 11, day, 7, 0)) == [
+            date(2026, 11, day - 1)]
+    _ingest(cli, tmp_path, make_report(rid="late", day="2026-11-25", policies=[
+        policy("example.com", 0, 50)]))
+    assert jobs.run_schedule(settings, datetime(2026, 11, 27, 9, 0)) == [
+        date(2026, 11, 25), date(2026, 11, 26)]
+    (row,) = csv.DictReader(io.StringIO((out / "tlswatch-summary-2026-11-26.csv").read_text()))
+    (expected,) = cli.json("summary", "--since", DAY, "--until", DAY)["domains"]
+    assert int(row["change_failed_sessions"]) == expected["change_failed_sessions"] == -40

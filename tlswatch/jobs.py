@@ -40,11 +40,11 @@ from tlswatch.errors import ConfigError, StoreLockedError
 from tlswatch.exports import Daily, daily, file_name, html, write_daily
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
-from tlswatch.revisions import STATE, Change, DayRecord, ExportState, by_domain, material_changes
+from tlswatch.revisions import STATE as STATE
+from tlswatch.revisions import Change, DayRecord, ExportState, by_domain, material_changes
 from tlswatch.store import Store, now_utc
 
 log = logging.getLogger(__name__)
-__all__ = ["STATE"]
 
 
 @dataclass
@@ -130,16 +130,27 @@ class DailyRun:
     written: list[Path]
     batches: list[int]  # the outbox batches queued: the summary's and the new alerts'
     report: Daily | None = None
-    figures: DayFigures = field(default_factory=DayFigures)  # what the files came from
+    # What the files were written from: the day's figures and the day before's (the files
+    # show the change from it).
+    figures: DayFigures = field(default_factory=DayFigures)
+    previous: DayFigures = field(default_factory=DayFigures)
+
+    def record(self, sent: dict[str, tuple[int, int]] | None = None, revisions: int = 0
+               ) -> DayRecord:
+        assert self.report is not None
+        return DayRecord(self.figures, by_domain(self.report) if sent is None else sent,
+                         revisions, self.previous)
 
 
-def _write(settings: Settings, day: date, target: Path) -> tuple[Daily, list[Path], DayFigures]:
+def _write(settings: Settings, day: date, target: Path) -> DailyRun:
     """The day's files, and the figures they were written from (read in one connection,
     so no report loaded in between can be missing from one and counted in the other)."""
     with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
         report = daily(store, day)
-        figures = day_figures(store, day, day).get(day, DayFigures())
-    return report, write_daily(report, target, settings.export_formats), figures
+        figures = day_figures(store, day - timedelta(days=1), day)
+    written = write_daily(report, target, settings.export_formats)
+    return DailyRun(written, [], report, figures.get(day, DayFigures()),
+                    figures.get(day - timedelta(days=1), DayFigures()))
 
 
 def _queue_summary(settings: Settings, report: Daily, *, only: list[str] | None = None,
@@ -176,16 +187,16 @@ def _queue_summary(settings: Settings, report: Daily, *, only: list[str] | None 
 
 def run_daily(settings: Settings, day: date, out: Path | None = None) -> DailyRun:
     """Write the day's files, queue the summary's delivery, and check the day's alerts."""
-    report, written, figures = _write(settings, day, out or Path(settings.export_dir))
-    batches = []
-    if report.domains:
-        batch = _queue_summary(settings, report)
+    run = _write(settings, day, out or Path(settings.export_dir))
+    assert run.report is not None
+    if run.report.domains:
+        batch = _queue_summary(settings, run.report)
         if batch is not None:
-            batches.append(batch)
+            run.batches.append(batch)
     alerts = check_alerts(settings, [day])
     if alerts.batch is not None and alerts.alerts:
-        batches.append(alerts.batch)
-    return DailyRun(written, batches, report, figures)
+        run.batches.append(alerts.batch)
+    return run
 
 
 def send_daily(settings: Settings, day: date, out: Path) -> tuple[list[Path], list[Delivery]]:
@@ -248,9 +259,7 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
     done = []
     try:
         for day in due_days(settings, now):
-            run = run_daily(settings, day)
-            assert run.report is not None
-            state.days[day] = DayRecord(run.figures, by_domain(run.report))
+            state.days[day] = run_daily(settings, day).record()
             state.last_day = day
             state.save(folder, keep_since=keep_since)
             done.append(day)
@@ -262,8 +271,9 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
 
 def _revise(settings: Settings, state: ExportState, folder: Path, *, keep_since: date
             ) -> list[date]:
-    """Rewrite the files of each day since ``keep_since`` whose figures changed since they
-    were written; send a revised summary when the change is material."""
+    """Rewrite the files of each day since ``keep_since`` whose figures, or the day
+    before's, changed since they were written; send a revised summary when the day's own
+    change is material."""
     if settings.export_revise_days <= 0 or state.last_day is None \
             or state.last_day < keep_since:
         return []
@@ -274,11 +284,12 @@ def _revise(settings: Settings, state: ExportState, folder: Path, *, keep_since:
     if not days:
         return []
     with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
-        now = day_figures(store, days[0], days[-1])
+        now = day_figures(store, days[0] - timedelta(days=1), days[-1])
     done = []
     for day in days:
         record = state.days.get(day)
-        if record is not None and record.written_from == now.get(day, DayFigures()):
+        if record is not None and record.written_from == now.get(day, DayFigures()) and \
+                record.previous_from == now.get(day - timedelta(days=1), DayFigures()):
             continue
         state.days[day] = revise_day(settings, day, record)
         state.save(folder, keep_since=keep_since)
@@ -289,27 +300,28 @@ def _revise(settings: Settings, state: ExportState, folder: Path, *, keep_since:
 def revise_day(settings: Settings, day: date, record: DayRecord | None) -> DayRecord:
     """Rewrite a day's files; queue a revised summary if the day changed materially since
     the summary last sent (at most ``summary_max_revisions``).  Return the new record."""
-    report, _, figures = _write(settings, day, Path(settings.export_dir))
-    now = by_domain(report)
+    run = _write(settings, day, Path(settings.export_dir))
+    assert run.report is not None
     log.info("rewrote the daily files of %s: %d report(s), %d failed session(s) (written "
-             "before from %s)", day, figures.reports, figures.failed_sessions,
+             "before from %s)", day, run.figures.reports, run.figures.failed_sessions,
              "an unknown state" if record is None else
              f"{record.written_from.reports} report(s), "
              f"{record.written_from.failed_sessions} failed session(s)")
     if record is None:
-        return DayRecord(figures, now)
-    changes = material_changes(record.sent, now, percent=settings.summary_revise_percent,
+        return run.record()
+    changes = material_changes(record.sent, by_domain(run.report),
+                               percent=settings.summary_revise_percent,
                                sessions=settings.summary_revise_sessions)
     if not changes:
-        return DayRecord(figures, record.sent, record.revisions)
+        return run.record(record.sent, record.revisions)
     if record.revisions >= settings.summary_max_revisions:
         log.info("%s changed again (%s); no revised summary sent: at most %d a day (setting "
                  "summary_max_revisions)", day, changes[0].describe(),
                  settings.summary_max_revisions)
-        return DayRecord(figures, record.sent, record.revisions)
-    batch = _queue_summary(settings, report, only=[c.policy_domain for c in changes],
+        return run.record(record.sent, record.revisions)
+    batch = _queue_summary(settings, run.report, only=[c.policy_domain for c in changes],
                            changes=changes)
-    return DayRecord(figures, now, record.revisions + (batch is not None))
+    return run.record(None, record.revisions + int(batch is not None))
 
 
 def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetime], object]]]:

@@ -32,14 +32,17 @@ Figures = tuple[int, int]  # a domain's (total sessions, failed sessions)
 
 @dataclass
 class DayRecord:
-    """One day's files: what they were written from, what was last sent about the day."""
+    """One day's files: what they were written from (the day's figures and the day
+    before's: the files show the change from it), what was last sent about the day."""
 
     written_from: DayFigures
     sent: dict[str, Figures]
     revisions: int = 0
+    previous_from: DayFigures = field(default_factory=DayFigures)
 
     def as_dict(self) -> dict[str, Any]:
         return {"written_from": self.written_from.as_dict(),
+                "previous_from": self.previous_from.as_dict(),
                 "sent": {d: list(f) for d, f in sorted(self.sent.items())},
                 "revisions": self.revisions}
 
@@ -47,7 +50,8 @@ class DayRecord:
     def from_dict(cls, data: dict[str, Any]) -> DayRecord:
         return cls(DayFigures.from_dict(data["written_from"]),
                    {str(d): (int(f[0]), int(f[1])) for d, f in data["sent"].items()},
-                   int(data.get("revisions", 0)))
+                   int(data.get("revisions", 0)),
+                   DayFigures.from_dict(data.get("previous_from") or {}))
 
 
 @dataclass
