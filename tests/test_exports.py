@@ -298,3 +298,17 @@ def test_a_late_report_also_rewrites_the_next_day_whose_change_it_moves(
     (row,) = csv.DictReader(io.StringIO((out / "tlswatch-summary-2026-11-26.csv").read_text()))
     (expected,) = cli.json("summary", "--since", DAY, "--until", DAY)["domains"]
     assert int(row["change_failed_sessions"]) == expected["change_failed_sessions"] == -40
+
+
+def test_schedule_with_an_unusable_export_dir_logs_one_line(
+        cli: Cli, db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cli.json("ingest", str(VALID))
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    settings = load_settings(None, environ={}, db=db, export_dir=str(afile))
+    for _ in range(3):
+        assert jobs.run_schedule(settings, datetime(2026, 11, 27, 7, 0)) == []
+    (line,) = [r for r in caplog.records if r.name == "tlswatch.jobs"]
+    assert (line.levelname, line.getMessage()) == (
+        "ERROR", f"daily summary not written (tried again every 30 s): {afile}: cannot write "
+                 "the daily files there: not a folder")

@@ -76,3 +76,13 @@ def test_late_report_rewrites_yesterday_and_posts_a_revised_summary(
                for line in server.output)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         f"tlswatch-summary-{day}.{ext}" for ext in ("csv", "json", "parquet")]
+
+
+def test_serve_with_export_dir_waits_for_the_database_in_one_line(tmp_path: Path) -> None:
+    with Serve(tmp_path, smtp="", export_dir=str(tmp_path / "daily"),
+               export_time="00:00") as server:
+        _wait(server, "the waiting line", lambda: any(
+            "daily summary waits: no database" in line for line in server.output))
+        assert server.stop() == 0
+    assert "Traceback" not in "".join(server.output)
+    assert sum("daily summary waits" in line for line in server.output) == 1

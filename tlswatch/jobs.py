@@ -37,7 +37,7 @@ from tlswatch.analytics.render import SafeFormatter
 from tlswatch.analytics.summary import Summary, paragraph
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError, StoreLockedError
-from tlswatch.exports import Daily, daily, file_name, html, write_daily
+from tlswatch.exports import Daily, ExportError, daily, file_name, html, write_daily
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
 from tlswatch.revisions import STATE as STATE
@@ -238,7 +238,13 @@ def _export_time(settings: Settings) -> time:
                           f"{settings.export_time!r}") from exc
 
 
-_waiting_for: set[str] = set()  # databases whose absence was logged (once each)
+_told: set[str] = set()  # what keeps the schedule waiting, logged once until it passes
+
+
+def _tell_once(level: int, message: str) -> None:
+    if message not in _told:
+        _told.add(message)
+        log.log(level, "%s", message)
 
 
 def run_schedule(settings: Settings, now: datetime) -> list[date]:
@@ -248,16 +254,14 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
     if not settings.export_dir:
         return []
     if not Path(settings.db).exists():
-        if str(settings.db) not in _waiting_for:
-            _waiting_for.add(str(settings.db))
-            log.info("daily summary waits: no database at %s yet (it is made when the "
-                     "first report is loaded)", settings.db)
+        _tell_once(logging.INFO, f"daily summary waits: no database at {settings.db} yet (it "
+                                 "is made when the first report is loaded)")
         return []
     folder = Path(settings.export_dir)
-    state = ExportState.load(folder)
     keep_since = now.date() - timedelta(days=max(0, settings.export_revise_days))
-    done = []
+    done: list[date] = []
     try:
+        state = ExportState.load(folder)
         for day in due_days(settings, now):
             state.days[day] = run_daily(settings, day).record()
             state.last_day = day
@@ -266,6 +270,11 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
         done += _revise(settings, state, folder, keep_since=keep_since)
     except StoreLockedError as exc:
         log.info("daily summary waits: %s", exc)
+    except (ExportError, OSError) as exc:  # export_dir unusable: say so once, not every 30 s
+        _tell_once(logging.ERROR, f"daily summary not written (tried again every 30 s): "
+                                  f"{exc}")
+        return done
+    _told.clear()
     return done
 
 

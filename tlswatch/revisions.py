@@ -67,7 +67,7 @@ class ExportState:
         try:
             data = json.loads(path.read_text())
             last = date.fromisoformat(data["last_day"])
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing written there yet
             return cls()
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("%s: unreadable (%s); starting a new record", path, exc)
