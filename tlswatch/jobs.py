@@ -19,7 +19,7 @@ import threading
 import time as clock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,12 +36,19 @@ from tlswatch.analytics.freshness import DayFigures, day_figures
 from tlswatch.analytics.render import SafeFormatter
 from tlswatch.analytics.summary import Summary, paragraph
 from tlswatch.config import Settings
-from tlswatch.errors import ConfigError, StoreLockedError
+from tlswatch.errors import StoreLockedError
 from tlswatch.exports import Daily, ExportError, daily, file_name, html, write_daily
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
 from tlswatch.revisions import STATE as STATE
-from tlswatch.revisions import Change, DayRecord, ExportState, by_domain, material_changes
+from tlswatch.revisions import (
+    Change,
+    DayRecord,
+    ExportState,
+    by_domain,
+    due_days,
+    material_changes,
+)
 from tlswatch.store import Store, now_utc
 
 log = logging.getLogger(__name__)
@@ -218,24 +225,6 @@ def check_and_send(settings: Settings, today: date) -> list[Delivery]:
         return []
     return [d for d in deliver_due(settings, batches=[recorded.batch])
             if d.status != "delivered"]
-
-
-def due_days(settings: Settings, now: datetime) -> list[date]:
-    """Days whose summary is due and not written yet (catching up on missed days)."""
-    latest = now.date() - timedelta(days=1 if now.time() >= _export_time(settings) else 2)
-    last = ExportState.load(Path(settings.export_dir)).last_day
-    if last is None:
-        return [latest]
-    return [last + timedelta(days=i) for i in range(1, (latest - last).days + 1)]
-
-
-def _export_time(settings: Settings) -> time:
-    try:
-        hour, minute = (int(p) for p in settings.export_time.split(":"))
-        return time(hour, minute)
-    except ValueError as exc:
-        raise ConfigError(f"setting export_time: expected HH:MM, got "
-                          f"{settings.export_time!r}") from exc
 
 
 _told: set[str] = set()  # what keeps the schedule waiting, logged once until it passes

@@ -1,5 +1,5 @@
-"""What the daily files were written from, and when a day has changed enough to send its
-summary again, marked revised.
+"""Which days' files are due, what the daily files were written from, and when a day has
+changed enough to send its summary again, marked revised.
 
 Reports for a day keep arriving after its files are written (Postfix sites spread their
 reports over hours and retry for days).  The export folder keeps a small record,
@@ -16,12 +16,14 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from tlswatch.analytics.freshness import DayFigures
 from tlswatch.analytics.render import safe_text
+from tlswatch.config import Settings
+from tlswatch.errors import ConfigError
 from tlswatch.exports import Daily
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,24 @@ class ExportState:
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(folder / STATE)
+
+
+def due_days(settings: Settings, now: datetime) -> list[date]:
+    """Days whose summary is due and not written yet (catching up on missed days)."""
+    latest = now.date() - timedelta(days=1 if now.time() >= _export_time(settings) else 2)
+    last = ExportState.load(Path(settings.export_dir)).last_day
+    if last is None:
+        return [latest]
+    return [last + timedelta(days=i) for i in range(1, (latest - last).days + 1)]
+
+
+def _export_time(settings: Settings) -> time:
+    try:
+        hour, minute = (int(p) for p in settings.export_time.split(":"))
+        return time(hour, minute)
+    except ValueError as exc:
+        raise ConfigError(f"setting export_time: expected HH:MM, got "
+                          f"{settings.export_time!r}") from exc
 
 
 def by_domain(report: Daily) -> dict[str, Figures]:
