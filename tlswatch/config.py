@@ -152,6 +152,17 @@ class Settings:
         "UTC time of day when 'serve' writes yesterday's summary (missed days are caught up)."))
     export_formats: tuple[str, ...] = field(default=("md", "html", "csv", "json", "parquet"),
                                             metadata=_help("Formats of the daily files."))
+    export_revise_days: int = field(default=7, metadata=_help(
+        "Days back that 'serve' rewrites a day's files when reports for it arrive later "
+        "(0: never)."))
+    summary_revise_percent: float = field(default=10.0, metadata=_help(
+        "A revised summary is sent when a domain is new for the day, or its failed or total "
+        "sessions changed by at least this many percent and summary_revise_sessions."))
+    summary_revise_sessions: int = field(default=10, metadata=_help(
+        "Fewest sessions a domain's failed or total sessions must change by for a revised "
+        "summary (besides summary_revise_percent)."))
+    summary_max_revisions: int = field(default=3, metadata=_help(
+        "Most revised summaries sent for one day (0: none); files are rewritten regardless."))
     alert_success_threshold: float = field(default=0.99, metadata=_help(
         "Alert when a domain's daily success rate falls below this fraction."))
     alert_spike_factor: float = field(default=3.0, metadata=_help(

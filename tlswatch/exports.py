@@ -1,8 +1,11 @@
 """Daily summary files: ``DIR/tlswatch-summary-YYYY-MM-DD.{md,html,csv,json,parquet}``.
 
 The numbers are those of ``tlswatch summary --since D --until D`` (the same function makes
-them).  Files are written to a temporary name and renamed, so a re-run replaces them whole
-and a reader never sees half a file.
+them).  Files are written to a temporary name, flushed to disk and renamed, so a re-run
+replaces them whole and a reader never sees half a file.
+
+The CSV, JSON and Parquet files have the same columns (schema) every day, an empty day
+included, so a folder of them reads as one table (``read_csv('DIR/*.csv')``).
 """
 
 from __future__ import annotations
@@ -21,11 +24,24 @@ from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters
 from tlswatch.analytics.render import md_text, to_csv, to_json, to_markdown
 from tlswatch.analytics.summary import DomainSummary, Summary, paragraph, percent, summarize
+from tlswatch.errors import TlsWatchError
 from tlswatch.render.charts import hbars
 from tlswatch.render.html import render
+from tlswatch.schemas import RFC8460_RESULT_TYPES
 from tlswatch.store import Store
 
 FORMATS = ("md", "html", "csv", "json", "parquet")
+# The CSV's columns, the same every day: the totals, then one column per result type of the
+# RFC 8460 registry (section 4.3) and one for the failures under any other result type.
+RESULT_TYPE_COLUMNS = tuple(sorted(RFC8460_RESULT_TYPES))
+OTHER_RESULT_TYPES = "other_result_types"
+CSV_COLUMNS = ("day", "policy_domain", "reports", "organizations", "successful_sessions",
+               "failed_sessions", "success_rate", "change_success_rate",
+               "change_failed_sessions", *RESULT_TYPE_COLUMNS, OTHER_RESULT_TYPES)
+
+
+class ExportError(TlsWatchError):
+    """The daily files could not be written where they were asked for."""
 
 
 @dataclass
@@ -43,26 +59,69 @@ def daily(store: Store, day: date) -> Daily:
     return Daily(day, summarize(store, Filters(since=day, until=day)))
 
 
+def file_name(day: date, fmt: str) -> str:
+    return f"tlswatch-summary-{day.isoformat()}.{fmt}"
+
+
 def export_daily(store: Store, day: date, out: Path, formats: Sequence[str] = FORMATS
                  ) -> list[Path]:
+    """Write the day's files into ``out``; return their paths."""
+    return write_daily(daily(store, day), out, formats)
+
+
+def write_daily(report: Daily, out: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write ``report`` in each format, each file replaced whole (temporary file, fsync,
+    rename); an unusable folder (a file, no permission, a full disk) is an ExportError."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(FORMATS)}")
-    report = daily(store, day)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: cannot write the daily files there: not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot write the daily files there: "
+                          f"{exc.strerror or exc}") from None
     written = []
     for fmt in formats:
-        path = out / f"tlswatch-summary-{day.isoformat()}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        if fmt == "parquet":
-            pq.write_table(_arrow(report), tmp)
-        else:
-            tmp.write_text({"md": markdown, "html": html, "csv": csv_text,
-                            "json": json_text}[fmt](report), encoding="utf-8")
-        os.replace(tmp, path)
+        path = out / file_name(report.day, fmt)
+        _replace(path, _encode(report, fmt))
         written.append(path)
+    _sync_folder(out)
     return written
+
+
+def _encode(report: Daily, fmt: str) -> bytes:
+    if fmt == "parquet":
+        sink = pa.BufferOutputStream()
+        pq.write_table(_arrow(report), sink)
+        return bytes(sink.getvalue())
+    return {"md": markdown, "html": html, "csv": csv_text,
+            "json": json_text}[fmt](report).encode("utf-8")
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{path}: cannot write the daily file: "
+                          f"{exc.strerror or exc}") from None
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames durable (a crash after this keeps the new files)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _change(d: DomainSummary) -> str:
@@ -72,8 +131,7 @@ def _change(d: DomainSummary) -> str:
 
 
 def domain_rows(report: Daily) -> list[dict[str, Any]]:
-    """One flat row per domain; a column per result type seen that day."""
-    types = sorted({t for d in report.domains for t in d.failures_by_result_type})
+    """One flat row per domain with the columns ``CSV_COLUMNS``."""
     rows = []
     for d in report.domains:
         row: dict[str, Any] = {
@@ -82,7 +140,9 @@ def domain_rows(report: Daily) -> list[dict[str, Any]]:
             "successful_sessions": d.successful_sessions, "failed_sessions": d.failed_sessions,
             "success_rate": d.success_rate, "change_success_rate": d.change_success_rate,
             "change_failed_sessions": d.change_failed_sessions}
-        row.update({t: d.failures_by_result_type.get(t, 0) for t in types})
+        row.update({t: d.failures_by_result_type.get(t, 0) for t in RESULT_TYPE_COLUMNS})
+        row[OTHER_RESULT_TYPES] = sum(n for t, n in d.failures_by_result_type.items()
+                                      if t not in RFC8460_RESULT_TYPES)
         rows.append(row)
     return rows
 
@@ -103,7 +163,8 @@ def markdown(report: Daily) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html(report: Daily) -> str:
+def html(report: Daily, *, revised: Sequence[str] = ()) -> str:
+    """The self-contained page; ``revised`` lines say what changed since it was sent."""
     domains = []
     for d in report.domains:
         failures = [{"result_type": t, "failed_sessions": n,
@@ -116,13 +177,13 @@ def html(report: Daily) -> str:
             "change_text": _change(d),
             "chart": hbars(list(d.failures_by_result_type.items()),
                            title=f"failed sessions by result type, {d.policy_domain}")})
-    return render("daily.html", day=report.day, domains=domains,
+    return render("daily.html", day=report.day, domains=domains, revised=list(revised),
                   previous_day=report.day - timedelta(days=1),
                   generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def csv_text(report: Daily) -> str:
-    return to_csv(domain_rows(report))
+    return to_csv(domain_rows(report), CSV_COLUMNS)
 
 
 def json_text(report: Daily) -> str:

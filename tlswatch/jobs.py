@@ -19,7 +19,7 @@ import threading
 import time as clock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,18 +32,27 @@ from tlswatch.analytics.alerts import (
     last_report_day,
     priority,
 )
+from tlswatch.analytics.freshness import DayFigures, day_figures
 from tlswatch.analytics.render import SafeFormatter
 from tlswatch.analytics.summary import Summary, paragraph
 from tlswatch.config import Settings
-from tlswatch.errors import ConfigError, StoreLockedError
-from tlswatch.exports import Daily, daily, export_daily, html
+from tlswatch.errors import StoreLockedError
+from tlswatch.exports import Daily, ExportError, daily, file_name, html, write_daily
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
+from tlswatch.revisions import STATE as STATE
+from tlswatch.revisions import (
+    Change,
+    DayRecord,
+    ExportState,
+    by_domain,
+    due_days,
+    material_changes,
+)
 from tlswatch.store import Store, now_utc
 from tlswatch.upkeep import daily_prune
 
 log = logging.getLogger(__name__)
-STATE = ".tlswatch-export-state.json"
 
 
 @dataclass
@@ -132,35 +141,74 @@ def _rows(batch: int, kind: str, queued: list[Message]) -> pa.Table:
 class DailyRun:
     written: list[Path]
     batches: list[int]  # the outbox batches queued: the summary's and the new alerts'
+    report: Daily | None = None
+    # What the files were written from: the day's figures and the day before's (the files
+    # show the change from it).
+    figures: DayFigures = field(default_factory=DayFigures)
+    previous: DayFigures = field(default_factory=DayFigures)
+
+    def record(self, sent: dict[str, tuple[int, int]] | None = None, revisions: int = 0
+               ) -> DayRecord:
+        assert self.report is not None
+        return DayRecord(self.figures, by_domain(self.report) if sent is None else sent,
+                         revisions, self.previous)
+
+
+def _write(settings: Settings, day: date, target: Path) -> DailyRun:
+    """The day's files, and the figures they were written from (read in one connection,
+    so no report loaded in between can be missing from one and counted in the other)."""
+    with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
+        report = daily(store, day)
+        figures = day_figures(store, day - timedelta(days=1), day)
+    written = write_daily(report, target, settings.export_formats)
+    return DailyRun(written, [], report, figures.get(day, DayFigures()),
+                    figures.get(day - timedelta(days=1), DayFigures()))
+
+
+def _queue_summary(settings: Settings, report: Daily, *, only: list[str] | None = None,
+                   changes: list[Change] | None = None) -> int | None:
+    """Queue the day's summary (only the ``only`` domains; marked revised with
+    ``changes``) in the outbox; return its batch, or None when there is nobody to tell."""
+    if not (settings.mail_smtp or settings.webhook_url):
+        return None
+    every = [d for d in report.domains if only is None or d.policy_domain in only]
+    said = {c.policy_domain: c.describe() for c in changes or []}
+
+    def part(domains: list[str]) -> str:  # the HTML for one recipient's domains
+        mine = Summary(report.summary.since, report.summary.until,
+                       [d for d in every if d.policy_domain in domains])
+        return html(Daily(report.day, mine), revised=[said[d] for d in domains if d in said])
+
+    texts = {d.policy_domain: paragraph(d) for d in every}
+    for domain, line in said.items():
+        texts[domain] = f"Revised: {line}" + (f"\n{texts[domain]}" if domain in texts else "")
+    if not texts:
+        return None
+    subject = f"TLS report summary for {report.day}" + (" (revised)" if changes else "")
+    payload: dict[str, object] = {"day": report.day.isoformat(), "domains": sorted(texts),
+                                  "revised": bool(changes)}
+    if changes:
+        payload["changes"] = [c.as_dict() for c in changes]
+    queued = messages(settings, subject=subject, by_domain=texts, html=part, payload=payload)
+    with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store, \
+            store.transaction():
+        batch = store.next_outbox_batch()
+        store.enqueue(_rows(batch, "daily", queued), now=now_utc())
+    return batch
 
 
 def run_daily(settings: Settings, day: date, out: Path | None = None) -> DailyRun:
     """Write the day's files, queue the summary's delivery, and check the day's alerts."""
-    target = out or Path(settings.export_dir)
-    with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
-        written = export_daily(store, day, target, settings.export_formats)
-        report = daily(store, day)
-    batches = []
-    if report.domains and (settings.mail_smtp or settings.webhook_url):
-        every = list(report.domains)
-
-        def part(domains: list[str]) -> str:  # the HTML for one recipient's domains
-            only = Summary(report.summary.since, report.summary.until,
-                           [d for d in every if d.policy_domain in domains])
-            return html(Daily(day, only))
-
-        texts = {d.policy_domain: paragraph(d) for d in every}
-        queued = messages(settings, subject=f"TLS report summary for {day}", by_domain=texts,
-                          html=part, payload={"day": day.isoformat(), "domains": sorted(texts)})
-        with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store, \
-                store.transaction():
-            batch = store.next_outbox_batch()
-            store.enqueue(_rows(batch, "daily", queued), now=now_utc())
-        batches.append(batch)
+    run = _write(settings, day, out or Path(settings.export_dir))
+    assert run.report is not None
+    if run.report.domains:
+        batch = _queue_summary(settings, run.report)
+        if batch is not None:
+            run.batches.append(batch)
     alerts = check_alerts(settings, [day])
     if alerts.batch is not None and alerts.alerts:
-        batches.append(alerts.batch)
-    return DailyRun(written, batches)
+        run.batches.append(alerts.batch)
+    return run
 
 
 def send_daily(settings: Settings, day: date, out: Path) -> tuple[list[Path], list[Delivery]]:
@@ -184,45 +232,99 @@ def check_and_send(settings: Settings, today: date) -> list[Delivery]:
             if d.status != "delivered"]
 
 
-def due_days(settings: Settings, now: datetime) -> list[date]:
-    """Days whose summary is due and not written yet (catching up on missed days)."""
-    try:
-        hour, minute = (int(p) for p in settings.export_time.split(":"))
-        at = time(hour, minute)
-    except ValueError as exc:
-        raise ConfigError(f"setting export_time: expected HH:MM, got "
-                          f"{settings.export_time!r}") from exc
-    latest = now.date() - timedelta(days=1 if now.time() >= at else 2)
-    last = _last_done(Path(settings.export_dir))
-    if last is None:
-        return [latest]
-    return [last + timedelta(days=i) for i in range(1, (latest - last).days + 1)]
+_told: set[str] = set()  # what keeps the schedule waiting, logged once until it passes
+
+
+def _tell_once(level: int, message: str) -> None:
+    if message not in _told:
+        _told.add(message)
+        log.log(level, "%s", message)
 
 
 def run_schedule(settings: Settings, now: datetime) -> list[date]:
-    """Write every due daily summary; called by the worker in 'serve' every 30 s or so."""
+    """Write every due daily summary, and rewrite the recent days that changed since their
+    files were written (``export_revise_days``); return the days written.  Called by the
+    worker in 'serve' every 30 s or so."""
     if not settings.export_dir:
         return []
+    if not Path(settings.db).exists():
+        _tell_once(logging.INFO, f"daily summary waits: no database at {settings.db} yet (it "
+                                 "is made when the first report is loaded)")
+        return []
+    folder = Path(settings.export_dir)
+    keep_since = now.date() - timedelta(days=max(0, settings.export_revise_days))
+    done: list[date] = []
+    try:
+        state = ExportState.load(folder)
+        for day in due_days(settings, now):
+            state.days[day] = run_daily(settings, day).record()
+            state.last_day = day
+            state.save(folder, keep_since=keep_since)
+            done.append(day)
+        done += _revise(settings, state, folder, keep_since=keep_since)
+    except StoreLockedError as exc:
+        log.info("daily summary waits: %s", exc)
+    except (ExportError, OSError) as exc:  # export_dir unusable: say so once, not every 30 s
+        _tell_once(logging.ERROR, f"daily summary not written (tried again every 30 s): "
+                                  f"{exc}")
+        return done
+    _told.clear()
+    return done
+
+
+def _revise(settings: Settings, state: ExportState, folder: Path, *, keep_since: date
+            ) -> list[date]:
+    """Rewrite the files of each day since ``keep_since`` whose figures, or the day
+    before's, changed since they were written; send a revised summary when the day's own
+    change is material."""
+    if settings.export_revise_days <= 0 or state.last_day is None \
+            or state.last_day < keep_since:
+        return []
+    days = [keep_since + timedelta(days=i) for i in range((state.last_day - keep_since).days + 1)]
+    # A day with files but no record (written by an older version, or by hand) is adopted.
+    days = [d for d in days if d in state.days or any(
+        (folder / file_name(d, fmt)).exists() for fmt in settings.export_formats)]
+    if not days:
+        return []
+    with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
+        now = day_figures(store, days[0] - timedelta(days=1), days[-1])
     done = []
-    for day in due_days(settings, now):
-        run_daily(settings, day)
-        _save_done(Path(settings.export_dir), day)
+    for day in days:
+        record = state.days.get(day)
+        if record is not None and record.written_from == now.get(day, DayFigures()) and \
+                record.previous_from == now.get(day - timedelta(days=1), DayFigures()):
+            continue
+        state.days[day] = revise_day(settings, day, record)
+        state.save(folder, keep_since=keep_since)
         done.append(day)
     return done
 
 
-def _last_done(folder: Path) -> date | None:
-    try:
-        return date.fromisoformat(json.loads((folder / STATE).read_text())["last_day"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
-
-
-def _save_done(folder: Path, day: date) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{STATE}.tmp"
-    tmp.write_text(json.dumps({"last_day": day.isoformat()}))
-    tmp.replace(folder / STATE)
+def revise_day(settings: Settings, day: date, record: DayRecord | None) -> DayRecord:
+    """Rewrite a day's files; queue a revised summary if the day changed materially since
+    the summary last sent (at most ``summary_max_revisions``).  Return the new record."""
+    run = _write(settings, day, Path(settings.export_dir))
+    assert run.report is not None
+    log.info("rewrote the daily files of %s: %d report(s), %d failed session(s) (written "
+             "before from %s)", day, run.figures.reports, run.figures.failed_sessions,
+             "an unknown state" if record is None else
+             f"{record.written_from.reports} report(s), "
+             f"{record.written_from.failed_sessions} failed session(s)")
+    if record is None:
+        return run.record()
+    changes = material_changes(record.sent, by_domain(run.report),
+                               percent=settings.summary_revise_percent,
+                               sessions=settings.summary_revise_sessions)
+    if not changes:
+        return run.record(record.sent, record.revisions)
+    if record.revisions >= settings.summary_max_revisions:
+        log.info("%s changed again (%s); no revised summary sent: at most %d a day (setting "
+                 "summary_max_revisions)", day, changes[0].describe(),
+                 settings.summary_max_revisions)
+        return run.record(record.sent, record.revisions)
+    batch = _queue_summary(settings, run.report, only=[c.policy_domain for c in changes],
+                           changes=changes)
+    return run.record(None, record.revisions + int(batch is not None))
 
 
 def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetime], object]]]:
