@@ -188,7 +188,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        "0007_checks",
+        "0006_checks",
         # The MTA-STS/TLS-RPT checks 'serve' runs daily: one row per run with what it saw
         # (the facts a later run is compared with), and its findings.
         """
@@ -223,7 +223,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        "0008_retention",
+        "0007_retention",
         # What retention pruning removed, one row per kind (failure_details, report_raw,
         # quarantine) plus the run itself: every command can then say "pruned after N days"
         # for an old day instead of showing nothing, and the record travels with a backup.
