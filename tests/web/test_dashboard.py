@@ -194,3 +194,7 @@ def test_the_empty_alerts_page_says_when_the_rules_run(tmp_path: Path) -> None:
         data = asyncio.run(get("/alerts?format=json")).json()
         assert data["alerts"] == [] and data["schedule"]["after_load"]
         assert {r["kind"] for r in data["rules"]} >= {"low_success_rate", "reporter_silent"}
+        # the daily checks' alerts are rules too, each said in words
+        assert "expires within 14 days (setting check_cert_days)" in page
+        assert "each domain every 24.0 hours" in page
+        assert all(r["when"] for r in data["rules"]), data["rules"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from tlswatch.analytics.alerts import KINDS, STS_PROBLEMS, AlertRules
+from tlswatch.analytics.alerts import CHECK_KINDS, KINDS, STS_PROBLEMS, AlertRules
 
 
-def describe(rules: AlertRules) -> list[dict[str, str]]:
-    """One {kind, when} per alert kind, in the order of ``KINDS``."""
+def describe(rules: AlertRules, *, check_cert_days: int | None = None
+             ) -> list[dict[str, str]]:
+    """One {kind, when} per alert kind, in the order of ``KINDS``; then the kinds of the
+    daily MTA-STS/TLS-RPT checks when they run (``check_cert_days`` given)."""
     when = {
         "new_result_type": "a result type never reported before for the domain",
         "low_success_rate": f"a day's success rate below {rules.success_threshold:.1%} "
@@ -22,4 +24,16 @@ def describe(rules: AlertRules) -> list[dict[str, str]]:
         "conflicting_duplicate": "a report sent again under the same id with different "
                                  "content (a forgery, or a sender that changed it)",
     }
-    return [{"kind": kind, "when": when.get(kind, "")} for kind in KINDS]
+    kinds: tuple[str, ...] = KINDS
+    if check_cert_days is not None:
+        kinds += CHECK_KINDS
+        when.update({
+            "check_new_error": "a daily check finds an error it did not find the time before",
+            "check_cert_expiring": f"an MX's or the mta-sts host's certificate expires within "
+                                   f"{check_cert_days} days (setting check_cert_days)",
+            "check_sts_id_stale": "the _mta-sts TXT id did not change although the policy "
+                                  "served did (senders keep the old policy cached)",
+            "check_tlsrpt_rua": "the _smtp._tls record is missing, or does not list this "
+                                "deployment first (Microsoft sends only to the first rua)",
+        })
+    return [{"kind": kind, "when": when.get(kind, "")} for kind in kinds]

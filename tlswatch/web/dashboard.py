@@ -292,10 +292,12 @@ class Dashboard:
         rows = await self._read(lambda s: history(s, Filters())[:500]) or []
         s = self.settings
         schedule = {"after_load": True, "daily_at": s.export_time if s.export_dir else None,
+                    "checks_every": s.check_interval_hours or None,
                     "delivered_by": [c for c, on in (("mail", bool(s.mail_smtp)),
                                                      ("webhook", bool(s.webhook_url))) if on]}
         return self._page(request, "alerts.html", {
-            "alerts": rows, "schedule": schedule, "rules": describe_rules(rules(s))},
+            "alerts": rows, "schedule": schedule, "rules": describe_rules(
+                rules(s), check_cert_days=s.check_cert_days if s.check_interval_hours else None)},
             period="")
 
     async def upload(self, request: Request) -> Response:
