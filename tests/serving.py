@@ -51,6 +51,7 @@ class Serve:
 
     def start(self, timeout: float = 30, *, own_group: bool = False) -> Serve:
         """Start; ``own_group`` gives it a process group, as a terminal or systemd would."""
+        assert self.proc is None or self.proc.poll() is not None, "serve is running already"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         flags = ["-v"] if self.verbose else []
         self.proc = subprocess.Popen([*CLI, "--config", str(self.config), *flags, "serve"],

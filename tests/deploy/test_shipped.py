@@ -74,7 +74,7 @@ def test_serve_starts_from_the_shipped_settings(tmp_path: Path,
     serve.db = Path(moved["db"])
     trust = ssl.create_default_context()
     ca.configure_trust(trust)
-    with serve.start():
+    with serve:
         assert serve.http_url is not None and serve.http_url.startswith("https://")
         with smtplib.SMTP("127.0.0.1", serve.smtp_port, timeout=30) as smtp:
             smtp.starttls(context=trust)
