@@ -51,7 +51,7 @@ SELECT p.report_pk, p.policy_pk, p.day, p.organization_name, p.policy_type, p.po
        NULL::VARCHAR AS additional_information,
        CASE WHEN p.report_pk % 10 = 3 THEN 'bad https response code: ' || (400 + j) END
            AS failure_reason_code,
-       p.policy_type = 'sts' AS counted
+       p.policy_type = 'sts' AS counted, j AS detail_index
 FROM policies p, range(0, 10) d(j);
 INSERT INTO names
 SELECT row_number() OVER (ORDER BY v)::INTEGER, v
@@ -59,7 +59,8 @@ FROM (SELECT DISTINCT unnest([policy_domain, organization_name, result_type,
                               receiving_mx_hostname, receiving_ip, sending_mta_ip]) AS v
       FROM fd_stage) WHERE v IS NOT NULL;
 INSERT INTO failure_details
-SELECT s.*, d.name_id, o.name_id, t.name_id, m.name_id, r.name_id, i.name_id
+SELECT s.* EXCLUDE (detail_index), d.name_id, o.name_id, t.name_id, m.name_id, r.name_id,
+       i.name_id, s.detail_index
 FROM fd_stage s
 JOIN names d ON d.value = s.policy_domain JOIN names o ON o.value = s.organization_name
 JOIN names t ON t.value = s.result_type
