@@ -96,6 +96,9 @@ class Settings:
     quarantine_keep_days: int = field(default=90, metadata=_help(
         "Days refused inputs are kept in the database's quarantine, by arrival (0: "
         "forever)."))
+    check_keep_days: int = field(default=400, metadata=_help(
+        "Days the history of the MTA-STS/TLS-RPT checks ('tlswatch checks') is kept (0: "
+        "forever)."))
     compact_after_prune: bool = field(default=True, metadata=_help(
         "After a prune that removed rows, rewrite the database file to give the space back "
         "(DuckDB keeps it otherwise); writers wait for the copy, the spool keeps reports."))

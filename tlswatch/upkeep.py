@@ -54,7 +54,8 @@ class PruneRun:
 
 def retention(settings: Settings) -> Retention:
     return Retention(detail_days=settings.detail_keep_days, raw_days=settings.raw_keep_days,
-                     quarantine_days=settings.quarantine_keep_days)
+                     quarantine_days=settings.quarantine_keep_days,
+                     check_days=settings.check_keep_days)
 
 
 def run_prune(settings: Settings, *, today: date, dry_run: bool = False) -> PruneRun:

@@ -83,6 +83,24 @@ def test_prune_keeps_session_totals_and_says_what_it_removed(loaded: Cli) -> Non
     assert loaded.json("prune")["removed"]["failure_details"] == 0  # nothing left to do
 
 
+def test_prune_removes_old_check_history(loaded: Cli, db: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded("db", "upgrade")
+    with Store.open(db) as store:
+        for pk, age in ((1, 500), (2, 10)):
+            at = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=age)
+            store.con.execute("INSERT INTO check_runs (run_pk, domain, checked_at, result, "
+                              "errors, warnings) VALUES (?, 'example.com', ?, 'ok', 0, 0)",
+                              [pk, at])
+            store.con.execute("INSERT INTO check_findings VALUES (?, 'example.com', ?, 0, "
+                              "'info', 'ok', '', 'fine', '')", [pk, at])
+    monkeypatch.setenv("TLSWATCH_CHECK_KEEP_DAYS", "400")
+    done = loaded.json("prune")
+    assert done["removed"]["check_runs"] == 1 and done["removed"]["check_findings"] == 1
+    assert [r["checked_at"][:10] for r in loaded.json("checks")["runs"]] == [
+        (TODAY - timedelta(days=10)).isoformat()]
+
+
 def test_prune_compacts_the_file(cli: Cli, db: Path, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _reports(tmp_path / "in", OLD, 1000, details=20, noise=200)

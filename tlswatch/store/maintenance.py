@@ -34,6 +34,7 @@ class Retention:
     detail_days: int
     raw_days: int
     quarantine_days: int
+    check_days: int = 0
 
 
 @dataclass
@@ -50,20 +51,25 @@ _PRUNE = {
     "failure_details": ("failure_details", "day < ?"),
     "report_raw": ("report_raw", "report_pk IN (SELECT report_pk FROM reports WHERE day < ?)"),
     "quarantine": ("quarantine", "received_at < ?"),
+    "check_findings": ("check_findings", "checked_at < ?"),
+    "check_runs": ("check_runs", "checked_at < ?"),
 }
+_BY_ARRIVAL = ("quarantine", "check_findings", "check_runs")  # cut by a time, not a report day
 
 
 def prune(store: Store, retention: Retention, *, today: date, dry_run: bool) -> Pruned:
     """Delete failure details and raw reports of report days older than their retention,
-    and quarantined inputs that arrived before it; record each cutoff (``retention``)."""
+    and quarantined inputs and check runs from before it; record each cutoff (``retention``)."""
     result = Pruned(today)
     cutoffs: dict[str, tuple[Any, int]] = {}
     for kind, days in (("failure_details", retention.detail_days),
                        ("report_raw", retention.raw_days),
-                       ("quarantine", retention.quarantine_days)):
+                       ("quarantine", retention.quarantine_days),
+                       ("check_findings", retention.check_days),
+                       ("check_runs", retention.check_days)):
         if days > 0:
             day = today - timedelta(days=days)
-            cutoff = datetime.combine(day, datetime.min.time()) if kind == "quarantine" else day
+            cutoff = datetime.combine(day, datetime.min.time()) if kind in _BY_ARRIVAL else day
             cutoffs[kind] = (cutoff, days)
             result.before[kind] = day.isoformat()
     with contextlib.ExitStack() as stack:
