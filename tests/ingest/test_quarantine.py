@@ -99,8 +99,10 @@ def test_retry_stores_what_a_fixed_rule_now_takes(cli: Cli, tmp_path: Path) -> N
     assert done[0]["outcome"] == "stored" and done[0]["report_pks"] == [1]
     assert [e["source"] for e in cli.json("quarantine")] == [str(INVALID / "array.json")]
     assert cli.json("summary")["domains"][0]["policy_domain"] == "other.example"
-    still = cli("quarantine", "retry", "--all", "--reason", "array", "--format", "text",
+    still = cli("quarantine", "retry", "--all", "--reason", "array", "--format", "table",
                 code=1).stdout
+    assert "prints table or json, not csv" in cli("quarantine", "retry", "--all", "--format",
+                                                  "csv", code=2).stderr
     assert still.startswith(f"q{refused[str(INVALID / 'array.json')]['id'][1:]}: refused: ")
     assert len(cli.json("quarantine")) == 1
     assert "name the entries" in cli("quarantine", "retry", code=2).stderr

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tlswatch.analytics.render import Format, render_rows, to_json
-from tlswatch.cli.base import FormatOpt, _day, _errors, _format, _state, app, echo
+from tlswatch.cli.base import FormatOpt, _day, _errors, _format, _only, _state, app, echo
 from tlswatch.quarantine import Filters, Refusal, delete, details, list_refused, retry, show
 
 quarantine_app = typer.Typer(
@@ -141,7 +141,7 @@ def retry_cmd(
     with _errors():
         done = retry(settings, idents or (),
                      filters=_filters(since, until, reason) if every else None)
-    chosen = _format(fmt)
+    chosen = _only(_format(fmt), Format.table, Format.json, command="quarantine retry")
     if chosen is Format.json:
         echo(to_json([d.as_dict() for d in done]))
     elif not done:
