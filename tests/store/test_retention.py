@@ -130,3 +130,11 @@ def test_serve_prunes_by_itself(loaded: Cli, db: Path, tmp_path: Path) -> None:
         raw = httpx.get(f"{server.http_url}/reports/{pk}/raw.json")
         assert raw.status_code == 404 and "pruned (setting raw_keep_days)" in raw.text
         assert server.stop() == 0
+
+
+def test_prune_of_a_missing_database_creates_none(cli: Cli, db: Path) -> None:
+    """A wrong --db (or the default ./tlswatch.duckdb in the wrong folder) is refused."""
+    for args in (["prune"], ["prune", "--dry-run"]):
+        result = cli(*args, code=1)
+        assert f"{db}: no database here" in result.stderr
+        assert not db.exists()
