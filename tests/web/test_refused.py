@@ -42,3 +42,19 @@ def test_refused_page_lists_and_shows_escaped(tmp_path: Path) -> None:
     assert json.loads(twin["entry"]["content"])["organization-name"] == HOSTILE
     assert missing.status_code == 404 and "no refused input with this id" in missing.text
     assert filtered == {"entries": [], "total": 0}
+
+
+def test_refused_page_refuses_a_date_that_is_not_one(tmp_path: Path) -> None:
+    """As on the Domains pages: 400 naming the parameter, never an empty list."""
+    with Serve(tmp_path) as server:
+        base = server.http_url
+        bad = httpx.get(f"{base}/refused?since=2026-13-01&format=json")
+        page = httpx.get(f"{base}/refused?until=yesterday")
+        swapped = httpx.get(f"{base}/refused?since=2026-11-27&until=2026-11-20&format=json")
+        good = httpx.get(f"{base}/refused?since=2026-11-20&until=2026-11-27&format=json")
+    assert bad.status_code == 400
+    assert bad.json() == {"error": "since: '2026-13-01' is not a date; use YYYY-MM-DD, "
+                                   "e.g. 2026-11-01"}
+    assert page.status_code == 400 and "until: &#39;yesterday&#39; is not a date" in page.text
+    assert swapped.status_code == 400 and "is after until" in swapped.json()["error"]
+    assert good.status_code == 200 and good.json() == {"entries": [], "total": 0}
