@@ -402,8 +402,8 @@ def run_loader(settings: Settings, counts: dict[str, Any], running: Any, parent:
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
                                 ("quarantined", quarantined), ("rejected", result.rejected)):
                 counts[name].value += value
-            log.info("loaded %d, duplicates %d, rejected %d", result.accepted,
-                     result.duplicates, result.rejected)
+            log.info("loaded %d, duplicates %d, rejected %d, conflicts %d", result.accepted,
+                     result.duplicates, result.rejected, result.conflicts)
             time.sleep(0.05)  # let waiting readers take the database
         else:
             stopping.wait(settings.loader_interval)
