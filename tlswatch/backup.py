@@ -24,7 +24,7 @@ from tlswatch.config import Settings
 from tlswatch.errors import StoreError, StoreLockedError, TlsWatchError
 from tlswatch.jobs import STATE as EXPORT_STATE
 from tlswatch.store import Store, now_utc
-from tlswatch.store.maintenance import COUNTED_TABLES, copy_into, no_serve
+from tlswatch.store.maintenance import COUNTED_TABLES, copy_into, no_serve, same_owner
 from tlswatch.store.migrations import MIGRATIONS
 
 MANIFEST = "manifest.json"
@@ -234,6 +234,8 @@ def _put_database(copy: Path, db: Path, *, lock_timeout: float) -> None:
                 except StoreError:  # a damaged or newer file (--force): replace it
                     pass
             Path(f"{db}.wal").unlink(missing_ok=True)
+            if db.exists():
+                same_owner(tmp, like=db)
             os.replace(tmp, db)
             _fsync_dir(db.parent)
     finally:
