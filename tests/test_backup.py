@@ -180,3 +180,20 @@ def test_a_restore_by_root_keeps_the_owner_of_the_database(tmp_path: Path) -> No
     tlswatch(a, "restore", str(tmp_path / "bk"), "--force")
     after = server.db.stat()
     assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (65534, 65534, 0o640)
+
+
+def test_backup_to_a_place_it_cannot_write_is_one_line(tmp_path: Path) -> None:
+    """Not a traceback: the folder, the reason and what to do."""
+    a = place(tmp_path / "a")
+    server = Serve(tmp_path / "a", smtp="", db=str(tmp_path / "a" / "db" / "tlswatch.duckdb"))
+    server.db = tmp_path / "a" / "db" / "tlswatch.duckdb"
+    with server:
+        post(server, ["one"])
+        server.wait_loaded()
+        assert server.stop() == 0
+    (tmp_path / "afile").write_text("")
+    refused = tlswatch(a, "backup", str(tmp_path / "afile" / "bk"), code=1)
+    assert refused.stderr == (f"tlswatch: {tmp_path}/afile/bk: cannot write the backup there: "
+                              "Not a directory; give a folder the user running tlswatch may "
+                              "write (e.g. install -d -o tlswatch -g tlswatch "
+                              "/var/backups/tlswatch)\n")

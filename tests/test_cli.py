@@ -386,3 +386,10 @@ def test_a_setting_out_of_range_stops_every_command(
     refused input at once: both are refused with the setting named."""
     monkeypatch.setenv(name, value)
     assert message in cli("config", code=1).stderr
+
+
+def test_serve_with_a_port_out_of_range_names_the_setting(cli: Cli) -> None:
+    """It was a traceback ending in OverflowError from bind()."""
+    result = cli("serve", "--smtp", "", "--http", "127.0.0.1:99999", code=1)
+    assert "setting http: expected HOST:PORT (PORT 0 to 65535), got '127.0.0.1:99999'" \
+        in result.stderr

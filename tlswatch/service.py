@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 def parse_address(value: str, name: str) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"setting {name}: expected HOST:PORT, got {value!r}")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"setting {name}: expected HOST:PORT (PORT 0 to 65535), got "
+                          f"{value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
