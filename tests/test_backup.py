@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import GZIP_TYPE, gz_report
@@ -160,3 +162,38 @@ def test_restore_refuses_damage_and_a_database_with_reports(tmp_path: Path) -> N
         outside.stderr
     missing = tlswatch(b, "restore", str(tmp_path / "nothing"), code=1)
     assert "no manifest.json: not a tlswatch backup folder" in missing.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_restore_by_root_keeps_the_owner_of_the_database(tmp_path: Path) -> None:
+    """Restored over the service user's database, the file stays theirs and its mode."""
+    a = place(tmp_path / "a")
+    server = Serve(tmp_path / "a", smtp="", db=str(tmp_path / "a" / "db" / "tlswatch.duckdb"))
+    server.db = tmp_path / "a" / "db" / "tlswatch.duckdb"
+    with server:
+        post(server, ["one"])
+        server.wait_loaded()
+        assert server.stop() == 0
+    tlswatch(a, "backup", str(tmp_path / "bk"))
+    os.chown(server.db, 65534, 65534)
+    server.db.chmod(0o640)
+    tlswatch(a, "restore", str(tmp_path / "bk"), "--force")
+    after = server.db.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (65534, 65534, 0o640)
+
+
+def test_backup_to_a_place_it_cannot_write_is_one_line(tmp_path: Path) -> None:
+    """Not a traceback: the folder, the reason and what to do."""
+    a = place(tmp_path / "a")
+    server = Serve(tmp_path / "a", smtp="", db=str(tmp_path / "a" / "db" / "tlswatch.duckdb"))
+    server.db = tmp_path / "a" / "db" / "tlswatch.duckdb"
+    with server:
+        post(server, ["one"])
+        server.wait_loaded()
+        assert server.stop() == 0
+    (tmp_path / "afile").write_text("")
+    refused = tlswatch(a, "backup", str(tmp_path / "afile" / "bk"), code=1)
+    assert refused.stderr == (f"tlswatch: {tmp_path}/afile/bk: cannot write the backup there: "
+                              "Not a directory; give a folder the user running tlswatch may "
+                              "write (e.g. install -d -o tlswatch -g tlswatch "
+                              "/var/backups/tlswatch)\n")

@@ -370,3 +370,26 @@ def test_domains_cover_subdomains_with_a_wildcard(tmp_path: Path,
     bad = cli("summary", code=1)
     assert ("setting domains: 'bad domain' is not a domain name or *.domain (any subdomain "
             "of domain)") in bad.stderr
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("TLSWATCH_ALERT_SUCCESS_THRESHOLD", "99",
+     "setting alert_success_threshold: a fraction from 0 to 1 (0.99 for 99%), got 99.0"),
+    ("TLSWATCH_FAILED_KEEP_DAYS", "-1", "setting failed_keep_days: must be 0 or more, got -1.0"),
+    ("TLSWATCH_DETAIL_KEEP_DAYS", "-30", "setting detail_keep_days: must be 0 or more, got -30"),
+    ("TLSWATCH_EXPORT_TIME", "25:00",
+     "setting export_time: a UTC time of day as HH:MM (e.g. 06:00), got '25:00'"),
+])
+def test_a_setting_out_of_range_stops_every_command(
+        cli: Cli, monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
+    """An admin's 99 for 99% would alert every day; a negative keep-days would prune every
+    refused input at once: both are refused with the setting named."""
+    monkeypatch.setenv(name, value)
+    assert message in cli("config", code=1).stderr
+
+
+def test_serve_with_a_port_out_of_range_names_the_setting(cli: Cli) -> None:
+    """It was a traceback ending in OverflowError from bind()."""
+    result = cli("serve", "--smtp", "", "--http", "127.0.0.1:99999", code=1)
+    assert "setting http: expected HOST:PORT (PORT 0 to 65535), got '127.0.0.1:99999'" \
+        in result.stderr

@@ -312,3 +312,20 @@ def test_schedule_with_an_unusable_export_dir_logs_one_line(
     assert (line.levelname, line.getMessage()) == (
         "ERROR", f"daily summary not written (tried again every 30 s): {afile}: cannot write "
                  "the daily files there: not a folder")
+
+
+def test_send_with_nowhere_to_send_says_so(cli: Cli, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """From cron, '--send' with no mail or webhook set up sent nothing and exited 0."""
+    cli.json("ingest", str(VALID))
+    out = tmp_path / "daily"
+    for key in ("MAIL_SMTP", "MAIL_TO", "MAIL_TO_DOMAINS", "WEBHOOK_URL"):
+        monkeypatch.delenv(f"TLSWATCH_{key}", raising=False)
+    refused = cli("export", "daily", "--date", "2026-11-25", "--out", str(out), "--send",
+                  code=2)
+    assert "nothing to send with: set mail_smtp and mail_to (or mail_to_domains), or " \
+           "webhook_url" in refused.stderr
+    assert not out.exists()
+    monkeypatch.setenv("TLSWATCH_MAIL_SMTP", "127.0.0.1:1")
+    assert "nothing to send with" in cli("export", "daily", "--out", str(out), "--send",
+                                         code=2).stderr

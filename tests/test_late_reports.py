@@ -86,3 +86,21 @@ def test_serve_with_export_dir_waits_for_the_database_in_one_line(tmp_path: Path
         assert server.stop() == 0
     assert "Traceback" not in "".join(server.output)
     assert sum("daily summary waits" in line for line in server.output) == 1
+
+
+def test_serve_logs_each_day_it_writes_in_one_line(tmp_path: Path) -> None:
+    """An admin sees in the journal when 'serve' wrote a day's files, not only rewrites."""
+    day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    cli = Cli(tmp_path / "tlswatch.duckdb")
+    report = make_report(org="Early Reporter", rid="early", day=day, policies=[
+        policy("example.com", 100, 5, [detail("certificate-expired", 5)])])
+    cli.json("ingest", str(write_json(tmp_path / "early.json", report)))
+    out = tmp_path / "daily"
+    with Serve(tmp_path, smtp="", export_dir=str(out), export_time="00:00",
+               export_formats=["json"], verbose=False) as server:
+        _wait(server, "the line for the day written", lambda: any(
+            f"wrote the daily files of {day}" in line for line in server.output))
+        assert server.stop() == 0
+    line = next(x for x in server.output if f"wrote the daily files of {day}" in x)
+    assert line.startswith("INFO tlswatch.jobs:")
+    assert f"into {out}: 1 report(s), 5 failed session(s)" in line

@@ -24,7 +24,7 @@ from tlswatch.config import Settings
 from tlswatch.errors import StoreError, StoreLockedError, TlsWatchError
 from tlswatch.jobs import STATE as EXPORT_STATE
 from tlswatch.store import Store, now_utc
-from tlswatch.store.maintenance import COUNTED_TABLES, copy_into, no_serve
+from tlswatch.store.maintenance import COUNTED_TABLES, copy_into, no_serve, same_owner
 from tlswatch.store.migrations import MIGRATIONS
 
 MANIFEST = "manifest.json"
@@ -65,7 +65,12 @@ def backup(settings: Settings, dest: Path) -> Done:
         raise BackupError(f"{settings.db}: no database here to back up")
     work = dest.with_name(f"{dest.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    try:
+        work.mkdir(parents=True)
+    except OSError as exc:  # as the tlswatch user, /var/backups is root's
+        raise BackupError(f"{dest}: cannot write the backup there: {exc.strerror or exc}; give "
+                          "a folder the user running tlswatch may write (e.g. install -d -o "
+                          "tlswatch -g tlswatch /var/backups/tlswatch)") from exc
     notes: list[str] = []
     try:
         with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
@@ -87,6 +92,10 @@ def backup(settings: Settings, dest: Path) -> Done:
             dest.rmdir()
         os.replace(work, dest)
         _fsync_dir(dest.parent)
+    except OSError as exc:  # a full disk: nothing half-written is left
+        shutil.rmtree(work, ignore_errors=True)
+        raise BackupError(f"{dest}: backup not written: {exc.strerror or exc} "
+                          f"({exc.filename or dest}); nothing was left there") from exc
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -234,6 +243,8 @@ def _put_database(copy: Path, db: Path, *, lock_timeout: float) -> None:
                 except StoreError:  # a damaged or newer file (--force): replace it
                     pass
             Path(f"{db}.wal").unlink(missing_ok=True)
+            if db.exists():
+                same_owner(tmp, like=db)
             os.replace(tmp, db)
             _fsync_dir(db.parent)
     finally:

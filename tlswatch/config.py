@@ -256,6 +256,23 @@ class Settings:
             if not is_domain(entry.removeprefix("*.")):
                 raise ConfigError(f"setting domains: {entry!r} is not a domain name or "
                                   "*.domain (any subdomain of domain)")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """No count, size, time or number of days is negative (a negative keep-days would
+        prune everything); the threshold is a fraction; export_time is a time of day."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"setting {f.name}: must be 0 or more, got {value!r} "
+                                  f"(default {f.default!r})")
+        if not 0 <= self.alert_success_threshold <= 1:
+            raise ConfigError("setting alert_success_threshold: a fraction from 0 to 1 (0.99 "
+                              f"for 99%), got {self.alert_success_threshold!r}")
+        hour, _, minute = self.export_time.partition(":")
+        if not (hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60):
+            raise ConfigError(f"setting export_time: a UTC time of day as HH:MM (e.g. 06:00), "
+                              f"got {self.export_time!r}")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -257,7 +257,11 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
     try:
         state = ExportState.load(folder)
         for day in due_days(settings, now):
-            state.days[day] = run_daily(settings, day).record()
+            run = run_daily(settings, day)
+            log.info("wrote the daily files of %s into %s: %d report(s), %d failed "
+                     "session(s)", day, folder, run.figures.reports,
+                     run.figures.failed_sessions)
+            state.days[day] = run.record()
             state.last_day = day
             state.save(folder, keep_since=keep_since)
             done.append(day)

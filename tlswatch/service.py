@@ -44,7 +44,7 @@ from tlswatch.ingest.smtp import ReportHandler, start_smtp, tls_context
 from tlswatch.ingest.spool import Spool
 from tlswatch.logutil import install_repeat_filter
 from tlswatch.metrics import Metrics
-from tlswatch.reload import reload_settings
+from tlswatch.reload import CertificateError, load_certificate, reload_settings
 from tlswatch.store import Store
 from tlswatch.store.maintenance import refuse_newer, serving_mark
 from tlswatch.web import create_app
@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 def parse_address(value: str, name: str) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"setting {name}: expected HOST:PORT, got {value!r}")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"setting {name}: expected HOST:PORT (PORT 0 to 65535), got "
+                          f"{value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -72,6 +73,20 @@ class _Server(uvicorn.Server):
 class Listening:
     smtp: str | None
     http: str | None
+
+
+
+def _check_certificate(s: Settings) -> None:
+    """A missing or unusable certificate stops 'serve' with the file, the reason and what
+    to do (OpenSSL's own error names neither), before anything listens."""
+    if not s.tls_cert:
+        return
+    try:
+        load_certificate([], s.tls_cert, s.tls_key)
+    except CertificateError as exc:
+        raise ConfigError(f"setting tls_cert/tls_key: {exc}. Put the certificate and its key "
+                          "there (with certbot: deploy/certbot-deploy-hook), or set tls_cert "
+                          "= \"\" to serve without TLS") from exc
 
 
 class Service:
@@ -104,6 +119,7 @@ class Service:
         s = self.settings
         install_repeat_filter(s.log_repeat_interval)
         raise_open_files_limit(2 * s.max_connections + 256)
+        _check_certificate(s)
         tls = tls_context(s.tls_cert, s.tls_key)
         if tls is not None:
             self.tls_contexts.append(tls)
@@ -402,8 +418,8 @@ def run_loader(settings: Settings, counts: dict[str, Any], running: Any, parent:
             for name, value in (("loaded", result.accepted), ("duplicates", result.duplicates),
                                 ("quarantined", quarantined), ("rejected", result.rejected)):
                 counts[name].value += value
-            log.info("loaded %d, duplicates %d, rejected %d", result.accepted,
-                     result.duplicates, result.rejected)
+            log.info("loaded %d, duplicates %d, rejected %d, conflicts %d", result.accepted,
+                     result.duplicates, result.rejected, result.conflicts)
             time.sleep(0.05)  # let waiting readers take the database
         else:
             stopping.wait(settings.loader_interval)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tlswatch.config import Settings
+from tlswatch.errors import StoreError
 from tlswatch.ingest.spool import Spool
 from tlswatch.store import Store
 from tlswatch.store.maintenance import (
@@ -61,6 +62,9 @@ def retention(settings: Settings) -> Retention:
 def run_prune(settings: Settings, *, today: date, dry_run: bool = False) -> PruneRun:
     """Prune the database and the spool's done/ and failed/ folders; compact the file."""
     db = Path(settings.db)
+    if not db.exists():  # a wrong --db or folder must not leave an empty database behind
+        raise StoreError(f"{db}: no database here to prune; give the one 'serve' uses "
+                         "(--db, or the setting db in --config)")
     run = PruneRun(today, dry_run, size_before=file_size(db))
     with Store.open(db, read_only=dry_run, lock_timeout=settings.lock_timeout) as store:
         pruned = prune(store, retention(settings), today=today, dry_run=dry_run)

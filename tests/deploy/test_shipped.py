@@ -162,3 +162,25 @@ def test_certbot_deploy_hook_hands_the_renewed_certificate_to_serve(tmp_path: Pa
         assert smtp_cert(serve.smtp_port, trust) == ssl.PEM_cert_to_DER_cert(
             renewed.cert_chain_pems[0].bytes().decode())
         assert serve.stop() == 0
+
+
+def test_serve_before_the_first_certificate_says_which_file_and_what_to_do(
+        tmp_path: Path) -> None:
+    """The first start on a new server, before certbot ran: the certificate's file is named
+    (it said 'cannot listen (smtp=... http=...): No such file or directory')."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSWATCH_")}
+    env |= {"TLSWATCH_DB": str(tmp_path / "tlswatch.duckdb"),
+            "TLSWATCH_SPOOL": str(tmp_path / "spool"), "TLSWATCH_SMTP": "127.0.0.1:0",
+            "TLSWATCH_HTTP": "127.0.0.1:0", "TLSWATCH_POLICY_DIR": str(tmp_path / "p"),
+            "TLSWATCH_EXPORT_DIR": str(tmp_path / "e"), "TLSWATCH_CHECK_INTERVAL_HOURS": "0",
+            "TLSWATCH_TLS_CERT": str(tmp_path / "tls" / "fullchain.pem"),
+            "TLSWATCH_TLS_KEY": str(tmp_path / "tls" / "privkey.pem"),
+            SHIPPED["web_password_env"]: "x"}
+    done = subprocess.run([sys.executable, "-c", "from tlswatch.cli import main; main()",
+                           "--config", str(DEPLOY / "tlswatch.toml"), "serve"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (f"tlswatch: setting tls_cert/tls_key: {tmp_path}/tls/fullchain.pem: cannot read: "
+            "No such file or directory. Put the certificate and its key there (with "
+            "certbot: deploy/certbot-deploy-hook)") in done.stderr
+    assert "Traceback" not in done.stderr and "tlswatch serving" not in done.stdout

@@ -148,3 +148,29 @@ def test_serve_prunes_by_itself(loaded: Cli, db: Path, tmp_path: Path) -> None:
         raw = httpx.get(f"{server.http_url}/reports/{pk}/raw.json")
         assert raw.status_code == 404 and "pruned (setting raw_keep_days)" in raw.text
         assert server.stop() == 0
+
+
+def test_prune_of_a_missing_database_creates_none(cli: Cli, db: Path) -> None:
+    """A wrong --db (or the default ./tlswatch.duckdb in the wrong folder) is refused."""
+    for args in (["prune"], ["prune", "--dry-run"]):
+        result = cli(*args, code=1)
+        assert f"{db}: no database here" in result.stderr
+        assert not db.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_prune_by_root_keeps_the_owner_of_the_database(
+        cli: Cli, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compaction replaces the file: as root it must stay the service user's, else 'serve'
+    (User=tlswatch) can no longer write it."""
+    _reports(tmp_path / "in", OLD, 200, details=20, noise=200)
+    _reports(tmp_path / "in", RECENT, 5)
+    cli.json("ingest", str(tmp_path / "in"))
+    os.chown(db, 65534, 65534)
+    db.chmod(0o640)
+    monkeypatch.setenv("TLSWATCH_DETAIL_KEEP_DAYS", "30")
+    monkeypatch.setenv("TLSWATCH_RAW_KEEP_DAYS", "30")
+    monkeypatch.setenv("TLSWATCH_SPOOL", str(tmp_path / "spool"))
+    assert cli.json("prune")["compacted"] is True
+    after = db.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (65534, 65534, 0o640)

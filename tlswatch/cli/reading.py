@@ -247,6 +247,10 @@ def export_daily_command(
     chosen = _day(day) or (datetime.now(UTC).date() - timedelta(days=1))
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     failed: list[jobs.Delivery] = []
+    if send and not (settings.webhook_url or (settings.mail_smtp and (
+            settings.mail_to or settings.mail_to_domains))):  # cron would hear nothing
+        raise typer.BadParameter("nothing to send with: set mail_smtp and mail_to (or "
+                                 "mail_to_domains), or webhook_url", param_hint="--send")
     with _errors():
         try:
             if send:

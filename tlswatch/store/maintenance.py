@@ -135,6 +135,15 @@ def copy_into(store: Store, dest: Path) -> None:
     _fsync(dest)
 
 
+def same_owner(new: Path, *, like: Path) -> None:
+    """Give ``new`` the owner, group and mode of ``like`` before it replaces it: a prune or
+    restore run by root must not leave a file that 'serve' (User=tlswatch) cannot write."""
+    old = like.stat()
+    os.chmod(new, old.st_mode & 0o7777)
+    with contextlib.suppress(PermissionError):  # only root may give a file away
+        os.chown(new, old.st_uid, old.st_gid)
+
+
 def compact(path: Path, *, lock_timeout: float) -> tuple[int, int]:
     """Rewrite the database file without its free space, when the copy is smaller; return
     the size before and after."""
@@ -146,6 +155,7 @@ def compact(path: Path, *, lock_timeout: float) -> tuple[int, int]:
         try:
             copy_into(store, tmp)
             if tmp.stat().st_size < before:  # a small file can come out larger
+                same_owner(tmp, like=path)
                 os.replace(tmp, path)  # still under our lock: the next opener gets the copy
                 _fsync(path.parent)
         finally:

@@ -9,11 +9,10 @@ reorder or hide text become visible escapes (``safe_text``), then HTML escaping.
 from __future__ import annotations
 
 import asyncio
-from datetime import date
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tlswatch.analytics.render import safe_text, to_json
@@ -21,6 +20,7 @@ from tlswatch.config import Settings
 from tlswatch.errors import NotFoundError
 from tlswatch.quarantine import Filters, details, list_refused
 from tlswatch.render.html import render
+from tlswatch.web.window import WindowError, day_param
 
 LISTED = 500  # entries on the page, the newest
 SHOWN_CHARS = 1024 * 1024  # of an input's content on its page; --raw gives it whole
@@ -35,8 +35,13 @@ class RefusedPages:
 
     async def listing(self, request: Request) -> Response:
         q = request.query_params
-        filters = Filters(since=_day(q.get("since", "")), until=_day(q.get("until", "")),
-                          reason=q.get("reason") or None)
+        try:  # a date that is not one is refused as on the other pages, never ignored
+            since, until = day_param(q, "since"), day_param(q, "until")
+            if since and until and since > until:
+                raise WindowError(f"since: {since} is after until: {until}; swap them")
+        except WindowError as exc:
+            return _bad_request(request, str(exc))
+        filters = Filters(since=since, until=until, reason=q.get("reason") or None)
         entries = await asyncio.to_thread(list_refused, self.settings, filters)
         shown = entries[-LISTED:]  # the newest; the command lists them all
         return _page(request, "refused.html", {"entries": [e.as_dict() for e in shown],
@@ -69,8 +74,8 @@ def _safe(value: Any) -> Any:
     return value
 
 
-def _day(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text) if text else None
-    except ValueError:
-        return None
+def _bad_request(request: Request, problem: str) -> Response:
+    if request.query_params.get("format") == "json":
+        return JSONResponse({"error": problem}, status_code=400)
+    return HTMLResponse(render("error.html", title="Bad date range", message=problem,
+                               back=request.url.path, period=""), status_code=400)

@@ -56,6 +56,11 @@ def _day(params: Mapping[str, str], name: str) -> date | None:
         raise problem from None
 
 
+def day_param(params: Mapping[str, str], name: str) -> date | None:
+    """One ``YYYY-MM-DD`` query parameter (``WindowError`` naming it when it is not one)."""
+    return _day(params, name)
+
+
 def parse_window(params: Mapping[str, str], *, today: date, max_days: int) -> Window:
     """The range the URL asks for (``WindowError`` when it is not a valid one)."""
     since, until = _day(params, "since"), _day(params, "until")
