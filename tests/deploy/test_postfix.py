@@ -5,6 +5,7 @@ where exit 75 defers the message (retried, then loaded) and exit 1 bounces it.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import Cli, report_mail
+from tests.conftest import ROOT, Cli, report_mail
 from tests.deploy.postfix import POSTFIX, PrivatePostfix, doc_blocks
 from tests.serving import Serve, toml_value
 
@@ -114,6 +115,33 @@ def pipe_home() -> Iterator[Path]:
         shutil.rmtree(home)
 
 
+@contextlib.contextmanager
+def searchable_by_others(*paths: Path) -> Iterator[None]:
+    """Let the pipe's unprivileged user reach ``paths`` (this checkout's code and this
+    virtualenv's packages, e.g. in a clone under a folder made by ``mktemp -d``): each folder
+    on the way that others may not search gets o+x (search, not listing) for the test, and
+    its mode back afterwards."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        real = path.resolve()
+        for folder in [real, *real.parents]:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            if folder.is_dir() and not mode & stat.S_IXOTH and folder not in changed:
+                changed[folder] = mode
+                os.chmod(folder, mode | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for folder, mode in changed.items():
+            os.chmod(folder, mode)
+
+
+@pytest.fixture
+def code_reachable() -> Iterator[None]:
+    with searchable_by_others(site_packages(), ROOT / "tlswatch"):
+        yield
+
+
 def others_may_run(path: Path) -> bool:
     """Whether a user other than root can execute ``path`` (every folder on the way
     searchable by others, the file executable by others)."""
@@ -148,7 +176,8 @@ def site_packages() -> Path:
     return Path(next(p for p in site.getsitepackages() if p.startswith(sys.prefix)))
 
 
-def test_pipe_to_ingest_defers_on_75_and_bounces_on_1(tmp_path: Path, pipe_home: Path) -> None:
+def test_pipe_to_ingest_defers_on_75_and_bounces_on_1(tmp_path: Path, pipe_home: Path,
+                                                      code_reachable: None) -> None:
     db = pipe_home / "tlswatch.duckdb"
     config = pipe_home / "tlswatch.toml"
     config.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in {
