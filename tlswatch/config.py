@@ -102,6 +102,11 @@ class Settings:
     compact_after_prune: bool = field(default=True, metadata=_help(
         "After a prune that removed rows, rewrite the database file to give the space back "
         "(DuckDB keeps it otherwise); writers wait for the copy, the spool keeps reports."))
+    compact_min_share: float = field(default=0.1, metadata=_help(
+        "The daily prune of 'serve' compacts the file only once the rows pruned since the "
+        "last compaction reach this share of the rows left in the pruned tables (a "
+        "compaction copies the whole file under the write lock); 'tlswatch prune' compacts "
+        "after any removal."))
     loader_restart_max: float = field(default=60.0, metadata=_help(
         "Longest wait in seconds before 'serve' restarts a loader process that died (the "
         "wait starts at 1 s and doubles)."))

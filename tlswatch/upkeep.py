@@ -28,7 +28,9 @@ from tlswatch.store.maintenance import (
     compact,
     file_size,
     last_run,
+    mark_compacted,
     prune,
+    uncompacted,
 )
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,11 @@ def retention(settings: Settings) -> Retention:
                      check_days=settings.check_keep_days)
 
 
-def run_prune(settings: Settings, *, today: date, dry_run: bool = False) -> PruneRun:
-    """Prune the database and the spool's done/ and failed/ folders; compact the file."""
+def run_prune(settings: Settings, *, today: date, dry_run: bool = False,
+              compact_share: float = 0.0) -> PruneRun:
+    """Prune the database and the spool's done/ and failed/ folders; compact the file when
+    the rows pruned since its last compaction are at least ``compact_share`` of the rows
+    left in the pruned tables (0: after any removal)."""
     db = Path(settings.db)
     if not db.exists():  # a wrong --db or folder must not leave an empty database behind
         raise StoreError(f"{db}: no database here to prune; give the one 'serve' uses "
@@ -68,16 +73,19 @@ def run_prune(settings: Settings, *, today: date, dry_run: bool = False) -> Prun
     run = PruneRun(today, dry_run, size_before=file_size(db))
     with Store.open(db, read_only=dry_run, lock_timeout=settings.lock_timeout) as store:
         pruned = prune(store, retention(settings), today=today, dry_run=dry_run)
+        since, left = (0, 0) if dry_run else uncompacted(store)
     run.removed, run.kept_from = dict(pruned.removed), dict(pruned.before)
     run.removed.update(_prune_spool(settings, dry_run=dry_run))
     for kind, days in (("spool_done", settings.spool_keep_days),
                        ("spool_failed", settings.failed_keep_days)):
         run.kept_from[kind] = (datetime.now(UTC) - timedelta(days=days)).strftime(
             "%Y-%m-%d %H:%M UTC")
-    removed_rows: int = sum(pruned.removed.values())
-    if not dry_run and removed_rows and settings.compact_after_prune:
+    if not dry_run and since and since >= compact_share * left and \
+            settings.compact_after_prune:
         before, after = compact(db, lock_timeout=settings.lock_timeout)
         run.compacted = after < before
+        with Store.open(db, lock_timeout=settings.lock_timeout) as store:
+            mark_compacted(store)
     run.size_after = file_size(db)
     return run
 
@@ -121,7 +129,7 @@ def daily_prune(settings: Settings, now: datetime) -> PruneRun | None:
         last = last_run(store)
     if last is not None and last.date() >= now.date():
         return None
-    run = run_prune(settings, today=now.date())
+    run = run_prune(settings, today=now.date(), compact_share=settings.compact_min_share)
     log.info("pruned %s; database %s -> %s bytes%s",
              ", ".join(f"{k} {v}" for k, v in run.removed.items()), f"{run.size_before:,}",
              f"{run.size_after:,}", " (compacted)" if run.compacted else "")

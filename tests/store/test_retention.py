@@ -15,6 +15,7 @@ from tests.conftest import Cli, detail, make_report, policy, write_json
 from tests.serving import Serve
 from tlswatch.config import load_settings
 from tlswatch.store import Store
+from tlswatch.store.maintenance import uncompacted
 from tlswatch.upkeep import daily_prune
 
 TODAY = datetime.now(UTC).date()
@@ -126,6 +127,23 @@ def test_the_daily_prune_runs_once_a_day(loaded: Cli, db: Path) -> None:
     assert first is not None and first.removed["failure_details"] == 16
     assert daily_prune(settings, now) is None  # done today: recorded in the database
     assert daily_prune(settings, now + timedelta(days=1)) is not None
+
+
+def test_the_daily_prune_compacts_only_once_enough_was_pruned(loaded: Cli, db: Path) -> None:
+    """A compaction copies the whole file under the write lock: the daily prune waits until
+    the rows pruned since the last one are a share (compact_min_share) of what is left."""
+    now = datetime.now(UTC)
+
+    def pending() -> int:
+        with Store.open(db, read_only=True) as store:
+            return uncompacted(store)[0]
+
+    daily_prune(load_settings(db=db, compact_min_share=5.0), now)
+    assert pending() == 16 + 4  # details and raw reports pruned, the file not rewritten
+    daily_prune(load_settings(db=db, compact_min_share=1.0), now + timedelta(days=1))
+    assert pending() == 0  # 20 pruned since, 10 rows left: compacted
+    loaded.json("prune")
+    assert pending() == 0
 
 
 def test_serve_prunes_by_itself(loaded: Cli, db: Path, tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ def prune(
 ) -> None:
     """Remove data past its retention; shrink the file.
 
-    Retention: detail_keep_days, raw_keep_days, quarantine_keep_days, spool_keep_days,
-    failed_keep_days. Session totals are kept forever. 'serve' does this once a day.
+    Retention: detail_keep_days, raw_keep_days, quarantine_keep_days, check_keep_days,
+    spool_keep_days, failed_keep_days. Session totals are kept forever. 'serve' does
+    this once a day.
     """
     from tlswatch.upkeep import run_prune
 

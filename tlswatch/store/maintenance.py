@@ -110,6 +110,24 @@ def pruned_before(store: Store) -> dict[str, dict[str, Any]]:
         "SELECT kind, before_day, keep_days, pruned_at FROM retention")}
 
 
+def uncompacted(store: Store) -> tuple[int, int]:
+    """(rows pruned since the file was last compacted, rows left in the pruned tables)."""
+    cumulative = {r["kind"]: int(r["removed"]) for r in store.rows(
+        "SELECT kind, removed FROM retention WHERE kind IN ('run', 'compacted')")}
+    left = sum(int(store.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+               for table, _ in _PRUNE.values())
+    return cumulative.get("run", 0) - cumulative.get("compacted", 0), left
+
+
+def mark_compacted(store: Store) -> None:
+    """Remember how many rows had been pruned when the file was compacted."""
+    with store.transaction():
+        store.con.execute("DELETE FROM retention WHERE kind = 'compacted'").fetchall()
+        store.con.execute("""
+            INSERT INTO retention SELECT 'compacted', before_day, 0, $now, removed
+            FROM retention WHERE kind = 'run'""", {"now": now_utc()}).fetchall()
+
+
 def last_run(store: Store) -> datetime | None:
     return pruned_before(store).get("run", {}).get("pruned_at")
 
@@ -180,7 +198,8 @@ def status(path: Path, *, lock_timeout: float) -> dict[str, Any]:
             "counts": counts, "oldest_report_day": days["oldest"],
             "newest_report_day": days["newest"],
             "last_prune": pruned.get("run", {}).get("pruned_at"),
-            "pruned_before": {k: v["before_day"] for k, v in pruned.items() if k != "run"}}
+            "pruned_before": {k: v["before_day"] for k, v in pruned.items()
+                              if k not in ("run", "compacted")}}
 
 
 def upgrade(path: Path, *, lock_timeout: float) -> list[str]:
