@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -197,3 +198,40 @@ def test_backup_to_a_place_it_cannot_write_is_one_line(tmp_path: Path) -> None:
                               "Not a directory; give a folder the user running tlswatch may "
                               "write (e.g. install -d -o tlswatch -g tlswatch "
                               "/var/backups/tlswatch)\n")
+
+
+def test_restore_refuses_a_crafted_backup_that_writes_or_reads_outside(tmp_path: Path) -> None:
+    a = place(tmp_path / "a")
+    report = tmp_path / "r.json.gz"
+    report.write_bytes(gz_report("crafted"))
+    tlswatch(a, "ingest", str(report))
+    tlswatch(a, "backup", str(tmp_path / "bk"))
+    bk = tmp_path / "bk"
+    clean = json.loads((bk / "manifest.json").read_text())
+
+    def craft(path: str, file: Path) -> Any:
+        manifest = {**clean, "files": [*clean["files"], {
+            "path": path, "size": file.stat().st_size, "sha256": hashlib.sha256(
+                file.read_bytes()).hexdigest()}]}
+        (bk / "manifest.json").write_text(json.dumps(manifest))
+        return tlswatch(place(tmp_path / "b"), "restore", "--force", str(bk), code=1)
+
+    # "policies//abs/path": no '..', starts with policies/, yet names an absolute place.
+    victim = tmp_path / "victim.txt"
+    inside = bk / "policies" / str(victim).lstrip("/")
+    inside.parent.mkdir(parents=True)
+    inside.write_text("written by a crafted backup\n")
+    refused = craft(f"policies/{victim}", inside)
+    assert "is not a place a backup writes to" in refused.stderr
+    assert not victim.exists()
+    # A symlink in the backup reads a file from elsewhere into policy_dir.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the backup\n")
+    (bk / "policies" / "leak.json").symlink_to(secret)
+    linked = craft("policies/leak.json", secret)
+    assert "is a symbolic link" in linked.stderr
+    assert not (tmp_path / "b" / "policies" / "leak.json").exists()
+    # A manifest that leaves the database out would have it restored unchecked.
+    (bk / "manifest.json").write_text(json.dumps({**clean, "files": []}))
+    unlisted = tlswatch(place(tmp_path / "b"), "restore", "--force", str(bk), code=1)
+    assert "does not list tlswatch.duckdb" in unlisted.stderr

@@ -126,9 +126,25 @@ def test_series_are_bounded_and_label_values_escaped(tmp_path: Path) -> None:
     assert domains == {"a.example", "b.example"}  # the most failed sessions first
     a = {dict(k)["result_type"]: v for k, v in found["tlswatch_domain_failed_sessions"].items()
          if dict(k)["policy_domain"] == "a.example"}
-    assert a == {hostile: 20, "other": 10}  # too long, not printable, beyond the bound
+    # Not a result-type token (quotes, braces, spaces), too long, not printable: "other".
+    assert a == {"dane-required": 5, "other": 25}
     assert found["tlswatch_domain_figures_left_off"] == {(("what", "domains"),): 1,
                                                          (("what", "result_types"),): 3}
+
+
+def test_a_result_type_label_carries_no_chat_markup(tmp_path: Path) -> None:
+    # The shipped alert rules put result_type into Alertmanager's summary, which goes to
+    # Slack or mail unescaped: a sender's result type must not mention @channel or link.
+    cli = Cli(tmp_path / "db.duckdb")
+    hostile = "<!channel> <https://evil.example/|fix your TLS here>"
+    cli("ingest", str(write_json(tmp_path / "r.json", make_report(rid="chat", day=DAY, policies=[
+        policy("a.example", 1, 30, [detail(hostile, 20), detail("validation-failure", 10)])]))))
+    registry = CollectorRegistry()
+    registry.register(DomainDayMetrics(Settings(db=tmp_path / "db.duckdb")))
+    found = samples(generate_latest(registry).decode())
+    assert {dict(k)["result_type"]: v for k, v in
+            found["tlswatch_domain_failed_sessions"].items()} == \
+        {"other": 20, "validation-failure": 10}
 
 
 # -- the deploy files ------------------------------------------------------------------------

@@ -161,16 +161,25 @@ def check(src: Path) -> dict[str, Any]:
                           f"tlswatch reads format {FORMAT}")
     for entry in manifest.get("files", []):
         name = PurePosixPath(entry["path"])
-        if name.is_absolute() or ".." in name.parts or not (
+        # Only the form a backup writes ("policies/a.json"): "policies//etc/x" would be
+        # joined to policy_dir as the absolute "/etc/x".
+        if name.is_absolute() or ".." in name.parts or str(name) != entry["path"] or not (
                 str(name) == DATABASE or name.parts[0] in ("policies", "state")):
             raise BackupError(f"{src / MANIFEST}: file {entry['path']!r} is not a place a "
                               "backup writes to; refused")
         path = src / entry["path"]
+        if any((src / PurePosixPath(*name.parts[:i])).is_symlink()
+               for i in range(1, len(name.parts) + 1)):
+            raise BackupError(f"{path}: is a symbolic link (or lies below one); a backup "
+                              "holds plain files only; refused")
         if not path.is_file():
             raise BackupError(f"{path}: listed in the manifest but missing")
         if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
             raise BackupError(f"{path}: does not match the manifest (size or sha256 differs): "
                               "the backup is damaged")
+    if DATABASE not in {entry["path"] for entry in manifest.get("files", [])}:
+        raise BackupError(f"{src / MANIFEST}: does not list {DATABASE}: the database would be "
+                          "restored unchecked; refused")
     known = {name for name, _ in MIGRATIONS}
     unknown = [m for m in manifest.get("migrations", []) if m not in known]
     if unknown:

@@ -162,3 +162,14 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing_half_written(tiny_disk: P
     (tiny_disk / "filler").unlink()
     spool.put(b"r" * 100_000, {"via": "smtp"})
     assert len(spool.pending()) == 1
+
+
+def test_tiny_refused_inputs_count_the_disk_they_take(tmp_path: Path) -> None:
+    # A sender's flood of tiny refused messages: each keeps two files of a few dozen bytes,
+    # but each file takes a whole block on disk.  The quota must bound the disk used, not
+    # the bytes written (a 1 GiB quota let ~8x that fill the disk).
+    spool = Spool(tmp_path, failed_max_bytes=200_000)
+    for _ in range(300):
+        assert spool.put_rejected(b"not a report", {"via": "smtp"}, "no report") is not None
+    used = sum(os.lstat(p).st_blocks * 512 for p in (tmp_path / "failed").iterdir())
+    assert used <= 200_000

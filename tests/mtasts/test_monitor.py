@@ -5,6 +5,8 @@ not list this deployment first), delivered through the outbox; a second run rais
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -188,3 +190,45 @@ def test_a_missing_tlsrpt_record_alerts_once_and_says_what_to_publish(w: World,
     assert unknown.alerts == [] and unknown.result == "ok"
     assert [f.code for f in unknown.findings if f.code.startswith("tlsrpt_rua")] == [
         "tlsrpt_rua_unknown"]
+
+
+def _tarpit(address: str, port: int, stop: threading.Event) -> socket.socket:
+    """An MX that never finishes its greeting: a '220-' line every 0.2 s, forever."""
+    listener = socket.create_server((address, port))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b"220-still greeting you\r\n")
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_a_tarpit_mx_cannot_hold_the_daily_checks(w: World, tmp_path: Path) -> None:
+    # A sender's report names tarpit.example; its MX answers each read within check_timeout
+    # but never ends its greeting.  The daily check must give up, not hold the worker (and
+    # with it the daily summary, prune and deliveries) for ever.
+    w.zone.add("tarpit.example", "MX", ("mx.tarpit.example", 10))
+    w.zone.add("mx.tarpit.example", "A", "127.0.0.10")
+    stop = threading.Event()
+    listener = _tarpit("127.0.0.10", w.smtp_port, stop)
+    settings = settings_of(w, tmp_path, check_timeout=1, domains=["tarpit.example"])
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(run_checks(
+        settings, datetime.now(UTC))), daemon=True)
+    try:
+        worker.start()
+        worker.join(120)
+    finally:
+        stop.set()
+        listener.close()
+    assert done, "the check of a tarpit MX never ended"
+    [outcome] = done[0]
+    assert outcome.result == "errors"
+    assert [f.code for f in outcome.findings if f.code == "check_unfinished"] == \
+        ["check_unfinished"]

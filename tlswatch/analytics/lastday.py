@@ -8,12 +8,13 @@ grow while late reports for it arrive.
 Domain names and result types come from reports (untrusted) and become label values: the
 figures are bounded in count (the domains with the most failed sessions first; the result
 types with the most failed sessions first, the rest summed as ``other``) and in length (a
-value longer than ``MAX_LABEL`` characters or holding a non-printable character is left
-off, or counted as ``other``).
+value longer than ``MAX_LABEL`` characters, or a result type that is not a token of
+letters, digits, ``.``, ``_`` and ``-``, is left off, or counted as ``other``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -23,6 +24,7 @@ from tlswatch.store import Store
 
 MAX_LABEL = 253  # the longest DNS name; no RFC 8460 result type comes near it
 OTHER = "other"
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ def last_complete_day(store: Store, today: date) -> date | None:
 
 
 def _fits(value: str) -> bool:
-    return 0 < len(value) <= MAX_LABEL and value.isprintable()
+    # Tokens as RFC 8460 result types are: the shipped alert rules put the label into
+    # Alertmanager's notifications, unescaped (no '<!channel>', links or markup from a sender).
+    return 0 < len(value) <= MAX_LABEL and _TOKEN.fullmatch(value) is not None
 
 
 def day_figures(store: Store, today: date, *, max_domains: int,

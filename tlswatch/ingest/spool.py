@@ -87,7 +87,8 @@ class Spool:
         Within ``failed_max_bytes``: the oldest refused inputs are deleted to make room; a
         body larger than the whole quota is not kept (None).
         """
-        needed = len(data) + len(reason) + 1024  # header and reason file, roughly
+        # The disk it takes: two files (input with header, reason), each whole blocks.
+        needed = _on_disk(len(data) + 1024) + _on_disk(len(reason.encode()) + 1)
         if needed > self.failed_max_bytes:
             log.warning("refused input of %s bytes not kept: over failed_max_bytes (%s)",
                         f"{len(data):,}", f"{self.failed_max_bytes:,}")
@@ -257,6 +258,12 @@ class _Group:
     mtime: float = float("inf")
 
 
+def _on_disk(size: int, block: int = 4096) -> int:
+    """Bytes a file of ``size`` bytes takes on disk: whole blocks (a tiny refused input
+    still takes one; counting its length let a flood of them fill the disk)."""
+    return max(1, -(-size // block)) * block
+
+
 def _failed_groups(folder: Path) -> dict[str, _Group]:
     groups: dict[str, _Group] = {}
     for item in _scan(folder):
@@ -267,7 +274,8 @@ def _failed_groups(folder: Path) -> dict[str, _Group]:
         key = item.name.removesuffix(".reason")
         group = groups.setdefault(key, _Group([]))
         group.paths.append(Path(item.path))
-        group.size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+        group.size += max(info.st_blocks * 512, info.st_size) if stat.S_ISREG(info.st_mode) \
+            else 0
         group.mtime = min(group.mtime, info.st_mtime)
     return groups
 

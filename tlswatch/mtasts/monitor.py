@@ -13,6 +13,7 @@ conditions a run has and the domain's previous run had not, so each is raised on
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -30,6 +31,9 @@ from tlswatch.store import checks as history
 log = logging.getLogger(__name__)
 REPORT_DAYS = 30  # a domain "receives reports" when it had reports in this many days
 PER_ROUND = 10  # domains checked per round of the worker, so that deliveries go on between
+# A whole check gets at most this many check_timeouts: each read of a tarpit (an MX that sends
+# its greeting a line at a time) or of many MX hosts is within check_timeout, the sum is not.
+CHECK_STEPS = 6
 # Findings this module adds; their conditions have alerts of their own, not "new error".
 OWN = {"mta_sts_id_stale": "check_sts_id_stale", "tlsrpt_rua_not_first": "check_tlsrpt_rua",
        "tlsrpt_record_missing": "check_tlsrpt_rua"}
@@ -103,7 +107,7 @@ def check_domain(settings: Settings, domain: str, *, record: bool, **overrides: 
                  ) -> Outcome:
     """Check one domain (the network part outside any lock); with ``record``, store the
     run and its alerts in one transaction.  ``overrides``: Checker options."""
-    result = checker(settings, **overrides).run(domain)
+    result = _bounded_run(checker(settings, **overrides), domain)
     hosted = PolicyStore(Path(settings.policy_dir)).find(result.domain) \
         if _hostable(result.domain) else None
     if not record:  # without the history, only a hosted policy tells a stale id
@@ -128,6 +132,33 @@ def check_domain(settings: Settings, domain: str, *, record: bool, **overrides: 
         recorded = record_alerts(store, settings, alerts, also=lambda: history.insert_run(
             store, run, [f.as_dict() for f in findings]))
     return Outcome(result.domain, run["result"], findings, recorded.alerts)
+
+
+def _bounded_run(check: Checker, domain: str) -> CheckResult:
+    """``check.run(domain)``, given up after CHECK_STEPS x its timeout; the caller goes
+    on while the thread still waiting on a slow server is left behind (a daemon)."""
+    limit = CHECK_STEPS * check.timeout
+    done: list[CheckResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(check.run(domain))
+        except BaseException as exc:  # handed to the caller
+            done.append(exc)
+
+    started = datetime.now(UTC)
+    thread = threading.Thread(target=run, name=f"check {domain}", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if not done:
+        name = domain.lower().rstrip(".")
+        return CheckResult(name, started, [Finding(
+            "error", "check_unfinished", f"the check of {name} did not finish within "
+            f"{limit:g} s ({CHECK_STEPS} x check_timeout): a server answered too slowly "
+            "(or there are too many MX hosts); given up", subject=name)], Facts())
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return done[0]
 
 
 def _hostable(domain: str) -> bool:
