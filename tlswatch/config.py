@@ -230,8 +230,8 @@ class Settings:
         "(default: smtp_hostname, else this host's FQDN)."))
     check_interval_hours: float = field(default=24.0, metadata=_help(
         "'serve' checks MTA-STS and TLS-RPT (as 'tlswatch check' does) for every domain it "
-        "hosts a policy for or receives reports for, when its last check is this many hours "
-        "old (0: no checks)."))
+        "hosts a policy for, lists in 'domains' or (when 'domains' is set) receives reports "
+        "for, when its last check is this many hours old (0: no checks)."))
     check_cert_days: int = field(default=14, metadata=_help(
         "Alert when an MX or mta-sts certificate expires within this many days."))
     check_nameserver: str = field(default="", metadata=_help(

@@ -232,3 +232,19 @@ def test_a_tarpit_mx_cannot_hold_the_daily_checks(w: World, tmp_path: Path) -> N
     assert outcome.result == "errors"
     assert [f.code for f in outcome.findings if f.code == "check_unfinished"] == \
         ["check_unfinished"]
+
+
+def test_report_domains_are_checked_only_when_domains_is_set(tmp_path: Path) -> None:
+    """With ``domains`` empty anyone's report is stored; its domain must not choose the
+    hosts the daily check connects to. Hosted and configured domains are always checked."""
+    db = tmp_path / "t.duckdb"
+    Cli(db)("ingest", str(write_json(tmp_path / "r.json", make_report(
+        rid="stranger-1", day=(datetime.now(UTC).date() - timedelta(days=1)).isoformat(),
+        policies=[policy("stranger.example", 10, 0)]))))
+    today = datetime.now(UTC)
+    open_to_all = load_settings(None, environ={}, db=db, policy_dir=tmp_path / "policies")
+    init_policy(open_to_all, "hosted.example", mx=["mx.hosted.example"], mode="testing",
+                max_age=86400)
+    assert due(open_to_all, today) == ["hosted.example"]
+    ours = open_to_all.replace(domains=("stranger.example",))
+    assert due(ours, today) == ["hosted.example", "stranger.example"]

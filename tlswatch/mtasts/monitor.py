@@ -61,9 +61,12 @@ def checker(settings: Settings, **overrides: Any) -> Checker:
 
 
 def monitored(settings: Settings, store: Store | None, today: date) -> list[str]:
-    """The domains to check: hosted, configured, and those reports came for lately."""
+    """The domains to check: hosted, configured, and those reports came for lately.
+
+    Report domains count only when ``domains`` is set (the loader then keeps no one
+    else's): with it empty, any sender could name the hosts a check connects to."""
     names = set(PolicyStore(Path(settings.policy_dir)).domains()) | set(settings.domains)
-    if store is not None:
+    if store is not None and settings.domains:
         names |= set(history.report_domains(store, today - timedelta(days=REPORT_DAYS)))
     out = set()
     for name in names:
