@@ -113,12 +113,11 @@ def gz_report(rid: str, domain: str = "example.com") -> bytes:
     return gzip.compress(json.dumps(doc).encode(), mtime=0)  # the same report, the same bytes
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB file system (tmpfs), so a full disk is a real ENOSPC."""
-    mount = tmp_path / "disk"
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real file system of ``size`` (tmpfs) at ``mount``, so a full disk is a real
+    ENOSPC; unmounted afterwards.  For fixtures: ``yield from tmpfs(...)``."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
@@ -126,6 +125,12 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB file system."""
+    yield from tmpfs(tmp_path / "disk", "256k")
 
 
 def fill(folder: Path) -> None:

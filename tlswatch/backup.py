@@ -21,6 +21,7 @@ from typing import Any
 
 from tlswatch import __version__
 from tlswatch.config import Settings
+from tlswatch.durable import fsync_path
 from tlswatch.errors import StoreError, StoreLockedError, TlsWatchError
 from tlswatch.jobs import STATE as EXPORT_STATE
 from tlswatch.store import Store, now_utc
@@ -91,7 +92,7 @@ def backup(settings: Settings, dest: Path) -> Done:
         if dest.is_dir():
             dest.rmdir()
         os.replace(work, dest)
-        _fsync_dir(dest.parent)
+        fsync_path(dest.parent)
     except OSError as exc:  # a full disk: nothing half-written is left
         shutil.rmtree(work, ignore_errors=True)
         raise BackupError(f"{dest}: backup not written: {exc.strerror or exc} "
@@ -139,13 +140,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check(src: Path) -> dict[str, Any]:
@@ -255,6 +249,6 @@ def _put_database(copy: Path, db: Path, *, lock_timeout: float) -> None:
             if db.exists():
                 same_owner(tmp, like=db)
             os.replace(tmp, db)
-            _fsync_dir(db.parent)
+            fsync_path(db.parent)
     finally:
         tmp.unlink(missing_ok=True)

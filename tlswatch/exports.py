@@ -24,6 +24,7 @@ from tlswatch.analytics.explain import explain
 from tlswatch.analytics.queries import Filters
 from tlswatch.analytics.render import md_text, to_csv, to_json, to_markdown
 from tlswatch.analytics.summary import DomainSummary, Summary, paragraph, percent, summarize
+from tlswatch.durable import fsync_path
 from tlswatch.errors import TlsWatchError
 from tlswatch.render.charts import hbars
 from tlswatch.render.html import render
@@ -88,7 +89,7 @@ def write_daily(report: Daily, out: Path, formats: Sequence[str] = FORMATS) -> l
         path = out / file_name(report.day, fmt)
         _replace(path, _encode(report, fmt))
         written.append(path)
-    _sync_folder(out)
+    fsync_path(out)
     return written
 
 
@@ -114,14 +115,6 @@ def _replace(path: Path, data: bytes) -> None:
         raise ExportError(f"{path}: cannot write the daily file: "
                           f"{exc.strerror or exc}") from None
 
-
-def _sync_folder(folder: Path) -> None:
-    """Make the renames durable (a crash after this keeps the new files)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _change(d: DomainSummary) -> str:

@@ -14,7 +14,7 @@ import dns.resolver
 import duckdb
 import pytest
 
-from tests.conftest import Cli, report_mail
+from tests.conftest import Cli, report_mail, tmpfs
 from tests.ingest.test_dkim import signed
 from tests.serving import CLI
 
@@ -76,17 +76,8 @@ def test_refused_report_exits_1(tmp_path: Path, cli: Cli) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 16 MiB file system (tmpfs), so a full disk is a real ENOSPC."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A real 16 MiB file system (a database needs more than tiny_disk's 256 KiB)."""
+    yield from tmpfs(tmp_path / "disk", "16m")
 
 
 def test_full_disk_defers_and_the_retry_loads(small_disk: Path) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlswatch.durable import fsync_path
 from tlswatch.errors import SpoolError
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class Spool:
             finally:
                 os.close(fd)
             os.rename(tmp, folder / spool_id)
-            _fsync_dir(folder)
+            fsync_path(folder)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
@@ -153,8 +154,8 @@ class Spool:
             else:
                 filed = self.file_bad(entry, problem) or filed
         if filed:
-            _fsync_dir(self.incoming)
-            _fsync_dir(self.failed)
+            fsync_path(self.incoming)
+            fsync_path(self.failed)
         return entries
 
     def file_bad(self, entry: Entry, problem: str) -> bool:
@@ -198,7 +199,7 @@ class Spool:
     def sync(self) -> None:
         """Make the moves of ``mark_*`` durable."""
         for folder in (self.incoming, self.done, self.failed):
-            _fsync_dir(folder)
+            fsync_path(folder)
 
     def depth(self) -> int:
         return sum(1 for _ in os.scandir(self.incoming))
@@ -333,10 +334,3 @@ def _scan(folder: Path) -> Iterator[os.DirEntry[str]]:
     with os.scandir(folder) as it:
         yield from it
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tlswatch.durable import fsync_path
 from tlswatch.errors import StoreError, StoreLockedError
 from tlswatch.store import Store, now_utc
 from tlswatch.store.migrations import MIGRATIONS
@@ -150,7 +151,7 @@ def copy_into(store: Store, dest: Path) -> None:
         store.con.execute(f'COPY FROM DATABASE "{name}" TO _tlswatch_copy').fetchall()
     finally:
         store.con.execute("DETACH _tlswatch_copy").fetchall()
-    _fsync(dest)
+    fsync_path(dest)
 
 
 def same_owner(new: Path, *, like: Path) -> None:
@@ -175,7 +176,7 @@ def compact(path: Path, *, lock_timeout: float) -> tuple[int, int]:
             if tmp.stat().st_size < before:  # a small file can come out larger
                 same_owner(tmp, like=path)
                 os.replace(tmp, path)  # still under our lock: the next opener gets the copy
-                _fsync(path.parent)
+                fsync_path(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
     return before, file_size(path)
@@ -223,13 +224,6 @@ def _has_table(store: Store, name: str) -> bool:
     return bool(store.rows("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = ?",
                            [name])[0]["n"])
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mark_path(db: Path) -> Path:
