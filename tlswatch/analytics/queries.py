@@ -190,5 +190,5 @@ _ID_COLUMN = {
 def day_bounds(store: Store, filters: Filters) -> tuple[date | None, date | None]:
     """The first and last report day that the filters (dates aside) select."""
     where, params = filters.with_dates(None, None).where(failure_rows=False)
-    rows = store.con.execute(f"SELECT min(day), max(day) FROM policies{where}", params).fetchall()
-    return rows[0][0], rows[0][1]
+    row = store.rows(f"SELECT min(day) AS first, max(day) AS last FROM policies{where}", params)[0]
+    return row["first"], row["last"]

@@ -375,6 +375,31 @@ class Store:
             self.con.unregister("_probe")
         return {r[0] for r in rows}
 
+    # -- the portable query surface (every module outside store/ uses only these) ---------
+    engine = "duckdb"
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """Run one statement whose result is not needed."""
+        self.con.execute(sql, params).fetchall()
+
+    def value(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        row = self.con.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pa.Table:
+        """A query's result as an Arrow table (for exports and copies)."""
+        return self.con.execute(sql, params).to_arrow_table()
+
+    @contextmanager
+    def scratch(self, name: str, data: pa.Table) -> Iterator[None]:
+        """Make an Arrow table queryable as ``name`` inside the block."""
+        self.con.register(name, data)
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
+
     # -- reading ----------------------------------------------------------------------------
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         cur = self.con.execute(sql, params)
