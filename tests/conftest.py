@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.pg import Cluster
+from tests.pg import available as pg_available
 from tlswatch.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,9 +79,48 @@ class Cli:
         return json.loads(self(*args, "--format", "json", code=code, input=input).stdout)
 
 
+ENGINE = os.environ.get("TLSWATCH_TEST_ENGINE", "duckdb")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """The session's own PostgreSQL 15 (tests/pg.py), started on first use."""
+    if not pg_available():
+        pytest.fail("PostgreSQL 15 is not installed here: run 'make system-deps'")
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh empty PostgreSQL database, as a postgresql:// URL (unix socket)."""
+    name = pg_cluster.create()
+    yield pg_cluster.url(name)
+    pg_cluster.drop(name)
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The test's database: a DuckDB file in tmp_path, or with TLSWATCH_TEST_ENGINE=
+    postgresql a fresh PostgreSQL database's URL (tests that need a file are marked
+    ``duckdb_only``)."""
+    if ENGINE == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
     return tmp_path / "tlswatch.duckdb"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if ENGINE != "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs a DuckDB file (TLSWATCH_TEST_ENGINE=postgresql)")
+    for item in items:
+        if item.get_closest_marker("duckdb_only"):
+            item.add_marker(skip)
 
 
 @pytest.fixture

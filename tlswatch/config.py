@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tlswatch.dburl import DatabaseUrl, location
 from tlswatch.dnsname import is_domain
 from tlswatch.errors import ConfigError
 
@@ -25,7 +26,8 @@ def _help(text: str) -> dict[str, str]:
 class Settings:
     """Every setting has a default and a help text (shown by ``tlswatch config``)."""
 
-    db: Path = field(default=Path("tlswatch.duckdb"), metadata=_help("DuckDB database file."))
+    db: Path | DatabaseUrl = field(default=Path("tlswatch.duckdb"), metadata=_help(
+        "DuckDB database file, or a postgresql:// URL (PostgreSQL 15 or later)."))
     max_input_bytes: int = field(
         default=10 * MiB, metadata=_help("Largest input (file, message, POST body) accepted.")
     )
@@ -285,6 +287,8 @@ class Settings:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
+        if kind == "Path | DatabaseUrl":
+            return location(value)
         if kind in (Path, "Path"):
             return Path(value)
         if kind in (bool, "bool"):

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import VALID, Cli
 from tlswatch.errors import StoreError, StoreLockedError
 from tlswatch.store import Store
-from tlswatch.store.migrations import MIGRATIONS
+from tlswatch.store.migrations import MIGRATIONS, migration_sql
 
 
 def test_migrations_are_recorded_and_applied_once(db: Path) -> None:
@@ -94,7 +94,7 @@ def test_upgrade_recounts_stored_reports_by_the_senders_layout(db: Path) -> None
     con.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, "
                 "applied_at TIMESTAMP NOT NULL)")
     for name, sql in MIGRATIONS[:3]:  # a database of the release before the layout rule
-        con.execute(sql)
+        con.execute(migration_sql(sql, "duckdb"))
         con.execute("INSERT INTO schema_migrations VALUES (?, now())", [name])
     rows = [  # report 1: Microsoft, the same sessions twice; report 2: Postfix, all different
         (1, 1, "sts", 100, 7), (2, 1, "tlsa", 100, 7),

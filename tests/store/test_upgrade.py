@@ -10,7 +10,7 @@ import duckdb
 
 from tests.conftest import VALID, Cli
 from tests.serving import CLI
-from tlswatch.store.migrations import MIGRATIONS
+from tlswatch.store.migrations import MIGRATIONS, migration_sql
 
 NEWER = "0099_from_a_newer_tlswatch"
 
@@ -73,7 +73,7 @@ def _older_database(db: Path) -> None:
     con.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, "
                 "applied_at TIMESTAMP NOT NULL)")
     for name, sql in MIGRATIONS[:-1]:
-        con.execute(sql)
+        con.execute(migration_sql(sql, "duckdb"))
         con.execute("INSERT INTO schema_migrations VALUES (?, TIMESTAMP '2026-01-02 03:04:05')",
                     [name])
     con.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import duckdb
+import psycopg
 import typer
 from rich.console import Console
 
@@ -61,8 +62,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    db: Annotated[Path | None, typer.Option("--db", envvar="TLSWATCH_DB",
-                                             help="DuckDB database file.")] = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", envvar="TLSWATCH_DB",
+        help="DuckDB database file, or a postgresql:// URL.")] = None,
     config: Annotated[Path | None, typer.Option("--config", envvar="TLSWATCH_CONFIG",
                                                  help="TOML settings file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
@@ -84,7 +86,7 @@ def _errors() -> Iterator[None]:
     except TlsWatchError as exc:
         echo(f"tlswatch: {exc}", err=True)
         raise typer.Exit(1) from None
-    except duckdb.Error as exc:  # a database this version cannot read, a full disk, ...
+    except (duckdb.Error, psycopg.Error) as exc:  # a database this version cannot read, ...
         echo(f"tlswatch: database error: {exc}", err=True)
         raise typer.Exit(1) from None
 

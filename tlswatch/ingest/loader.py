@@ -237,7 +237,7 @@ def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTI
     return loader.result
 
 
-def drain(spool: Spool, store_path: Path, *, options: Options = DEFAULT_OPTIONS,
+def drain(spool: Spool, store_path: Path | str, *, options: Options = DEFAULT_OPTIONS,
           limit: int = 2500, max_bytes: int = 64 * 1024 * 1024, lock_timeout: float = 10.0,
           retry_delay: float = 300.0, retry_for: float = 86400.0) -> IngestResult | None:
     """Load up to ``limit`` waiting spool entries (and about ``max_bytes``), then file them.
@@ -278,7 +278,7 @@ def drain(spool: Spool, store_path: Path, *, options: Options = DEFAULT_OPTIONS,
     return result
 
 
-def _load_entries(spool: Spool, store_path: Path, entries: list[Entry], items: list[Input], *,
+def _load_entries(spool: Spool, store_path: Path | str, entries: list[Entry], items: list[Input], *,
                   options: Options, max_bytes: int, lock_timeout: float, retry_delay: float,
                   retry_for: float) -> IngestResult:
     with Store.open(store_path, lock_timeout=lock_timeout) as store:

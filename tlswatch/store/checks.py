@@ -3,6 +3,7 @@ later run is compared with) and ``check_findings``; written in batches, read by 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -31,7 +32,7 @@ def insert_run(store: Store, run: dict[str, Any], findings: Sequence[dict[str, s
         **{c: pa.array([run[c]], pa.string())
            for c in ("sts_id", "policy", "policy_sha256", "hosted_id")},
         **{c: pa.array([run[c]], pa.list_(pa.string())) for c in ("rua", "mx", "alerts")},
-        "certificates": pa.array([run["certificates"]], pa.list_(CERTIFICATE)),
+        "certificates": pa.array([_certificates_json(run["certificates"])], pa.string()),
     }))
     n = len(findings)
     store.insert("check_findings", pa.table({
@@ -43,6 +44,22 @@ def insert_run(store: Store, run: dict[str, Any], findings: Sequence[dict[str, s
            for c in ("severity", "code", "subject", "message", "fix")},
     }))
     return pk
+
+
+def _certificates_json(certificates: Sequence[dict[str, Any]] | None) -> str | None:
+    """The column's JSON text: not_after as an ISO timestamp (naive UTC)."""
+    if certificates is None:
+        return None
+    return json.dumps([{**c, "not_after": c["not_after"].isoformat(sep=" ")}
+                       for c in certificates])
+
+
+def _certificates(text: str | None) -> list[dict[str, Any]] | None:
+    """The column read back: not_after a datetime again."""
+    if text is None:
+        return None
+    return [{**c, "not_after": datetime.fromisoformat(c["not_after"])}
+            for c in json.loads(text)]
 
 
 def last_checked(store: Store) -> dict[str, datetime]:
@@ -58,6 +75,7 @@ def latest_run(store: Store, domain: str) -> dict[str, Any] | None:
     if not rows:
         return None
     run = rows[0]
+    run["certificates"] = _certificates(run["certificates"])
     run["findings"] = store.rows(
         "SELECT severity, code, subject, message, fix FROM check_findings WHERE run_pk = ? "
         "ORDER BY finding_index", [run["run_pk"]])

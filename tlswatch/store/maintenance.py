@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tlswatch.dburl import DatabaseUrl
 from tlswatch.durable import fsync_path
 from tlswatch.errors import StoreError, StoreLockedError
 from tlswatch.store import Store, now_utc
@@ -182,7 +183,7 @@ def compact(path: Path, *, lock_timeout: float) -> tuple[int, int]:
     return before, file_size(path)
 
 
-def status(path: Path, *, lock_timeout: float) -> dict[str, Any]:
+def status(path: Path | DatabaseUrl, *, lock_timeout: float) -> dict[str, Any]:
     """The database's file, applied and pending migrations, row counts and report days."""
     with Store.open(path, read_only=True, lock_timeout=lock_timeout, pending_ok=True) as store:
         applied = store.rows("SELECT name, applied_at FROM schema_migrations ORDER BY name") \
@@ -193,7 +194,8 @@ def status(path: Path, *, lock_timeout: float) -> dict[str, Any]:
         days = store.rows("SELECT min(day) AS oldest, max(day) AS newest FROM reports")[0] \
             if _has_table(store, "reports") else {"oldest": None, "newest": None}
         pruned = pruned_before(store)
-    return {"path": str(path), "size_bytes": file_size(path),
+    return {"path": str(path),
+            "size_bytes": file_size(path) if isinstance(path, Path) else None,
             "migrations": applied,
             "pending_migrations": [n for n, _ in MIGRATIONS if n not in done],
             "counts": counts, "oldest_report_day": days["oldest"],
@@ -203,26 +205,25 @@ def status(path: Path, *, lock_timeout: float) -> dict[str, Any]:
                               if k not in ("run", "compacted")}}
 
 
-def upgrade(path: Path, *, lock_timeout: float) -> list[str]:
+def upgrade(path: Path | DatabaseUrl, *, lock_timeout: float) -> list[str]:
     """Apply the pending migrations of an existing database; return their names."""
-    if not Path(path).exists():
+    if isinstance(path, Path) and not path.exists():
         raise StoreError(f"{path}: no database here to upgrade")
     with Store.open(path, lock_timeout=lock_timeout) as store:
         return store.applied
 
 
-def refuse_newer(path: Path, *, lock_timeout: float) -> None:
+def refuse_newer(path: Path | DatabaseUrl, *, lock_timeout: float) -> None:
     """Raise ``StoreError`` when a newer tlswatch migrated the database (checked at open);
     a database locked by a moment's writer is left to be checked by its next open."""
-    if Path(path).exists():
+    if isinstance(path, DatabaseUrl) or path.exists():
         with contextlib.suppress(StoreLockedError), \
                 Store.open(path, read_only=True, pending_ok=True, lock_timeout=lock_timeout):
             pass
 
 
 def _has_table(store: Store, name: str) -> bool:
-    return bool(store.rows("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = ?",
-                           [name])[0]["n"])
+    return store.has_table(name)
 
 
 
@@ -231,9 +232,12 @@ def _mark_path(db: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serving_mark(db: Path) -> Iterator[None]:
+def serving_mark(db: Path | DatabaseUrl) -> Iterator[None]:
     """Held by 'serve' while it runs (a shared lock on a file beside the database, released
     by the kernel if it dies), so that 'restore' can refuse to swap the database under it."""
+    if isinstance(db, DatabaseUrl):  # no file to swap on PostgreSQL
+        yield
+        return
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(_mark_path(db), "a+") as fh:
         try:

@@ -18,7 +18,38 @@ about three times faster than by strings at 10M rows (bench/summary_bench.py).
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, str]] = [
+_CHECKS = """
+        CREATE TABLE check_runs (
+            run_pk BIGINT PRIMARY KEY,
+            domain VARCHAR NOT NULL,
+            checked_at TIMESTAMP NOT NULL,
+            result VARCHAR NOT NULL,
+            errors INTEGER NOT NULL,
+            warnings INTEGER NOT NULL,
+            sts_id VARCHAR,
+            policy VARCHAR,
+            policy_sha256 VARCHAR,
+            hosted_id VARCHAR,
+            rua VARCHAR[],
+            mx VARCHAR[],{certificates}
+            alerts VARCHAR[]
+        );
+        CREATE TABLE check_findings (
+            run_pk BIGINT NOT NULL,
+            domain VARCHAR NOT NULL,
+            checked_at TIMESTAMP NOT NULL,
+            finding_index INTEGER NOT NULL,
+            severity VARCHAR NOT NULL,
+            code VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            message VARCHAR NOT NULL,
+            fix VARCHAR NOT NULL
+        );
+        """
+
+# (name, SQL): one text for both engines, or a text per engine where one statement cannot
+# be shared.
+MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
     (
         "0001_initial",
         """
@@ -42,7 +73,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE TABLE report_raw (
             report_pk BIGINT NOT NULL,
-            raw_gzip BLOB NOT NULL
+            raw_gzip BYTEA NOT NULL
         );
         CREATE TABLE policies (
             policy_pk BIGINT NOT NULL,
@@ -93,7 +124,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             reason VARCHAR NOT NULL,
             received_at TIMESTAMP NOT NULL,
             size BIGINT NOT NULL,
-            raw_gzip BLOB NOT NULL
+            raw_gzip BYTEA NOT NULL
         );
         """,
     ),
@@ -142,15 +173,16 @@ MIGRATIONS: list[tuple[str, str]] = [
                         WHEN sts_total = tlsa_total THEN 'same-sessions'
                         ELSE 'added' END AS counting
             FROM (SELECT report_pk, policy_domain, policy_type,
-                         max(total) FILTER (kind = 'sts') OVER w AS sts_total,
-                         max(total) FILTER (kind = 'tlsa') OVER w AS tlsa_total,
-                         max(failed) FILTER (kind = 'sts') OVER w AS sts_failed,
-                         max(failed) FILTER (kind = 'tlsa') OVER w AS tlsa_failed
+                         max(total) FILTER (WHERE kind = 'sts') OVER w AS sts_total,
+                         max(total) FILTER (WHERE kind = 'tlsa') OVER w AS tlsa_total,
+                         max(failed) FILTER (WHERE kind = 'sts') OVER w AS sts_failed,
+                         max(failed) FILTER (WHERE kind = 'tlsa') OVER w AS tlsa_failed
                   FROM (SELECT report_pk, policy_domain, policy_type, policy_type AS kind,
-                               sum(successful_sessions::HUGEINT + failed_sessions) AS total,
-                               sum(failed_sessions) AS failed
-                        FROM policies GROUP BY ALL)
-                  WINDOW w AS (PARTITION BY report_pk, policy_domain))
+                               sum(CAST(successful_sessions AS DECIMAL(38,0))
+                                   + failed_sessions) AS total,
+                               sum(CAST(failed_sessions AS DECIMAL(38,0))) AS failed
+                        FROM policies GROUP BY report_pk, policy_domain, policy_type) AS t
+                  WINDOW w AS (PARTITION BY report_pk, policy_domain)) AS f
         ) d
         WHERE policies.report_pk = d.report_pk AND policies.policy_domain = d.policy_domain
           AND policies.policy_type = d.policy_type;
@@ -190,37 +222,15 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         "0006_checks",
         # The MTA-STS/TLS-RPT checks 'serve' runs daily: one row per run with what it saw
-        # (the facts a later run is compared with), and its findings.
-        """
-        CREATE TABLE check_runs (
-            run_pk BIGINT PRIMARY KEY,
-            domain VARCHAR NOT NULL,
-            checked_at TIMESTAMP NOT NULL,
-            result VARCHAR NOT NULL,
-            errors INTEGER NOT NULL,
-            warnings INTEGER NOT NULL,
-            sts_id VARCHAR,
-            policy VARCHAR,
-            policy_sha256 VARCHAR,
-            hosted_id VARCHAR,
-            rua VARCHAR[],
-            mx VARCHAR[],
+        # (the facts a later run is compared with), and its findings.  DuckDB databases
+        # got ``certificates`` as a list of STRUCTs here, which PostgreSQL has no column
+        # for; 0009_portable makes it JSON text on both (added there on PostgreSQL).
+        {
+            "duckdb": _CHECKS.format(certificates="""
             certificates STRUCT(host VARCHAR, role VARCHAR, not_after TIMESTAMP,
-                                sha256 VARCHAR)[],
-            alerts VARCHAR[]
-        );
-        CREATE TABLE check_findings (
-            run_pk BIGINT NOT NULL,
-            domain VARCHAR NOT NULL,
-            checked_at TIMESTAMP NOT NULL,
-            finding_index INTEGER NOT NULL,
-            severity VARCHAR NOT NULL,
-            code VARCHAR NOT NULL,
-            subject VARCHAR NOT NULL,
-            message VARCHAR NOT NULL,
-            fix VARCHAR NOT NULL
-        );
-        """,
+                                sha256 VARCHAR)[],"""),
+            "postgresql": _CHECKS.format(certificates=""),
+        },
     ),
     (
         "0007_retention",
@@ -237,4 +247,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0009_portable",
+        # The check runs' certificates as JSON text on both engines (see 0006_checks):
+        # [{"host", "role", "not_after" (ISO, UTC), "sha256"}, ...].
+        {
+            "duckdb": """
+            ALTER TABLE check_runs ADD COLUMN certificates_json JSON;
+            UPDATE check_runs SET certificates_json = CAST(to_json(certificates) AS JSON);
+            ALTER TABLE check_runs DROP COLUMN certificates;
+            ALTER TABLE check_runs RENAME COLUMN certificates_json TO certificates;
+            """,
+            "postgresql": """
+            ALTER TABLE check_runs ADD COLUMN certificates JSON;
+            """,
+        },
+    ),
 ]
+
+
+def migration_sql(sql: str | dict[str, str], engine: str) -> str:
+    """A migration's text for ``engine`` ("duckdb" or "postgresql")."""
+    return sql if isinstance(sql, str) else sql[engine]

@@ -40,12 +40,10 @@ def delete_quarantine(store: Store, pks: Sequence[int]) -> int:
     if not pks:
         return 0
     marks = ", ".join("?" for _ in pks)
-    rows = store.con.execute(f"DELETE FROM quarantine WHERE quarantine_pk IN ({marks}) "
-                             "RETURNING quarantine_pk", list(pks)).fetchall()
-    return len(rows)
+    return len(store.rows(f"DELETE FROM quarantine WHERE quarantine_pk IN ({marks}) "
+                          "RETURNING quarantine_pk", list(pks)))
 
 
 def set_quarantine_reason(store: Store, pk: int, reason: str) -> None:
     """Record the reason of the latest refusal (after a retry)."""
-    store.con.execute("UPDATE quarantine SET reason = ? WHERE quarantine_pk = ?",
-                      [reason, pk]).fetchall()
+    store.execute("UPDATE quarantine SET reason = ? WHERE quarantine_pk = ?", [reason, pk])

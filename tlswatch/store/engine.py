@@ -1,0 +1,353 @@
+"""The two engines behind ``Store``: DuckDB (a file, the default) and PostgreSQL (a URL).
+
+Every query is written once, in SQL both accept (``?`` and ``$name`` placeholders).  What
+differs lives here and only here: connecting, the placeholder syntax of psycopg, making an
+Arrow table queryable (``scratch``), bulk appends, which errors mean "locked" or "cannot
+write now", and the Python types of results (integral decimals are ints, JSON is text,
+arrays are lists, timestamps naive UTC, on both engines).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pyarrow as pa
+from psycopg import errors as pgerrors
+from psycopg import sql as pgsql
+from psycopg.types.string import TextLoader
+
+from tlswatch.dburl import DatabaseUrl
+from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
+
+Params = Sequence[Any] | dict[str, Any]
+
+# Writing transactions on PostgreSQL hold this transaction-scoped advisory lock (any
+# 64-bit number; these are the bytes of "tlsw"), see ``Postgres.begin``.
+WRITE_LOCK = 0x746C7377
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _normalise(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Integral decimals (sums cast to DECIMAL(38,0), PostgreSQL's numeric sums) as int."""
+    return [tuple(_plain(v) for v in row) if any(isinstance(v, Decimal) for v in row) else row
+            for row in rows]
+
+
+class DuckDB:
+    """One DuckDB database file."""
+
+    name = "duckdb"
+    Error: type[Exception] = duckdb.Error
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, where: Path) -> None:
+        self.con = con
+        self.where = where
+
+    @classmethod
+    def connect(cls, path: Path, *, read_only: bool, lock_timeout: float) -> DuckDB:
+        """Open the file, waiting up to ``lock_timeout`` for another process's lock (DuckDB
+        lets one process write a file at a time; its message names the PID in the way)."""
+        if read_only and not path.exists():
+            raise StoreError(f"{path}: no database here yet; load reports first with "
+                             f"'tlswatch --db {path} ingest PATH'")
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                return cls(duckdb.connect(str(path), read_only=read_only), path)
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{path}: the database is locked by another process and was not "
+                        f"released within {lock_timeout:g}s ({exc}). Stop that process or "
+                        "retry when it is done.") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def query(self, sql: str, params: Params) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self.con.execute(sql, params)
+        names = [d[0] for d in cur.description or []]
+        return names, _normalise(cur.fetchall())
+
+    def execute(self, sql: str, params: Params) -> None:
+        self.con.execute(sql, params).fetchall()
+
+    def script(self, sql: str) -> None:
+        self.con.execute(sql).fetchall()
+
+    def arrow(self, sql: str, params: Params) -> pa.Table:
+        return self.con.execute(sql, params).to_arrow_table()
+
+    @contextmanager
+    def scratch(self, name: str, data: pa.Table) -> Iterator[None]:
+        self.con.register(name, data)
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        with self.scratch("_batch", data):
+            columns = ", ".join(data.column_names)
+            self.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch", ())
+
+    def begin(self, *, write: bool) -> None:
+        self.con.begin()
+
+    def commit(self) -> None:
+        try:
+            self.con.commit()
+        except duckdb.Error as exc:  # values are checked as written: a commit fails on the file
+            raise StoreWriteError(f"{self.where}: cannot write the database now: {exc}") from exc
+
+    def rollback(self) -> None:
+        self.con.rollback()
+
+    def failure(self, exc: BaseException) -> StoreError | None:
+        """The named error a failed statement in a transaction stands for, if any."""
+        if isinstance(exc, duckdb.IOException):  # the file failed, not the values (disk full)
+            return StoreWriteError(f"{self.where}: cannot write the database now: {exc}")
+        return None
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|::|\?|\$[A-Za-z_]\w*|%""")
+
+
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """``?`` and ``$name`` placeholders as psycopg's ``%s`` and ``%(name)s``; a literal
+    ``%`` doubled (psycopg reads % everywhere, string literals included).  String literals,
+    quoted names, comments and ``::`` casts are kept as written."""
+    def one(match: re.Match[str]) -> str:
+        token = match.group()
+        if token == "?":
+            return "%s"
+        if token.startswith("$"):
+            return f"%({token[1:]})s"
+        return token.replace("%", "%%")
+    return _TOKENS.sub(one, sql)
+
+
+_ARROW_TO_PG = [
+    (pa.types.is_boolean, "BOOLEAN"), (pa.types.is_int8, "SMALLINT"),
+    (pa.types.is_int16, "SMALLINT"), (pa.types.is_int32, "INTEGER"),
+    (pa.types.is_int64, "BIGINT"), (pa.types.is_uint8, "SMALLINT"),
+    (pa.types.is_uint16, "INTEGER"), (pa.types.is_uint32, "BIGINT"),
+    (pa.types.is_uint64, "NUMERIC"), (pa.types.is_floating, "DOUBLE PRECISION"),
+    (pa.types.is_decimal, "NUMERIC"), (pa.types.is_string, "VARCHAR"),
+    (pa.types.is_large_string, "VARCHAR"), (pa.types.is_binary, "BYTEA"),
+    (pa.types.is_large_binary, "BYTEA"), (pa.types.is_date, "DATE"),
+    (pa.types.is_timestamp, "TIMESTAMP"), (pa.types.is_null, "VARCHAR"),
+]
+
+
+def pg_type(kind: pa.DataType) -> str:
+    """The PostgreSQL column type holding an Arrow type (lists become arrays)."""
+    if pa.types.is_dictionary(kind):
+        return pg_type(kind.value_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pg_type(kind.value_type) + "[]"
+    for test, name in _ARROW_TO_PG:
+        if test(kind):
+            return name
+    raise StoreError(f"no PostgreSQL column type for the Arrow type {kind}")
+
+
+_PG_TO_ARROW = {"int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
+                "bool": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us"),
+                "bytea": pa.binary(), "float4": pa.float32(), "float8": pa.float64()}
+_TEXT = ("text", "varchar", "json", "jsonb", "bpchar", "name")
+
+
+class Postgres:
+    """One connection to a PostgreSQL database, in autocommit mode between transactions."""
+
+    name = "postgresql"
+    Error: type[Exception] = psycopg.Error
+
+    def __init__(self, con: psycopg.Connection[tuple[Any, ...]], where: DatabaseUrl) -> None:
+        self.con = con
+        self.where = where
+
+    @classmethod
+    def connect(cls, url: DatabaseUrl, *, read_only: bool, lock_timeout: float) -> Postgres:
+        """Connect; a server that is down or unreachable is a transient error (the spool
+        keeps reports until it is back), a refused login or a missing database is not."""
+        try:
+            con = psycopg.connect(url.secret, autocommit=True, connect_timeout=10,
+                                  application_name="tlswatch")
+        except psycopg.Error as exc:
+            reason = _clean(exc, url)
+            if _refused(reason):
+                raise StoreError(f"{url}: PostgreSQL refused the connection: {reason}") from None
+            raise StoreWriteError(f"{url}: cannot reach PostgreSQL now: {reason}") from None
+        for kind in ("json", "jsonb"):  # JSON columns read as text, as on DuckDB
+            con.adapters.register_loader(kind, TextLoader)
+        # Timestamps are naive UTC; lock waits end after lock_timeout like DuckDB's.
+        con.execute("SET TIME ZONE 'UTC'")
+        con.execute(pgsql.SQL("SET lock_timeout = {}").format(
+            pgsql.Literal(f"{max(1, round(lock_timeout * 1000))}ms")))
+        if read_only:
+            con.execute("SET default_transaction_read_only = on")
+        return cls(con, url)
+
+    def _run(self, sql: str, params: Params) -> psycopg.Cursor[tuple[Any, ...]]:
+        try:
+            return self.con.execute(translate(sql), params)
+        except psycopg.OperationalError as exc:
+            raise self.failure(exc) or exc from exc
+
+    def query(self, sql: str, params: Params) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self._run(sql, params)
+        names = [d.name for d in cur.description or []]
+        return names, _normalise(cur.fetchall()) if cur.description else []
+
+    def execute(self, sql: str, params: Params) -> None:
+        self._run(sql, params)
+
+    def script(self, sql: str) -> None:
+        """Several statements without parameters (a migration)."""
+        try:
+            self.con.execute(sql.encode())
+        except psycopg.OperationalError as exc:
+            raise self.failure(exc) or exc from exc
+
+    def arrow(self, sql: str, params: Params) -> pa.Table:
+        cur = self._run(sql, params)
+        rows = _normalise(cur.fetchall())
+        described = cur.description or []
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in described]
+        return pa.table({d.name: pa.array(list(values), self._arrow_type(d.type_code))
+                         for d, values in zip(described, columns, strict=True)})
+
+    def _arrow_type(self, oid: int) -> pa.DataType | None:
+        """The Arrow type of a result column; None lets Arrow choose (numeric sums, which
+        are integral, become int64)."""
+        info = self.con.adapters.types.get(oid)
+        name = info.name if info is not None else ""
+        kind = pa.string() if name in _TEXT else _PG_TO_ARROW.get(name)
+        if info is not None and oid == info.array_oid:
+            return pa.list_(kind) if kind is not None else None
+        return kind
+
+    @contextmanager
+    def scratch(self, name: str, data: pa.Table) -> Iterator[None]:
+        """A TEMP table of the Arrow table's columns, filled with COPY, dropped after."""
+        columns = pgsql.SQL(", ").join(
+            pgsql.SQL("{} {}").format(pgsql.Identifier(f.name), pgsql.SQL(pg_type(f.type)))
+            for f in data.schema)
+        self._run_sql(pgsql.SQL("CREATE TEMP TABLE {} ({})").format(
+            pgsql.Identifier(name), columns))
+        try:
+            self.insert(name, data)
+            yield
+        finally:
+            if not self.con.closed and self.con.info.transaction_status in (
+                    psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS):
+                self._run_sql(pgsql.SQL("DROP TABLE IF EXISTS {}").format(
+                    pgsql.Identifier(name)))
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        """Append with COPY (one round trip for the batch)."""
+        if data.num_rows == 0:
+            return
+        statement = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
+            pgsql.Identifier(table),
+            pgsql.SQL(", ").join(pgsql.Identifier(c) for c in data.column_names))
+        columns = [column.to_pylist() for column in data.columns]
+        try:
+            with self.con.cursor() as cur, cur.copy(statement) as copy:
+                for row in zip(*columns, strict=True):
+                    copy.write_row(row)
+        except psycopg.OperationalError as exc:
+            raise self.failure(exc) or exc from exc
+
+    def _run_sql(self, statement: pgsql.Composed) -> None:
+        try:
+            self.con.execute(statement)
+        except psycopg.OperationalError as exc:
+            raise self.failure(exc) or exc from exc
+
+    def begin(self, *, write: bool) -> None:
+        """Start a transaction; a writing one first takes the one write lock.
+
+        Several processes, on several machines, may write one database.  The loader's
+        keys are max()+1, ``names`` numbers new strings after the largest id, and a report
+        is checked for duplicates before it is inserted: all three are only right if no
+        other writer does the same in between.  A transaction-scoped advisory lock
+        (``pg_advisory_xact_lock``) makes writing transactions take turns, as DuckDB's
+        file lock does; PostgreSQL releases it at commit or rollback, even when a process
+        dies.  Readers never wait for it.  The wait is bounded by ``lock_timeout``."""
+        self._run("BEGIN", ())
+        if write:
+            self._run("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK])
+
+    def commit(self) -> None:
+        try:
+            self.con.execute("COMMIT")
+        except psycopg.Error as exc:
+            raise self.failure(exc) or StoreWriteError(
+                f"{self.where}: cannot write the database now: {_clean(exc, self.where)}"
+            ) from exc
+
+    def rollback(self) -> None:
+        if self.con.closed or self.con.broken:
+            return
+        self.con.execute("ROLLBACK")
+
+    def failure(self, exc: BaseException) -> StoreError | None:
+        """A lock wait that timed out, a conflict between writers, or a server that went
+        away (or is shutting down, or full) is transient: the same work succeeds later."""
+        if isinstance(exc, pgerrors.LockNotAvailable | pgerrors.TransactionRollback):
+            return StoreLockedError(
+                f"{self.where}: the database is busy with another writer and did not let go "
+                f"in time ({_clean(exc, self.where)}); retry when it is done.")
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreWriteError(f"{self.where}: cannot write the database now: "
+                                   f"{_clean(exc, self.where)}")
+        return None
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _clean(exc: BaseException, url: DatabaseUrl) -> str:
+    """psycopg's message on one line, without the password should it repeat the URL."""
+    text = " ".join(str(exc).split())
+    return text.replace(url.secret, str(url))
+
+
+def _refused(reason: str) -> bool:
+    """The server answered and said no: retrying will not help."""
+    reason = reason.lower()
+    return any(words in reason for words in (
+        "authentication failed", "does not exist", "no password supplied",
+        "no pg_hba.conf entry", "permission denied", "invalid dsn", "invalid uri",
+        "invalid connection option", "invalid integer value", "password authentication"))
