@@ -18,6 +18,9 @@ from tlswatch.store import Store
 from tlswatch.store.maintenance import uncompacted
 from tlswatch.upkeep import daily_prune
 
+# Pruning and compaction (store/maintenance.py) still speak DuckDB only.
+pytestmark = pytest.mark.duckdb_only
+
 TODAY = datetime.now(UTC).date()
 OLD = TODAY - timedelta(days=200)
 RECENT = TODAY - timedelta(days=3)

@@ -49,6 +49,7 @@ def hold_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.duckdb_only
 def test_locked_database_names_the_process_in_the_way(db: Path) -> None:
     Store.open(db).close()
     proc = hold_lock(db, 30)
@@ -62,6 +63,7 @@ def test_locked_database_names_the_process_in_the_way(db: Path) -> None:
         proc.wait()
 
 
+@pytest.mark.duckdb_only
 def test_a_briefly_held_lock_is_waited_for(db: Path) -> None:
     Store.open(db).close()
     proc = hold_lock(db, 0.5)
@@ -74,6 +76,7 @@ def test_a_briefly_held_lock_is_waited_for(db: Path) -> None:
         proc.wait()
 
 
+@pytest.mark.duckdb_only
 def test_cli_reports_the_lock_cleanly(cli: Cli, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store.open(db).close()
     proc = hold_lock(db, 30)
@@ -87,6 +90,7 @@ def test_cli_reports_the_lock_cleanly(cli: Cli, db: Path, monkeypatch: pytest.Mo
         proc.wait()
 
 
+@pytest.mark.duckdb_only
 def test_upgrade_recounts_stored_reports_by_the_senders_layout(db: Path) -> None:
     import duckdb
 
@@ -119,6 +123,7 @@ def test_upgrade_recounts_stored_reports_by_the_senders_layout(db: Path) -> None
     assert detail == [{"counted": False}]  # it followed its policy row
 
 
+@pytest.mark.duckdb_only
 def test_a_truncated_database_file_is_refused_at_open(cli: Cli, db: Path) -> None:
     cli.json("ingest", str(VALID))
     size = db.stat().st_size

@@ -7,10 +7,13 @@ import subprocess
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.conftest import VALID, Cli
 from tests.serving import CLI
 from tlswatch.store.migrations import MIGRATIONS, migration_sql
+
+pytestmark = pytest.mark.duckdb_only  # older and newer databases are made as DuckDB files
 
 NEWER = "0099_from_a_newer_tlswatch"
 

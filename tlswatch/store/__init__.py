@@ -92,8 +92,11 @@ class Store:
             with self.transaction():
                 self.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                              "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+        done = {r["name"] for r in self.rows("SELECT name FROM schema_migrations")}
         applied = []
         for name, sql in MIGRATIONS:
+            if name in done:
+                continue
             with self.transaction():
                 if self.value("SELECT count(*) FROM schema_migrations WHERE name = ?", [name]):
                     continue
