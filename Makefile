@@ -29,7 +29,8 @@ run: $(STAMP)
 
 ## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy),
 ## and promtool (Debian's prometheus, without its recommends) to check deploy/prometheus-alerts.yml
-## Postfix (relay, LMTP and pipe, as deploy/postfix.md says), systemd (systemd-analyze verify)
+## Postfix (relay, LMTP and pipe, as deploy/postfix.md says), systemd (systemd-analyze verify),
+## PostgreSQL 15 (the tests start their own cluster in a temp dir, on a unix socket)
 system-deps:
 	@missing=""; \
 	command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
@@ -37,6 +38,7 @@ system-deps:
 	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (the tests run them for real)"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
@@ -56,6 +58,7 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+	TLSWATCH_TEST_ENGINE=postgresql $(BIN)/pytest -q tests/store
 
 ## bench: the benchmarks (installs parsedmarc into the venv for the comparison)
 bench: $(STAMP)
