@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import VALID, Cli, make_report, policy, write_json
 from tests.pg import Cluster
 from tests.serving import CLI
-from tlswatch.errors import StoreError, StoreWriteError
+from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
 from tlswatch.store import Store
 from tlswatch.store.checks import latest_run
 from tlswatch.store.migrations import MIGRATIONS, migration_sql
@@ -61,6 +61,21 @@ def test_a_read_only_store_cannot_write(pg_url: str) -> None:
     with Store.open(pg_url, read_only=True) as store, \
             pytest.raises(Exception, match="read-only transaction"):
         store.execute("DELETE FROM reports")
+
+
+def test_a_writer_waits_for_another_and_gives_up_after_lock_timeout(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_json(tmp_path / "r.json", make_report())
+    with Store.open(pg_url) as holder, holder.transaction():  # holds the write lock
+        with Store.open(pg_url, lock_timeout=0.3) as other:
+            with pytest.raises(StoreLockedError, match="busy with another writer"), \
+                    other.transaction():
+                pass
+            assert other.value("SELECT count(*) FROM reports") == 0  # still usable
+        monkeypatch.setenv("TLSWATCH_LOCK_TIMEOUT", "0.3")
+        out = Cli(pg_url)("ingest", str(tmp_path / "r.json"), code=75)  # EX_TEMPFAIL
+        assert "busy with another writer" in out.stderr
+    assert Cli(pg_url).json("ingest", str(tmp_path / "r.json"))["accepted"] == 1
 
 
 def _corpus(folder: Path, first: int, last: int) -> Path:

@@ -399,6 +399,13 @@ _ALERT_SCHEMA = pa.schema([("alert_pk", pa.int64()), ("policy_domain", pa.string
                            ("message", pa.string()), ("details", pa.string())])
 
 
+def exists(db: Path | str) -> bool:
+    """Whether there is a database to open: a DuckDB file that exists, or any PostgreSQL URL
+    (opening it tells whether the server answers and has tables)."""
+    where = location(db)
+    return isinstance(where, DatabaseUrl) or where.exists()
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 

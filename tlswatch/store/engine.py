@@ -41,9 +41,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _normalise(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Integral decimals (sums cast to DECIMAL(38,0), PostgreSQL's numeric sums) as int."""
-    return [tuple(_plain(v) for v in row) if any(isinstance(v, Decimal) for v in row) else row
+def _normalise(rows: list[tuple[Any, ...]], decimals: list[int]) -> list[tuple[Any, ...]]:
+    """Integral decimals (sums cast to DECIMAL(38,0), PostgreSQL's numeric sums) as int;
+    ``decimals``: the positions of the result's decimal columns."""
+    if not decimals:
+        return rows
+    return [tuple(_plain(v) if i in decimals else v for i, v in enumerate(row))
             for row in rows]
 
 
@@ -84,8 +87,9 @@ class DuckDB:
 
     def query(self, sql: str, params: Params) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self.con.execute(sql, params)
-        names = [d[0] for d in cur.description or []]
-        return names, _normalise(cur.fetchall())
+        described = cur.description or []
+        decimals = [i for i, d in enumerate(described) if str(d[1]).startswith("DECIMAL")]
+        return [d[0] for d in described], _normalise(cur.fetchall(), decimals)
 
     def execute(self, sql: str, params: Params) -> None:
         self.con.execute(sql, params).fetchall()
@@ -94,7 +98,7 @@ class DuckDB:
         self.con.execute(sql).fetchall()
 
     def arrow(self, sql: str, params: Params) -> pa.Table:
-        return self.con.execute(sql, params).to_arrow_table()
+        return self.con.sql(sql, params=params).to_arrow_table()
 
     @contextmanager
     def scratch(self, name: str, data: pa.Table) -> Iterator[None]:
@@ -226,8 +230,9 @@ class Postgres:
 
     def query(self, sql: str, params: Params) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self._run(sql, params)
-        names = [d.name for d in cur.description or []]
-        return names, _normalise(cur.fetchall()) if cur.description else []
+        described = cur.description or []
+        rows = _normalise(cur.fetchall(), _decimals(described)) if described else []
+        return [d.name for d in described], rows
 
     def execute(self, sql: str, params: Params) -> None:
         self._run(sql, params)
@@ -241,8 +246,8 @@ class Postgres:
 
     def arrow(self, sql: str, params: Params) -> pa.Table:
         cur = self._run(sql, params)
-        rows = _normalise(cur.fetchall())
         described = cur.description or []
+        rows = _normalise(cur.fetchall(), _decimals(described))
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in described]
         return pa.table({d.name: pa.array(list(values), self._arrow_type(d.type_code))
                          for d, values in zip(described, columns, strict=True)})
@@ -307,7 +312,11 @@ class Postgres:
         dies.  Readers never wait for it.  The wait is bounded by ``lock_timeout``."""
         self._run("BEGIN", ())
         if write:
-            self._run("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK])
+            try:
+                self._run("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK])
+            except BaseException:
+                self.rollback()  # the connection stays usable after a lock timeout
+                raise
 
     def commit(self) -> None:
         try:
@@ -336,6 +345,13 @@ class Postgres:
 
     def close(self) -> None:
         self.con.close()
+
+
+NUMERIC = 1700  # PostgreSQL's type oid of numeric
+
+
+def _decimals(described: Sequence[psycopg.Column]) -> list[int]:
+    return [i for i, d in enumerate(described) if d.type_code == NUMERIC]
 
 
 def _clean(exc: BaseException, url: DatabaseUrl) -> str:
