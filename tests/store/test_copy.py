@@ -1,0 +1,89 @@
+"""`tlswatch db copy`: a whole store to the other engine and back, losing nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tests.conftest import Cli
+from tests.pg import Cluster
+from tlswatch.cli import app
+from tlswatch.store import Store
+from tlswatch.store.copy import copy_between, tables
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_reports"
+
+
+def contents(where: Path | str) -> dict[str, list[str]]:
+    """Every table's rows (and the migrations and sequences), in a comparable form."""
+    with Store.open(where, read_only=True) as store:
+        found = {t: sorted(repr(tuple(bytes(v) if isinstance(v, memoryview) else v
+                                      for v in row.values()))
+                           for row in store.rows(f"SELECT * FROM {t}"))
+                 for t in tables(store)}
+        found["schema_migrations"] = [r["name"] for r in store.rows(
+            "SELECT name FROM schema_migrations ORDER BY name")]
+    return found
+
+
+def build(db: Path) -> None:
+    cli = Cli(db)
+    cli("ingest", str(SAMPLES), code=None)
+    with Store.open(db) as store:  # a delivery group handed out, so the sequence has moved
+        for _ in range(3):
+            store.next_outbox_batch()
+
+
+def test_round_trip_duckdb_postgresql_duckdb(tmp_path: Path, pg_url: str) -> None:
+    first, last = tmp_path / "first.duckdb", tmp_path / "last.duckdb"
+    build(first)
+    before = contents(first)
+    assert before["reports"] and before["report_raw"] and before["quarantine"]
+
+    out = CliRunner().invoke(app, ["db", "copy", str(first), pg_url], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "report_raw" in out.stdout and "verified" in out.stdout
+    assert contents(pg_url) == before
+
+    copy_between(pg_url, str(last))
+    assert contents(last) == before
+    with Store.open(last) as store:  # the next delivery group continues after the source's
+        assert store.next_outbox_batch() == 4
+
+
+def test_refuses_a_store_that_holds_data(tmp_path: Path) -> None:
+    first, other = tmp_path / "first.duckdb", tmp_path / "other.duckdb"
+    build(first)
+    Cli(other)("ingest", str(SAMPLES / "valid" / "company-x"), code=None)
+    kept = contents(other)
+    assert kept["reports"]
+    out = CliRunner().invoke(app, ["db", "copy", str(first), str(other)])
+    assert out.exit_code == 1
+    assert "is not empty" in out.stderr and str(other) in out.stderr
+    assert contents(other) == kept
+
+
+def test_refuses_copying_a_store_onto_itself(tmp_path: Path) -> None:
+    first = tmp_path / "first.duckdb"
+    build(first)
+    out = CliRunner().invoke(app, ["db", "copy", str(first), str(tmp_path / "." / "first.duckdb")])
+    assert out.exit_code == 1 and "the same store" in out.stderr
+
+
+def test_password_never_shown(tmp_path: Path, pg_cluster: Cluster) -> None:
+    first = tmp_path / "first.duckdb"
+    build(first)
+    name = pg_cluster.create()
+    try:
+        url = pg_cluster.url(name, user="tlswatch_pw:s3cret-pw")
+        out = CliRunner().invoke(app, ["db", "copy", str(first), url])
+        assert out.exit_code == 0, out.output
+        assert "s3cret-pw" not in out.output and "***" in out.stdout
+        wrong = pg_cluster.url(name, user="tlswatch_pw:not-the-pw")
+        out = CliRunner().invoke(app, ["db", "copy", str(first), wrong])
+        assert out.exit_code != 0 and "not-the-pw" not in out.output
+    finally:
+        pg_cluster.drop(name)
+
+

@@ -1,0 +1,226 @@
+"""Copy a whole store into an empty one, on either engine (``tlswatch db copy``).
+
+Every table is copied as it is (keys, raw reports, the migrations record), in batches of
+rows read through the store's Arrow surface, all inside one transaction on the
+destination: a copy that fails half way leaves the destination as empty as it was, so a
+half copy can never look complete.  After the copy each table is read back from the
+destination and compared with the source by row count and an order-free checksum of its
+rows.
+
+The one thing the two engines do differently here is a sequence's position (the numbers
+that group deliveries): read and set with each engine's own catalog, in ``_sequences``
+and ``_set_sequence``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from tlswatch.dburl import is_url, location
+from tlswatch.errors import StoreError
+from tlswatch.store import Store
+
+BATCH_ROWS = 50_000
+_INTEGER = ("bigint", "integer", "smallint", "int8", "int4", "int2", "hugeint")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # the engine's type name, lower case
+
+
+@dataclass
+class TableCopy:
+    """What was copied into one table, and whether the destination matches the source."""
+
+    table: str
+    rows: int
+    checksum: str
+    verified: bool = False
+
+
+def tables(store: Store) -> dict[str, list[Column]]:
+    """The store's tables (but the migrations record) and their columns, in order."""
+    rows = store.rows(
+        "SELECT t.table_name AS t, c.column_name AS c, lower(c.data_type) AS k "
+        "FROM information_schema.tables t JOIN information_schema.columns c "
+        "ON c.table_schema = t.table_schema AND c.table_name = t.table_name "
+        "WHERE t.table_schema = current_schema() AND t.table_type = 'BASE TABLE' "
+        "AND t.table_name <> 'schema_migrations' "
+        "ORDER BY t.table_name, c.ordinal_position")
+    found: dict[str, list[Column]] = {}
+    for row in rows:
+        found.setdefault(row["t"], []).append(Column(row["c"], row["k"]))
+    return found
+
+
+def copy_store(src: Store, dst: Store, *, batch_rows: int = BATCH_ROWS,
+               progress: Callable[[TableCopy], None] | None = None) -> list[TableCopy]:
+    """Copy every row of ``src`` into the empty ``dst`` (both already migrated alike), then
+    verify each table; raise StoreError when something does not match."""
+    layout = _same_layout(src, dst)
+    _refuse_non_empty(dst, layout)
+    copied: list[TableCopy] = []
+    with dst.transaction():
+        for table, columns in layout.items():
+            digest = _Digest()
+            for batch in _pages(src, table, columns, batch_rows):
+                digest.add(batch)
+                dst.insert(table, batch)
+            copied.append(TableCopy(table, digest.rows, digest.hexdigest()))
+        for name, position in _sequences(src).items():
+            _set_sequence(dst, name, position)
+    for done in copied:
+        again = _Digest()
+        for batch in _pages(dst, done.table, layout[done.table], batch_rows):
+            again.add(batch)
+        done.verified = (again.rows, again.hexdigest()) == (done.rows, done.checksum)
+        if progress is not None:
+            progress(done)
+        if not done.verified:
+            raise StoreError(f"{dst.path}: table {done.table} does not match {src.path} after "
+                             f"the copy ({again.rows:,} rows read back, {done.rows:,} copied)")
+    if _sequences(dst) != _sequences(src):
+        raise StoreError(f"{dst.path}: the sequence positions differ from {src.path} after "
+                         "the copy")
+    return copied
+
+
+def _same_layout(src: Store, dst: Store) -> dict[str, list[Column]]:
+    """The tables to copy; the two stores must have the same migrations and tables."""
+    done = {r["name"] for r in src.rows("SELECT name FROM schema_migrations")}
+    there = {r["name"] for r in dst.rows("SELECT name FROM schema_migrations")}
+    if done != there:
+        raise StoreError(f"{src.path} and {dst.path} have different migrations "
+                         f"({sorted(done ^ there)}); run 'tlswatch db upgrade' on the older "
+                         "one first")
+    layout, other = tables(src), tables(dst)
+    if sorted(layout) != sorted(other) or any(
+            [c.name for c in layout[t]] != [c.name for c in other[t]] for t in layout):
+        raise StoreError(f"{src.path} and {dst.path} have different tables or columns "
+                         "although their migrations match; the copy is not made")
+    return layout
+
+
+def _refuse_non_empty(dst: Store, layout: dict[str, list[Column]]) -> None:
+    for table in layout:
+        rows = int(dst.value(f"SELECT count(*) FROM {table}"))
+        if rows:
+            raise StoreError(f"{dst.path}: is not empty ({table} has {rows:,} rows); "
+                             "'db copy' only writes into an empty store, so that nothing "
+                             "is mixed or overwritten. Name a new file or database.")
+
+
+def _page_key(columns: list[Column]) -> Column | None:
+    """The column batches are cut along: a numeric key, else the report day, else none
+    (a small table read whole)."""
+    for column in columns:
+        if column.kind in _INTEGER and column.name.endswith(("_pk", "_id")):
+            return column
+    return next((c for c in columns if c.name == "day" and c.kind == "date"), None)
+
+
+def _pages(store: Store, table: str, columns: list[Column], batch: int) -> Iterator[pa.Table]:
+    """The table's rows in bounded batches (by ranges of the page key)."""
+    names = ", ".join(c.name for c in columns)
+    key = _page_key(columns)
+    if key is None:
+        yield store.arrow(f"SELECT {names} FROM {table}")
+        return
+    if key.kind == "date":
+        days = [r["d"] for r in store.rows(f"SELECT DISTINCT {key.name} AS d FROM {table} "
+                                           f"ORDER BY {key.name}")]
+        for day in days:
+            yield store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} = ?", [day])
+        nulls = store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} IS NULL")
+        if nulls.num_rows:
+            yield nulls
+        return
+    bounds = store.rows(f"SELECT min({key.name}) AS lo, max({key.name}) AS hi, "
+                        f"count(*) AS n FROM {table}")[0]
+    if not bounds["n"]:
+        return
+    lo, hi, n = int(bounds["lo"]), int(bounds["hi"]), int(bounds["n"])
+    step = max(1, math.ceil((hi - lo + 1) * batch / n))
+    for start in range(lo, hi + 1, step):
+        page = store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} >= ? "
+                           f"AND {key.name} < ?", [start, start + step])
+        if page.num_rows:
+            yield page
+    nulls = store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} IS NULL")
+    if nulls.num_rows:
+        yield nulls
+
+
+class _Digest:
+    """A row count and an order-free checksum (the sum of each row's SHA-256)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.total = 0
+
+    def add(self, batch: pa.Table) -> None:
+        for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+            text = repr(tuple(_comparable(v) for v in row)).encode()
+            self.total = (self.total + int.from_bytes(hashlib.sha256(text).digest())) % 2**256
+        self.rows += batch.num_rows
+
+    def hexdigest(self) -> str:
+        return f"{self.total:064x}"
+
+
+def _comparable(value: Any) -> Any:
+    """A value in the form both engines give back (memoryview and bytearray as bytes)."""
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def _sequences(store: Store) -> dict[str, int | None]:
+    """Each sequence's last number handed out (None when it has handed out none)."""
+    if store.engine == "duckdb":
+        rows = store.rows("SELECT sequence_name AS name, last_value AS last "
+                          "FROM duckdb_sequences() WHERE schema_name = current_schema() "
+                          "ORDER BY sequence_name")
+        return {r["name"]: r["last"] for r in rows}
+    names = [r["n"] for r in store.rows(
+        "SELECT sequence_name AS n FROM information_schema.sequences "
+        "WHERE sequence_schema = current_schema() ORDER BY sequence_name")]
+    found: dict[str, int | None] = {}
+    for name in names:
+        row = store.rows(f"SELECT last_value AS last, is_called AS called FROM {name}")[0]
+        found[name] = int(row["last"]) if row["called"] else None
+    return found
+
+
+def _set_sequence(store: Store, name: str, last: int | None) -> None:
+    """Make ``name`` continue after ``last`` (as if it had handed out ``last``)."""
+    if last is None:
+        return
+    if store.engine == "duckdb":  # DuckDB cannot move a sequence: make it anew
+        store.execute(f"DROP SEQUENCE {name}")
+        store.execute(f"CREATE SEQUENCE {name} START {int(last)}")
+        store.execute(f"SELECT nextval('{name}')")
+    else:
+        store.execute("SELECT setval(?, ?)", [name, int(last)])
+
+
+def copy_between(src: str, dst: str, *, lock_timeout: float = 10.0,
+                 progress: Callable[[TableCopy], None] | None = None) -> list[TableCopy]:
+    """Open the source read-only and the (new, empty) destination, and copy."""
+    if str(location(src)) == str(location(dst)) or (
+            not is_url(src) and not is_url(dst) and Path(src).resolve() == Path(dst).resolve()):
+        raise StoreError(f"{location(src)}: the source and the destination are the same store")
+    with (Store.open(src, read_only=True, lock_timeout=lock_timeout) as source,
+          Store.open(dst, lock_timeout=lock_timeout) as target):
+        return copy_store(source, target, progress=progress)
