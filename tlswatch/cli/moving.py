@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tlswatch.cli.base import _errors, _state, echo
+from tlswatch.analytics.render import Format, render_rows, to_json
+from tlswatch.cli.base import FormatOpt, _errors, _format, _read_store, _state, echo
+from tlswatch.cli.reading import export_app
 from tlswatch.cli.upkeep import db_app
 
 
@@ -34,3 +37,30 @@ def copy(
                                                     "verified"))
         echo(f"copied {len(done)} tables, {sum(t.rows for t in done):,} rows, from "
              f"{location(src)} to {location(dst)}")
+
+
+@export_app.command("lake")
+def lake(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="The lake's folder (created if "
+                                      "missing).")],
+    fmt: FormatOpt = None,
+) -> None:
+    """Write the tables as Parquet, partitioned by day (Hive layout).
+
+    Later runs write only new days, and rewrite a day whose rows changed since (a late
+    report). DuckDB, pyarrow, pandas and Spark read each table folder as one dataset.
+    """
+    from tlswatch.lake import export_lake
+
+    settings = _state(ctx).settings
+    with _errors(), _read_store(settings) as store:
+        run = export_lake(store, out)
+    chosen = _format(fmt)
+    if chosen is Format.json:
+        echo(to_json(run.as_dict()))
+        return
+    rows = [{"table": t.table, "days written": t.days_written,
+             "days unchanged": t.days_unchanged, "rows written": t.rows_written}
+            for t in run.tables]
+    echo(render_rows(rows, chosen, title=f"Lake {out}"), nl=False)
