@@ -87,3 +87,22 @@ def test_password_never_shown(tmp_path: Path, pg_cluster: Cluster) -> None:
         pg_cluster.drop(name)
 
 
+
+
+def test_checksum_sees_one_changed_value_but_not_row_order() -> None:
+    from datetime import date
+
+    import pyarrow as pa
+
+    from tlswatch.store.copy import _Digest
+
+    def digest(rows: list[tuple[int, str, list[str] | None, date]]) -> str:
+        d = _Digest()
+        d.add(pa.table({"k": [r[0] for r in rows], "s": [r[1] for r in rows],
+                        "l": [r[2] for r in rows], "d": [r[3] for r in rows]}))
+        return d.hexdigest()
+
+    rows = [(1, "a", ["x", "y"], date(2026, 11, 1)), (2, "b", None, date(2026, 11, 2))]
+    assert digest(rows) == digest(rows[::-1])
+    assert digest(rows) != digest([rows[0], (2, "b", None, date(2026, 11, 3))])
+    assert digest(rows) != digest([(1, "a", ["x", "z"], date(2026, 11, 1)), rows[1]])

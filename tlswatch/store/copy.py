@@ -14,14 +14,14 @@ and ``_set_sequence``.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tlswatch.dburl import is_url, location
 from tlswatch.errors import StoreError
@@ -161,29 +161,31 @@ def _pages(store: Store, table: str, columns: list[Column], batch: int) -> Itera
 
 
 class _Digest:
-    """A row count and an order-free checksum (the sum of each row's SHA-256)."""
+    """A row count and an order-free checksum: the sum (mod 2**64) of each row's hash,
+    computed column-wise by pandas (lists joined to text first), so both engines' Arrow
+    results of the same rows give the same figure."""
 
     def __init__(self) -> None:
         self.rows = 0
         self.total = 0
 
     def add(self, batch: pa.Table) -> None:
-        for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
-            text = repr(tuple(_comparable(v) for v in row)).encode()
-            self.total = (self.total + int.from_bytes(hashlib.sha256(text).digest())) % 2**256
+        if not batch.num_rows:
+            return
+        columns = {}
+        for name, column in zip(batch.column_names, batch.columns, strict=True):
+            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+                column = pc.binary_join(pc.cast(column, pa.list_(pa.string())), "\x1f")
+            elif pa.types.is_integer(column.type):
+                column = pc.cast(column, pa.int64())
+            columns[name] = column
+        frame = pa.table(columns).to_pandas()
+        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        self.total = (self.total + int(hashes.sum(dtype="uint64"))) % 2**64
         self.rows += batch.num_rows
 
     def hexdigest(self) -> str:
-        return f"{self.total:064x}"
-
-
-def _comparable(value: Any) -> Any:
-    """A value in the form both engines give back (memoryview and bytearray as bytes)."""
-    if isinstance(value, memoryview | bytearray):
-        return bytes(value)
-    if isinstance(value, list):
-        return [_comparable(v) for v in value]
-    return value
+        return f"{self.total:016x}"
 
 
 def _sequences(store: Store) -> dict[str, int | None]:
