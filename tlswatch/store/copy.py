@@ -27,7 +27,8 @@ from tlswatch.dburl import is_url, location
 from tlswatch.errors import StoreError
 from tlswatch.store import Store
 
-BATCH_ROWS = 50_000
+BATCH_ROWS = 20_000
+DUCKDB_MEMORY = "64MB"  # per DuckDB store while copying; larger tables spill to disk
 _INTEGER = ("bigint", "integer", "smallint", "int8", "int4", "int2", "hugeint")
 
 
@@ -225,4 +226,7 @@ def copy_between(src: str, dst: str, *, lock_timeout: float = 10.0,
         raise StoreError(f"{location(src)}: the source and the destination are the same store")
     with (Store.open(src, read_only=True, lock_timeout=lock_timeout) as source,
           Store.open(dst, lock_timeout=lock_timeout) as target):
+        for store in (source, target):
+            if store.engine == "duckdb":  # DuckDB would otherwise cache up to 80% of RAM
+                store.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         return copy_store(source, target, progress=progress)
