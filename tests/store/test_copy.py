@@ -106,3 +106,16 @@ def test_checksum_sees_one_changed_value_but_not_row_order() -> None:
     assert digest(rows) == digest(rows[::-1])
     assert digest(rows) != digest([rows[0], (2, "b", None, date(2026, 11, 3))])
     assert digest(rows) != digest([(1, "a", ["x", "z"], date(2026, 11, 1)), rows[1]])
+
+
+def test_a_copy_cut_short_by_a_full_disk_leaves_no_store(tmp_path: Path) -> None:
+    from bench.summary_bench import build
+    from tests.conftest import tmpfs
+
+    src = tmp_path / "big.duckdb"
+    build(src, 60_000)
+    for disk in tmpfs(tmp_path / "disk", "1m"):
+        out = CliRunner().invoke(app, ["db", "copy", str(src), str(disk / "copy.duckdb")])
+        assert out.exit_code == 1, out.output
+        assert "copy.duckdb" in out.stderr
+        assert list(disk.iterdir()) == []  # neither the store nor a part of it

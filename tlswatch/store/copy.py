@@ -1,11 +1,11 @@
 """Copy a whole store into an empty one, on either engine (``tlswatch db copy``).
 
 Every table is copied as it is (keys, raw reports, the migrations record), in batches of
-rows read through the store's Arrow surface, all inside one transaction on the
-destination: a copy that fails half way leaves the destination as empty as it was, so a
-half copy can never look complete.  After the copy each table is read back from the
-destination and compared with the source by row count and an order-free checksum of its
-rows.
+rows read through the store's Arrow surface.  A half copy can never look complete: into
+PostgreSQL everything is one transaction; a DuckDB destination is written as a new file
+beside its final name and renamed into place once complete and verified.  After the copy
+each table is read back from the destination and compared with the source by row count
+and an order-free checksum of its rows.
 
 The one thing the two engines do differently here is a sequence's position (the numbers
 that group deliveries): read and set with each engine's own catalog, in ``_sequences``
@@ -15,7 +15,9 @@ and ``_set_sequence``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tlswatch.dburl import is_url, location
+from tlswatch.durable import fsync_path
 from tlswatch.errors import StoreError
 from tlswatch.store import Store
 
@@ -70,15 +73,21 @@ def copy_store(src: Store, dst: Store, *, batch_rows: int = BATCH_ROWS,
     layout = _same_layout(src, dst)
     _refuse_non_empty(dst, layout)
     copied: list[TableCopy] = []
-    with dst.transaction():
+    # PostgreSQL: one transaction.  DuckDB holds a transaction's rows in memory, so a DuckDB
+    # destination (a file not yet in its place, see copy_between) commits batch by batch.
+    whole = dst.transaction() if dst.engine == "postgresql" else nullcontext()
+    each = nullcontext if dst.engine == "postgresql" else dst.transaction
+    with whole:
         for table, columns in layout.items():
             digest = _Digest()
             for batch in _pages(src, table, columns, batch_rows):
                 digest.add(batch)
-                dst.insert(table, batch)
+                with each():
+                    dst.insert(table, batch)
             copied.append(TableCopy(table, digest.rows, digest.hexdigest()))
-        for name, position in _sequences(src).items():
-            _set_sequence(dst, name, position)
+        with each():
+            for name, position in _sequences(src).items():
+                _set_sequence(dst, name, position)
     for done in copied:
         again = _Digest()
         for batch in _pages(dst, done.table, layout[done.table], batch_rows):
@@ -224,9 +233,36 @@ def copy_between(src: str, dst: str, *, lock_timeout: float = 10.0,
     if str(location(src)) == str(location(dst)) or (
             not is_url(src) and not is_url(dst) and Path(src).resolve() == Path(dst).resolve()):
         raise StoreError(f"{location(src)}: the source and the destination are the same store")
-    with (Store.open(src, read_only=True, lock_timeout=lock_timeout) as source,
-          Store.open(dst, lock_timeout=lock_timeout) as target):
-        for store in (source, target):
-            if store.engine == "duckdb":  # DuckDB would otherwise cache up to 80% of RAM
-                store.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-        return copy_store(source, target, progress=progress)
+    if is_url(dst):
+        with (Store.open(src, read_only=True, lock_timeout=lock_timeout) as source,
+              Store.open(dst, lock_timeout=lock_timeout) as target):
+            _limit_memory(source)
+            return copy_store(source, target, progress=progress)
+    # A DuckDB destination is written beside its final name and put in place when complete
+    # and verified: a copy cut short leaves no file that looks like a store.
+    final = Path(dst)
+    if final.exists():
+        with Store.open(final, lock_timeout=lock_timeout) as target:
+            _refuse_non_empty(target, tables(target))
+    part = final.with_name(f"{final.name}.copying")
+    for leftover in (part, part.with_name(part.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    try:
+        with (Store.open(src, read_only=True, lock_timeout=lock_timeout) as source,
+              Store.open(part, lock_timeout=lock_timeout) as target):
+            _limit_memory(source)
+            _limit_memory(target)
+            done = copy_store(source, target, progress=progress)
+            target.execute("CHECKPOINT")
+        fsync_path(part)
+        os.replace(part, final)
+        fsync_path(final.parent)
+    finally:
+        part.unlink(missing_ok=True)
+        part.with_name(part.name + ".wal").unlink(missing_ok=True)
+    return done
+
+
+def _limit_memory(store: Store) -> None:
+    if store.engine == "duckdb":  # DuckDB would otherwise cache up to 80% of RAM
+        store.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
