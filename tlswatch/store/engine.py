@@ -205,8 +205,10 @@ class Postgres:
         """Connect; a server that is down or unreachable is a transient error (the spool
         keeps reports until it is back), a refused login or a missing database is not."""
         try:
+            # No server-side prepared statements: a scratch table of the same name may
+            # come back with other columns, which a prepared plan would not survive.
             con = psycopg.connect(url.secret, autocommit=True, connect_timeout=10,
-                                  application_name="tlswatch")
+                                  application_name="tlswatch", prepare_threshold=None)
         except psycopg.Error as exc:
             reason = _clean(exc, url)
             if _refused(reason):
