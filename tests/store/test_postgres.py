@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -102,6 +104,24 @@ def test_the_url_survives_being_handed_to_a_spawned_process() -> None:
     url = DatabaseUrl(DOWN)
     again = pickle.loads(pickle.dumps(url))
     assert (str(again), again.secret) == (DOWN.replace("hunter2-secret", "***"), DOWN)
+
+
+def test_writers_opening_at_once_migrate_once(pg_url: str) -> None:
+    """Each migration is applied under the write lock after looking again: several
+    processes starting on one new database apply it once (threads here, to start at once)."""
+    start = threading.Barrier(4)
+
+    def open_one() -> list[str]:
+        start.wait()
+        with Store.open(pg_url, lock_timeout=60) as store:
+            return store.applied
+
+    with ThreadPoolExecutor(4) as pool:
+        applied = list(pool.map(lambda _: open_one(), range(4)))
+    assert sorted(name for names in applied for name in names) == \
+        sorted(name for name, _ in MIGRATIONS)
+    with Store.open(pg_url, read_only=True) as store:
+        assert store.value("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
 
 
 def _corpus(folder: Path, first: int, last: int) -> Path:
