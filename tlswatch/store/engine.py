@@ -240,7 +240,7 @@ class Postgres:
     def query(self, sql: str, params: Params) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self._run(sql, params)
         described = cur.description or []
-        rows = _normalise(cur.fetchall(), _decimals(described)) if described else []
+        rows = _normalise(cur.fetchall(), _special(described)) if described else []
         return [d.name for d in described], rows
 
     def execute(self, sql: str, params: Params) -> None:
@@ -256,7 +256,7 @@ class Postgres:
     def arrow(self, sql: str, params: Params) -> pa.Table:
         cur = self._run(sql, params)
         described = cur.description or []
-        rows = _normalise(cur.fetchall(), _decimals(described))
+        rows = _normalise(cur.fetchall(), _special(described))
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in described]
         return pa.table({d.name: pa.array(list(values), self._arrow_type(d.type_code))
                          for d, values in zip(described, columns, strict=True)})
@@ -359,7 +359,7 @@ class Postgres:
 SPECIAL = (1700, 1184)  # PostgreSQL's type oids of numeric and timestamptz
 
 
-def _decimals(described: Sequence[psycopg.Column]) -> list[int]:
+def _special(described: Sequence[psycopg.Column]) -> list[int]:
     return [i for i, d in enumerate(described) if d.type_code in SPECIAL]
 
 
