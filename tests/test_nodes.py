@@ -30,6 +30,7 @@ from tests.conftest import (
     report_mail,
     write_json,
 )
+from tests.pg import Cluster
 from tests.serving import Serve
 from tests.test_delivery import Hook, webhook  # noqa: F401  (the fixture)
 from tlswatch import jobs
@@ -88,8 +89,8 @@ def nodes(tmp_path: Path, pg_url: str) -> Iterator[list[Serve]]:
 
 def test_two_nodes_store_every_acknowledged_report_once_through_a_kill_9(
         tmp_path: Path, pg_url: str, nodes: list[Serve]) -> None:
-    a = node(tmp_path / "a", pg_url).start(own_group=True)
-    b = node(tmp_path / "b", pg_url).start(own_group=True)
+    a = node(tmp_path / "a", pg_url, node_name="a").start(own_group=True)
+    b = node(tmp_path / "b", pg_url, node_name="b").start(own_group=True)
     nodes += [a, b]
     acked: dict[str, int] = {}
     lock = threading.Lock()
@@ -111,13 +112,20 @@ def test_two_nodes_store_every_acknowledged_report_once_through_a_kill_9(
         b.kill_group()
         for future in [*both, *burst]:
             future.result()
-    assert acked["same-to-both"] >= 1
+    assert acked["same-to-both"] == 2
     lost_to_kill = [f"r{i:03d}" for i in range(0, 200, 2) if f"r{i:03d}" not in acked]
     b.start(own_group=True)  # restarted on its spool: its loader loads what it had acked
     for rid in lost_to_kill:  # the senders try again what was not acknowledged
         send(rid, mail, b)
     a.wait_loaded()
     b.wait_loaded()
+    for server in (a, b):  # each node tells of itself and of the store they share
+        health = httpx.get(f"{server.http_url}/healthz").json()
+        assert health["node"] == server.root.name and health["store"]["reachable"] is True
+        assert health["spool_depth"] == 0
+        metrics = httpx.get(f"{server.http_url}/metrics").text
+        assert f'tlswatch_node_info{{engine="postgresql",node="{server.root.name}"}} 1.0' \
+            in metrics and "tlswatch_store_up 1.0" in metrics
     assert a.stop() == 0 and b.stop() == 0
     counts = dict(a.query("SELECT report_id, count(*) FROM reports GROUP BY report_id"))
     assert len(acked) == 201 and not [r for r in acked if r not in counts], "lost"
@@ -247,3 +255,19 @@ def test_a_task_runs_on_one_node_at_a_time_and_a_killed_node_lets_go(pg_url: str
 def _takes(settings: Settings) -> bool:
     with turn(settings, "daily summary") as mine:
         return mine
+
+
+def test_a_node_whose_store_is_gone_says_so_and_keeps_taking_reports(
+        tmp_path: Path, pg_url: str, pg_cluster: Cluster, nodes: list[Serve]) -> None:
+    server = node(tmp_path / "a", pg_url, smtp="").start()
+    nodes.append(server)
+    assert httpx.get(f"{server.http_url}/healthz").json()["store"]["reachable"] is True
+    pg_cluster.drop(pg_url.split("@/")[1].split("?")[0])  # the database is gone
+    wait_for("/healthz tells the store is gone", lambda: httpx.get(
+        f"{server.http_url}/healthz").json()["store"]["reachable"] is False)
+    health = httpx.get(f"{server.http_url}/healthz")
+    assert health.status_code == 200 and "does not exist" in health.json()["store"]["error"]
+    assert "tlswatch_store_up 0.0" in httpx.get(f"{server.http_url}/metrics").text
+    assert post(server, "while-gone")  # acknowledged: it waits in this node's spool
+    assert server.incoming()
+    assert server.stop() == 0

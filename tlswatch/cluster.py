@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +25,11 @@ from datetime import date, datetime
 from typing import Any
 
 import pyarrow as pa
+from prometheus_client import CollectorRegistry, Gauge, Info
 
 from tlswatch.config import Settings
 from tlswatch.dburl import is_url
-from tlswatch.errors import StoreLockedError, StoreWriteError
+from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
 from tlswatch.store import Store, now_utc
 
 log = logging.getLogger(__name__)
@@ -121,3 +124,65 @@ def write_days(settings: Settings, task: str, days: dict[date, Any], *,
         """, {"task": task, "now": now_utc(), "node": node_name(settings)})
         store.execute("UPDATE cluster_days SET record = NULL WHERE task = ? AND day < ? "
                       "AND record IS NOT NULL", [task, forget_before])
+
+
+class StoreProbe:
+    """For /healthz and /metrics of a node: whether the shared store answers.
+
+    Asked at most every ``every`` seconds, in a thread of its own after the first time, so
+    a server that does not answer never holds up a health check (the answer given is the
+    last one known, with its age)."""
+
+    def __init__(self, settings: Settings, *, every: float = 5.0) -> None:
+        self.settings = settings
+        self.every = every
+        self.lock = threading.Lock()
+        self.error: str | None = "not asked yet"
+        self.asked_at = float("-inf")  # monotonic
+        self.asking = False
+
+    def _ask(self) -> None:
+        try:
+            with Store.open(self.settings.db, read_only=True, pending_ok=True,
+                            lock_timeout=2.0) as store:
+                store.value("SELECT 1")
+            error = None
+        except StoreError as exc:
+            error = str(exc)
+        with self.lock:
+            self.error, self.asked_at, self.asking = error, time.monotonic(), False
+
+    def refresh(self) -> None:
+        """Ask now (the first time) or in the background (when the answer is old)."""
+        with self.lock:
+            first = self.asked_at == float("-inf") and not self.asking
+            stale = time.monotonic() - self.asked_at >= self.every and not self.asking
+            if first or stale:
+                self.asking = True
+        if first:
+            self._ask()
+        elif stale:
+            threading.Thread(target=self._ask, name="tlswatch-store-probe", daemon=True).start()
+
+    def up(self) -> float:
+        """1 when the store answered last time, else 0 (a /metrics gauge)."""
+        self.refresh()
+        return 1.0 if self.error is None else 0.0
+
+    def about(self) -> dict[str, Any]:
+        """What /healthz adds on a node of several: its name and the store's state."""
+        self.refresh()
+        store: dict[str, Any] = {"engine": "postgresql", "reachable": self.error is None}
+        if self.error is not None:
+            store["error"] = self.error
+        store["checked_seconds_ago"] = round(max(0.0, time.monotonic() - self.asked_at), 1)
+        return {"node": node_name(self.settings), "store": store}
+
+
+def node_metrics(registry: CollectorRegistry, settings: Settings, probe: StoreProbe) -> None:
+    """``tlswatch_node_info{node=...}`` and ``tlswatch_store_up`` on a node's /metrics."""
+    Info("tlswatch_node", "This serve node, one of several sharing a PostgreSQL store.",
+         registry=registry).info({"node": node_name(settings), "engine": "postgresql"})
+    Gauge("tlswatch_store_up", "1 while the shared store answers this node, 0 when it did "
+          "not at the last try (the node keeps taking reports into its spool).",
+          registry=registry).set_function(probe.up)

@@ -33,6 +33,7 @@ import uvicorn
 
 from tlswatch import jobs
 from tlswatch.analytics.render import SafeFormatter
+from tlswatch.cluster import StoreProbe, node_metrics, shared
 from tlswatch.config import Settings
 from tlswatch.daymetrics import DomainDayMetrics
 from tlswatch.errors import ConfigError, StoreLockedError
@@ -103,6 +104,11 @@ class Service:
                                loader_count=self.loader.count, loader_up=self.loader.up)
         self.limit_metrics = LimitMetrics(self.metrics.registry)
         self.metrics.registry.register(DomainDayMetrics(settings, loaded=self.loader.loaded))
+        # Several nodes may share a PostgreSQL store: each tells its name and whether the
+        # store answers it (its spool and loader figures above are its own).
+        self.probe = StoreProbe(settings) if shared(settings) else None
+        if self.probe is not None:
+            node_metrics(self.metrics.registry, settings, self.probe)
         self.stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
@@ -170,8 +176,9 @@ class Service:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         app = create_app(s, self.spool, self.metrics)
-        app.state.health = HealthChecks(loader_problem=self.loader.problem,
-                                        max_spool_age=s.health_max_spool_age)
+        app.state.health = HealthChecks(
+            loader_problem=self.loader.problem, max_spool_age=s.health_max_spool_age,
+            about=self.probe.about if self.probe is not None else None)
         cap = ConnectionCap("http", total=s.max_connections,
                             per_client=s.max_connections_per_ip, metrics=self.limit_metrics)
         protocol = http_protocol(cap, header_timeout=s.http_header_timeout,
