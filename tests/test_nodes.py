@@ -37,6 +37,9 @@ from tlswatch import jobs
 from tlswatch.analytics.freshness import DayFigures
 from tlswatch.cluster import turn
 from tlswatch.config import Settings, load_settings
+from tlswatch.ingest.loader import IngestResult, _write_reports, load
+from tlswatch.ingest.prepare import prepare
+from tlswatch.ingest.sources import Input
 from tlswatch.revisions import DayRecord, ExportState, due_days
 from tlswatch.store import Store, now_utc
 
@@ -271,3 +274,22 @@ def test_a_node_whose_store_is_gone_says_so_and_keeps_taking_reports(
     assert post(server, "while-gone")  # acknowledged: it waits in this node's spool
     assert server.incoming()
     assert server.stop() == 0
+
+
+def test_a_report_stored_by_another_writer_meanwhile_is_a_duplicate_not_a_failure(
+        pg_url: str) -> None:
+    """The last guard under the write lock: should anything store a report between the
+    loader's look-up and its insert, the unique key refuses the insert and the loader
+    counts a duplicate (it neither quarantines the report nor stops)."""
+    item = Input("http:one", gz_report("raced"), via="http")
+    with Store.open(pg_url) as first, Store.open(pg_url) as other:
+        first._db.begin(write=False)  # a writer that skips the write lock
+        _write_reports(first, prepare(item)[0])
+        loaded: list[IngestResult] = []
+        thread = threading.Thread(target=lambda: loaded.append(load([item], other)))
+        thread.start()
+        wait_for("the loader waits on the report's unique key", lambda: first.value(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted") > 0)
+        first._db.commit()
+        thread.join(30)
+    assert (loaded[0].accepted, loaded[0].duplicates, loaded[0].rejected) == (0, 1, 0)

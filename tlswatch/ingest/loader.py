@@ -101,6 +101,7 @@ class Loader:
         self._reports: list[Prepared] = []
         self._quarantine: list[Quarantined] = []
         self._bytes = 0
+        self._fresh: list[tuple[str, str]] = []  # the keys the batch being written adds
 
     def add(self, item: Item) -> None:
         """Prepare one input here: good reports are queued, bad input quarantined."""
@@ -137,13 +138,20 @@ class Loader:
         if reports or rejects:
             self._write_or_split(reports, rejects)
 
-    def _write_or_split(self, reports: list[Prepared], rejects: list[Quarantined]) -> None:
+    def _write_or_split(self, reports: list[Prepared], rejects: list[Quarantined], *,
+                        again: bool = False) -> None:
+        self._fresh = []
         try:
             with self.store.transaction():
                 outcome, pks = self._write(reports, rejects)
         except Exception as exc:
             if (isinstance(exc, TlsWatchError) and not exc.terminal) or not reports:
                 raise
+            if not again and self._fresh and self.store.existing_reports(self._fresh):
+                # Another writer stored one of these reports after they were looked up
+                # (its unique key refused ours): look again, it is a duplicate now.
+                self._write_or_split(reports, rejects, again=True)
+                return
             if len(reports) == 1:
                 log.warning("could not store %s: %r", reports[0].source, exc)
                 self._reject(quarantined(reports[0], f"could not be stored "
@@ -166,6 +174,7 @@ class Loader:
                               row["source"], row["dkim_domain"], row["contact_info"])
                   for key, row in self.store.existing_reports([r.key for r in reports]).items()}
         outcome = plan(reports, stored)
+        self._fresh = [r.key for r in outcome.fresh]
         displaced = [Quarantined(f"{row['source']} (stored report {row['report_pk']})",
                                  outcome.displaced[row["report_pk"]],
                                  gzip.decompress(row["raw_gzip"]))
