@@ -293,3 +293,17 @@ def test_a_report_stored_by_another_writer_meanwhile_is_a_duplicate_not_a_failur
         first._db.commit()
         thread.join(30)
     assert (loaded[0].accepted, loaded[0].duplicates, loaded[0].rejected) == (0, 1, 0)
+
+
+def test_a_node_starts_and_takes_reports_while_the_database_does_not_answer(
+        tmp_path: Path, nodes: list[Serve]) -> None:
+    (tmp_path / "nobody").mkdir()  # a socket folder where no server listens
+    server = node(tmp_path / "a", f"postgresql://tlswatch@/tlswatch?host={tmp_path}/nobody",
+                  smtp="").start()
+    nodes.append(server)
+    assert post(server, "while-down") and server.incoming()
+    health = httpx.get(f"{server.http_url}/healthz").json()
+    assert health["status"] == "ok" and health["store"]["reachable"] is False
+    assert "cannot reach PostgreSQL now" in health["store"]["error"]
+    assert server.stop() == 0
+    assert any("receiving into the spool until it answers" in line for line in server.output)

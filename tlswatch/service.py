@@ -36,7 +36,7 @@ from tlswatch.analytics.render import SafeFormatter
 from tlswatch.cluster import StoreProbe, node_metrics, shared
 from tlswatch.config import Settings
 from tlswatch.daymetrics import DomainDayMetrics
-from tlswatch.errors import ConfigError, StoreLockedError
+from tlswatch.errors import ConfigError, StoreLockedError, StoreWriteError
 from tlswatch.ingest.http import HealthChecks
 from tlswatch.ingest.limits import BodyBudget, ConnectionCap, LimitMetrics, http_protocol
 from tlswatch.ingest.loader import drain
@@ -115,7 +115,10 @@ class Service:
         """Serve until SIGTERM/SIGINT, marked as running for 'restore' (which refuses then),
         on a database this version can use."""
         with serving_mark(self.settings.db):
-            refuse_newer(self.settings.db, lock_timeout=self.settings.lock_timeout)
+            try:
+                refuse_newer(self.settings.db, lock_timeout=self.settings.lock_timeout)
+            except StoreWriteError as exc:  # PostgreSQL away: the loader checks when it is back
+                log.warning("%s; receiving into the spool until it answers", exc)
             await self._serve(on_ready)
 
     async def _serve(self, on_ready: Callable[[Listening], None] | None) -> None:
