@@ -49,7 +49,7 @@ def node_name(settings: Settings) -> str:
 
 def shared(settings: Settings) -> bool:
     """Whether several nodes may share the store (PostgreSQL)."""
-    return is_url(settings.db) or is_url(str(settings.db))
+    return is_url(settings.db)
 
 
 def task_key(task: str) -> int:
