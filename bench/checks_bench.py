@@ -6,6 +6,7 @@ decision of 'serve' over a year of daily runs (DOMAINS x 365, 8 findings each).
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import tempfile
@@ -18,14 +19,15 @@ import pyarrow as pa
 
 from tlswatch.analytics.checks import check_history, last_check
 from tlswatch.store import Store
-from tlswatch.store.checks import CERTIFICATE, last_checked
+from tlswatch.store.checks import last_checked
 
 
 def fill(store: Store, domains: int, days: int = 365, per_run: int = 8) -> None:
     start = datetime(2025, 11, 28, 6)
     runs = [(d * days + i + 1, f"d{d}.example", start + timedelta(days=i, minutes=d))
             for d in range(domains) for i in range(days)]
-    cert = {"host": "mx.example", "role": "mx", "not_after": start, "sha256": "00" * 32}
+    cert = json.dumps([{"host": "mx.example", "role": "mx",
+                        "not_after": start.isoformat(sep=" "), "sha256": "00" * 32}])
     store.insert("check_runs", pa.table({
         "run_pk": pa.array([r[0] for r in runs], pa.int64()),
         "domain": [r[1] for r in runs],
@@ -35,7 +37,7 @@ def fill(store: Store, domains: int, days: int = 365, per_run: int = 8) -> None:
         "sts_id": ["20261101"] * len(runs), "policy": ["version: STSv1"] * len(runs),
         "policy_sha256": ["ab" * 32] * len(runs), "hosted_id": pa.nulls(len(runs), pa.string()),
         "rua": [["mailto:a@example.net"]] * len(runs), "mx": [["mx.example"]] * len(runs),
-        "certificates": pa.array([[cert]] * len(runs), pa.list_(CERTIFICATE)),
+        "certificates": [cert] * len(runs),
         "alerts": pa.array([[]] * len(runs), pa.list_(pa.string())),
     }))
     n = len(runs) * per_run

@@ -7,7 +7,7 @@ Run on DuckDB by default and on PostgreSQL with TLSWATCH_TEST_ENGINE=postgresql 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,13 +58,15 @@ def test_results_have_the_same_python_types_on_both_engines(cli: Cli, db: Path |
         row = store.rows("""
             SELECT sum(failed_session_count)::DECIMAL(38,0) AS failed, count(*) AS n,
                    min(day) AS day, max(day) = max(day) AS same,
-                   CAST(min(organization_name) AS VARCHAR) AS org
+                   CAST(min(organization_name) AS VARCHAR) AS org, now() AS now
             FROM failure_details
         """)[0]
         report = store.rows("SELECT warnings, received_at FROM reports "
                             "WHERE warnings IS NOT NULL ORDER BY report_pk LIMIT 1")[0]
-    assert [type(row[k]) for k in ("failed", "n", "day", "same", "org")] == \
-        [int, int, date, bool, str]
+    assert [type(row[k]) for k in ("failed", "n", "day", "same", "org", "now")] == \
+        [int, int, date, bool, str, datetime]
+    assert row["now"].tzinfo is None and abs(row["now"] - datetime.now(UTC).replace(
+        tzinfo=None)) < timedelta(hours=1)  # naive UTC
     assert isinstance(report["warnings"], list)
     assert isinstance(report["received_at"], datetime) and report["received_at"].tzinfo is None
 

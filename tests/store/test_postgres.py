@@ -4,16 +4,21 @@ once, and the same schema as DuckDB after the same migrations."""
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 
-from tests.conftest import VALID, Cli, make_report, policy, write_json
+from tests.conftest import GZIP_TYPE, VALID, Cli, gz_report, make_report, policy, write_json
 from tests.pg import Cluster
-from tests.serving import CLI
+from tests.serving import CLI, Serve
+from tlswatch.dburl import DatabaseUrl
 from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
 from tlswatch.store import Store
 from tlswatch.store.checks import latest_run
@@ -76,6 +81,47 @@ def test_a_writer_waits_for_another_and_gives_up_after_lock_timeout(
         out = Cli(pg_url)("ingest", str(tmp_path / "r.json"), code=75)  # EX_TEMPFAIL
         assert "busy with another writer" in out.stderr
     assert Cli(pg_url).json("ingest", str(tmp_path / "r.json"))["accepted"] == 1
+
+
+def test_serve_loads_received_reports_into_postgresql(pg_url: str, tmp_path: Path) -> None:
+    server = Serve(tmp_path, db=pg_url).start()
+    try:
+        url = f"{server.http_url}/v1/reports"
+        for rid in ("s-1", "s-2", "s-1"):
+            assert httpx.post(url, content=gz_report(rid), headers=GZIP_TYPE,
+                              timeout=10).status_code == 201
+        server.wait_loaded()
+    finally:
+        assert server.stop() == 0
+    with Store.open(pg_url, read_only=True) as store:
+        assert store.rows("SELECT report_id FROM reports ORDER BY report_id") == [
+            {"report_id": "s-1"}, {"report_id": "s-2"}]
+    assert "s3cret" not in "".join(server.output)
+    # (the alert check after a load reads through analytics, not yet portable: not here)
+
+
+def test_the_url_survives_being_handed_to_a_spawned_process() -> None:
+    url = DatabaseUrl(DOWN)
+    again = pickle.loads(pickle.dumps(url))
+    assert (str(again), again.secret) == (DOWN.replace("hunter2-secret", "***"), DOWN)
+
+
+def test_writers_opening_at_once_migrate_once(pg_url: str) -> None:
+    """Each migration is applied under the write lock after looking again: several
+    processes starting on one new database apply it once (threads here, to start at once)."""
+    start = threading.Barrier(4)
+
+    def open_one() -> list[str]:
+        start.wait()
+        with Store.open(pg_url, lock_timeout=60) as store:
+            return store.applied
+
+    with ThreadPoolExecutor(4) as pool:
+        applied = list(pool.map(lambda _: open_one(), range(4)))
+    assert sorted(name for names in applied for name in names) == \
+        sorted(name for name, _ in MIGRATIONS)
+    with Store.open(pg_url, read_only=True) as store:
+        assert store.value("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
 
 
 def _corpus(folder: Path, first: int, last: int) -> Path:

@@ -12,8 +12,6 @@ import pyarrow as pa
 
 from tlswatch.store import Store
 
-CERTIFICATE = pa.struct([("host", pa.string()), ("role", pa.string()),
-                         ("not_after", pa.timestamp("us")), ("sha256", pa.string())])
 PROBLEM = "f.severity || ' ' || f.code || CASE WHEN f.subject <> '' THEN ' (' || f.subject " \
           "|| ')' ELSE '' END"
 

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,17 +37,21 @@ WRITE_LOCK = 0x746C7377
 
 
 def _plain(value: Any) -> Any:
+    """An integral decimal as int; an aware timestamp as naive UTC."""
     if isinstance(value, Decimal) and value == value.to_integral_value():
         return int(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
-def _normalise(rows: list[tuple[Any, ...]], decimals: list[int]) -> list[tuple[Any, ...]]:
-    """Integral decimals (sums cast to DECIMAL(38,0), PostgreSQL's numeric sums) as int;
-    ``decimals``: the positions of the result's decimal columns."""
-    if not decimals:
+def _normalise(rows: list[tuple[Any, ...]], columns: list[int]) -> list[tuple[Any, ...]]:
+    """The same Python types from both engines: integral decimals (sums cast to
+    DECIMAL(38,0), PostgreSQL's numeric sums) as int, timestamps with a time zone (now())
+    as naive UTC.  ``columns``: the positions of the result's decimal and zoned columns."""
+    if not columns:
         return rows
-    return [tuple(_plain(v) if i in decimals else v for i, v in enumerate(row))
+    return [tuple(_plain(v) if i in columns else v for i, v in enumerate(row))
             for row in rows]
 
 
@@ -88,8 +93,9 @@ class DuckDB:
     def query(self, sql: str, params: Params) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self.con.execute(sql, params)
         described = cur.description or []
-        decimals = [i for i, d in enumerate(described) if str(d[1]).startswith("DECIMAL")]
-        return [d[0] for d in described], _normalise(cur.fetchall(), decimals)
+        special = [i for i, d in enumerate(described)
+                   if str(d[1]).startswith(("DECIMAL", "TIMESTAMP WITH TIME ZONE"))]
+        return [d[0] for d in described], _normalise(cur.fetchall(), special)
 
     def execute(self, sql: str, params: Params) -> None:
         self.con.execute(sql, params).fetchall()
@@ -186,6 +192,7 @@ def pg_type(kind: pa.DataType) -> str:
 
 _PG_TO_ARROW = {"int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
                 "bool": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us"),
+                "timestamptz": pa.timestamp("us"),
                 "bytea": pa.binary(), "float4": pa.float32(), "float8": pa.float64()}
 _TEXT = ("text", "varchar", "json", "jsonb", "bpchar", "name")
 
@@ -205,8 +212,10 @@ class Postgres:
         """Connect; a server that is down or unreachable is a transient error (the spool
         keeps reports until it is back), a refused login or a missing database is not."""
         try:
+            # No server-side prepared statements: a scratch table of the same name may
+            # come back with other columns, which a prepared plan would not survive.
             con = psycopg.connect(url.secret, autocommit=True, connect_timeout=10,
-                                  application_name="tlswatch")
+                                  application_name="tlswatch", prepare_threshold=None)
         except psycopg.Error as exc:
             reason = _clean(exc, url)
             if _refused(reason):
@@ -231,7 +240,7 @@ class Postgres:
     def query(self, sql: str, params: Params) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self._run(sql, params)
         described = cur.description or []
-        rows = _normalise(cur.fetchall(), _decimals(described)) if described else []
+        rows = _normalise(cur.fetchall(), _special(described)) if described else []
         return [d.name for d in described], rows
 
     def execute(self, sql: str, params: Params) -> None:
@@ -247,7 +256,7 @@ class Postgres:
     def arrow(self, sql: str, params: Params) -> pa.Table:
         cur = self._run(sql, params)
         described = cur.description or []
-        rows = _normalise(cur.fetchall(), _decimals(described))
+        rows = _normalise(cur.fetchall(), _special(described))
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in described]
         return pa.table({d.name: pa.array(list(values), self._arrow_type(d.type_code))
                          for d, values in zip(described, columns, strict=True)})
@@ -347,11 +356,11 @@ class Postgres:
         self.con.close()
 
 
-NUMERIC = 1700  # PostgreSQL's type oid of numeric
+SPECIAL = (1700, 1184)  # PostgreSQL's type oids of numeric and timestamptz
 
 
-def _decimals(described: Sequence[psycopg.Column]) -> list[int]:
-    return [i for i, d in enumerate(described) if d.type_code == NUMERIC]
+def _special(described: Sequence[psycopg.Column]) -> list[int]:
+    return [i for i, d in enumerate(described) if d.type_code in SPECIAL]
 
 
 def _clean(exc: BaseException, url: DatabaseUrl) -> str:
