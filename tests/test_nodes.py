@@ -262,7 +262,7 @@ def _takes(settings: Settings) -> bool:
 
 def test_a_node_whose_store_is_gone_says_so_and_keeps_taking_reports(
         tmp_path: Path, pg_url: str, pg_cluster: Cluster, nodes: list[Serve]) -> None:
-    server = node(tmp_path / "a", pg_url, smtp="").start()
+    server = node(tmp_path / "a", pg_url, smtp="", log_repeat_interval=0).start()
     nodes.append(server)
     assert httpx.get(f"{server.http_url}/healthz").json()["store"]["reachable"] is True
     pg_cluster.drop(pg_url.split("@/")[1].split("?")[0])  # the database is gone
@@ -271,8 +271,13 @@ def test_a_node_whose_store_is_gone_says_so_and_keeps_taking_reports(
     health = httpx.get(f"{server.http_url}/healthz")
     assert health.status_code == 200 and "does not exist" in health.json()["store"]["error"]
     assert "tlswatch_store_up 0.0" in httpx.get(f"{server.http_url}/metrics").text
-    assert post(server, "while-gone")  # acknowledged: it waits in this node's spool
-    assert server.incoming()
+    # Acknowledged: they wait in this node's spool, none filed as failed (the database is
+    # at fault, not they).
+    assert all(post(server, f"while-gone-{i}") for i in range(3))
+    tried = sum("loader failed" in line for line in server.output)
+    wait_for("the loader tried again", lambda: sum(
+        "loader failed" in line for line in server.output) >= tried + 2, servers=[server])
+    assert len(server.incoming()) == 3 and os.listdir(server.spool / "failed") == []
     assert server.stop() == 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from tlswatch.dnsname import is_domain
-from tlswatch.errors import TlsWatchError
+from tlswatch.errors import StoreError, TlsWatchError
 from tlswatch.ingest.duplicates import Plan, Stored, plan, quarantined
 from tlswatch.ingest.prepare import (
     DEFAULT_OPTIONS,
@@ -266,7 +266,7 @@ def drain(spool: Spool, store_path: Path | str, *, options: Options = DEFAULT_OP
         return _load_entries(spool, store_path, entries, items, options=options,
                              max_bytes=max_bytes, lock_timeout=lock_timeout, **filing)
     except Exception as exc:
-        if (isinstance(exc, TlsWatchError) and not exc.terminal) or len(entries) == 1:
+        if _not_theirs(exc) or len(entries) == 1:
             raise  # a busy database: everything waits in the spool
         log.warning("a batch of %d failed to load (%r); loading its entries one by one",
                     len(entries), exc)
@@ -276,7 +276,7 @@ def drain(spool: Spool, store_path: Path | str, *, options: Options = DEFAULT_OP
             more = _load_entries(spool, store_path, [entry], [item], options=options,
                                  max_bytes=max_bytes, lock_timeout=lock_timeout, **filing)
         except Exception as exc:
-            if isinstance(exc, TlsWatchError) and not exc.terminal:
+            if _not_theirs(exc):
                 raise
             log.exception("loading %s failed; filed in failed/", item.source)
             reason = f"could not be loaded ({type(exc).__name__}: {str(exc)[:300]})"
@@ -295,6 +295,12 @@ def _load_entries(spool: Spool, store_path: Path | str, entries: list[Entry], it
                       max_batch_bytes=max_bytes)
     _file(spool, entries, items, result, retry_delay=retry_delay, retry_for=retry_for)
     return result
+
+
+def _not_theirs(exc: Exception) -> bool:
+    """An error no entry caused: a passing one, or a database that cannot be used (a refused
+    login, a missing database): the entries wait in the spool rather than fail."""
+    return isinstance(exc, StoreError) or (isinstance(exc, TlsWatchError) and not exc.terminal)
 
 
 def _merge(into: IngestResult, more: IngestResult) -> None:
