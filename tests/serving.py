@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 from aiosmtpd.controller import Controller
 
 CLI = [sys.executable, "-c", "from tlswatch.cli import main; main()"]
@@ -31,12 +33,16 @@ def toml_value(value: Any) -> str:
 
 
 class Serve:
-    """A running ``tlswatch serve``; ``stop()`` (SIGTERM) or ``kill()`` (SIGKILL) ends it."""
+    """A running ``tlswatch serve``; ``stop()`` (SIGTERM) or ``kill()`` (SIGKILL) ends it.
 
-    def __init__(self, root: Path, *, verbose: bool = True, **settings: Any) -> None:
+    ``db``: a DuckDB file (default: one in ``root``) or a postgresql:// URL, which several
+    Serves (nodes, each with its own ``root`` and spool) may share."""
+
+    def __init__(self, root: Path, *, verbose: bool = True, db: Path | str | None = None,
+                 **settings: Any) -> None:
         self.root = root
         self.verbose = verbose
-        self.db = root / "tlswatch.duckdb"
+        self.db: Path | str = root / "tlswatch.duckdb" if db is None else db
         self.spool = root / "spool"
         # No daily MTA-STS checks unless a test asks: they would look up real domains.
         self.settings = {"db": str(self.db), "spool": str(self.spool), "smtp": "127.0.0.1:0",
@@ -90,6 +96,14 @@ class Serve:
             self.proc.kill()
             self.proc.wait(30)
 
+    def kill_group(self) -> None:
+        """kill -9 of the whole node (serve, its loader and worker), as when its machine
+        fails; needs ``start(own_group=True)``."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
     def children(self) -> list[int]:
         assert self.proc is not None
         tasks = Path(f"/proc/{self.proc.pid}/task")
@@ -129,6 +143,9 @@ class Serve:
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Read the database the way 'tlswatch summary' does, waiting for the loader's lock."""
+        if str(self.db).startswith("postgresql://"):
+            with psycopg.connect(str(self.db)) as pg:
+                return pg.execute(sql).fetchall()
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -76,6 +76,7 @@ WRITERS = {
     "mtasts/monitor.py": "records check runs and the alerts they raise",
     "upkeep.py": "prunes what is past its retention (prune, and daily in 'serve')",
     "backup.py": "applies a restored backup's pending migrations",
+    "cluster.py": "records what the once-a-day work of several nodes did (cluster_days)",
 }
 
 

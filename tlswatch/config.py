@@ -115,6 +115,9 @@ class Settings:
     health_max_spool_age: float = field(default=900.0, metadata=_help(
         "/healthz answers 503 when the oldest report waiting in the spool is older than "
         "this many seconds."))
+    node_name: str = field(default="", metadata=_help(
+        "This 'serve' node's name in /healthz, /metrics and the database's record of the "
+        "once-a-day work, when several nodes share one PostgreSQL (empty: the host name)."))
     max_connections: int = field(default=1000, metadata=_help(
         "Open connections each receiver (SMTP, HTTP) accepts; more are refused at once "
         "(421, 503)."))

@@ -35,6 +35,7 @@ from tlswatch.analytics.alerts import (
 from tlswatch.analytics.freshness import DayFigures, day_figures
 from tlswatch.analytics.render import SafeFormatter
 from tlswatch.analytics.summary import Summary, paragraph
+from tlswatch.cluster import once_per_cluster
 from tlswatch.config import Settings
 from tlswatch.errors import StoreLockedError
 from tlswatch.exports import Daily, ExportError, daily, file_name, html, write_daily
@@ -49,7 +50,7 @@ from tlswatch.revisions import (
     due_days,
     material_changes,
 )
-from tlswatch.store import Store, now_utc
+from tlswatch.store import Store, exists, now_utc
 from tlswatch.upkeep import daily_prune
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
     worker in 'serve' every 30 s or so."""
     if not settings.export_dir:
         return []
-    if not Path(settings.db).exists():
+    if not exists(settings.db):
         _tell_once(logging.INFO, f"daily summary waits: no database at {settings.db} yet (it "
                                  "is made when the first report is loaded)")
         return []
@@ -255,7 +256,7 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
     keep_since = now.date() - timedelta(days=max(0, settings.export_revise_days))
     done: list[date] = []
     try:
-        state = ExportState.load(folder)
+        state = ExportState.read(settings)
         for day in due_days(settings, now):
             run = run_daily(settings, day)
             log.info("wrote the daily files of %s into %s: %d report(s), %d failed "
@@ -263,7 +264,7 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
                      run.figures.failed_sessions)
             state.days[day] = run.record()
             state.last_day = day
-            state.save(folder, keep_since=keep_since)
+            state.write(settings, keep_since=keep_since)
             done.append(day)
         done += _revise(settings, state, folder, keep_since=keep_since)
     except StoreLockedError as exc:
@@ -299,7 +300,7 @@ def _revise(settings: Settings, state: ExportState, folder: Path, *, keep_since:
                 record.previous_from == now.get(day - timedelta(days=1), DayFigures()):
             continue
         state.days[day] = revise_day(settings, day, record)
-        state.save(folder, keep_since=keep_since)
+        state.write(settings, keep_since=keep_since)
         done.append(day)
     return done
 
@@ -336,9 +337,12 @@ def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetim
     (keeping its own record of what it did), so a restart or a missed day is caught up."""
     from tlswatch.mtasts.monitor import run_checks  # it records through this module
 
-    return [("daily summary", run_schedule),
-            ("mta-sts checks", run_checks),
-            ("daily prune", daily_prune)]
+    tasks: list[tuple[str, Callable[[Settings, datetime], object]]] = [
+        ("daily summary", run_schedule),
+        ("mta-sts checks", run_checks),
+        ("daily prune", daily_prune)]
+    # Nodes sharing one PostgreSQL take turns: each task runs on one node at a time.
+    return [(name, once_per_cluster(name, task)) for name, task in tasks]
 
 
 class JobsProcess:

@@ -3,7 +3,8 @@ changed enough to send its summary again, marked revised.
 
 Reports for a day keep arriving after its files are written (Postfix sites spread their
 reports over hours and retry for days).  The export folder keeps a small record,
-``.tlswatch-export-state.json``: the last day written, and for each recent day the figures
+``.tlswatch-export-state.json`` (in the database when several nodes share a PostgreSQL
+one): the last day written, and for each recent day the figures
 its files were written from (``DayFigures``), the per-domain figures last sent, and how
 many revised summaries went out.  A day whose figures in the store differ from its record
 gets its files rewritten; a revised summary follows only when the change is material
@@ -22,12 +23,14 @@ from typing import Any
 
 from tlswatch.analytics.freshness import DayFigures
 from tlswatch.analytics.render import safe_text
+from tlswatch.cluster import read_days, shared, write_days
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError
 from tlswatch.exports import Daily
 
 log = logging.getLogger(__name__)
 STATE = ".tlswatch-export-state.json"
+TASK = "daily summary"  # its record's name in the database (cluster_days)
 
 Figures = tuple[int, int]  # a domain's (total sessions, failed sessions)
 
@@ -97,11 +100,34 @@ class ExportState:
             os.fsync(fh.fileno())
         tmp.replace(folder / STATE)
 
+    @classmethod
+    def read(cls, settings: Settings) -> ExportState:
+        """The record where the settings keep it: in the database when nodes share a
+        PostgreSQL one (every node must see what any of them wrote), else in the export
+        folder.  The database starts from the folder's record if it has none yet."""
+        if shared(settings):
+            days = read_days(settings, TASK)
+            if days is not None:
+                return cls(max(days), {d: DayRecord.from_dict(r) for d, r in days.items()
+                                       if r is not None})
+        return cls.load(Path(settings.export_dir))
+
+    def write(self, settings: Settings, *, keep_since: date) -> None:
+        """``save`` where ``read`` finds it."""
+        if not shared(settings):
+            self.save(Path(settings.export_dir), keep_since=keep_since)
+            return
+        self.days = {d: r for d, r in self.days.items() if d >= keep_since}
+        days: dict[date, Any] = {d: r.as_dict() for d, r in self.days.items()}
+        if self.last_day is not None:
+            days.setdefault(self.last_day, None)
+        write_days(settings, TASK, days, forget_before=keep_since)
+
 
 def due_days(settings: Settings, now: datetime) -> list[date]:
     """Days whose summary is due and not written yet (catching up on missed days)."""
     latest = now.date() - timedelta(days=1 if now.time() >= _export_time(settings) else 2)
-    last = ExportState.load(Path(settings.export_dir)).last_day
+    last = ExportState.read(settings).last_day
     if last is None:
         return [latest]
     return [last + timedelta(days=i) for i in range(1, (latest - last).days + 1)]

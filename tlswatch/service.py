@@ -33,9 +33,10 @@ import uvicorn
 
 from tlswatch import jobs
 from tlswatch.analytics.render import SafeFormatter
+from tlswatch.cluster import StoreProbe, node_metrics, shared
 from tlswatch.config import Settings
 from tlswatch.daymetrics import DomainDayMetrics
-from tlswatch.errors import ConfigError, StoreLockedError
+from tlswatch.errors import ConfigError, StoreLockedError, StoreWriteError
 from tlswatch.ingest.http import HealthChecks
 from tlswatch.ingest.limits import BodyBudget, ConnectionCap, LimitMetrics, http_protocol
 from tlswatch.ingest.loader import drain
@@ -103,13 +104,21 @@ class Service:
                                loader_count=self.loader.count, loader_up=self.loader.up)
         self.limit_metrics = LimitMetrics(self.metrics.registry)
         self.metrics.registry.register(DomainDayMetrics(settings, loaded=self.loader.loaded))
+        # Several nodes may share a PostgreSQL store: each tells its name and whether the
+        # store answers it (its spool and loader figures above are its own).
+        self.probe = StoreProbe(settings) if shared(settings) else None
+        if self.probe is not None:
+            node_metrics(self.metrics.registry, settings, self.probe)
         self.stopping = asyncio.Event()
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT, marked as running for 'restore' (which refuses then),
         on a database this version can use."""
         with serving_mark(self.settings.db):
-            refuse_newer(self.settings.db, lock_timeout=self.settings.lock_timeout)
+            try:
+                refuse_newer(self.settings.db, lock_timeout=self.settings.lock_timeout)
+            except StoreWriteError as exc:  # PostgreSQL away: the loader checks when it is back
+                log.warning("%s; receiving into the spool until it answers", exc)
             await self._serve(on_ready)
 
     async def _serve(self, on_ready: Callable[[Listening], None] | None) -> None:
@@ -170,8 +179,9 @@ class Service:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         app = create_app(s, self.spool, self.metrics)
-        app.state.health = HealthChecks(loader_problem=self.loader.problem,
-                                        max_spool_age=s.health_max_spool_age)
+        app.state.health = HealthChecks(
+            loader_problem=self.loader.problem, max_spool_age=s.health_max_spool_age,
+            about=self.probe.about if self.probe is not None else None)
         cap = ConnectionCap("http", total=s.max_connections,
                             per_client=s.max_connections_per_ip, metrics=self.limit_metrics)
         protocol = http_protocol(cap, header_timeout=s.http_header_timeout,

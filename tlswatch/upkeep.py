@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from tlswatch.config import Settings
+from tlswatch.dburl import DatabaseUrl, location
 from tlswatch.errors import StoreError
 from tlswatch.ingest.spool import Spool
-from tlswatch.store import Store
+from tlswatch.store import Store, exists
 from tlswatch.store.maintenance import (
     Retention,
     compact,
@@ -66,11 +67,11 @@ def run_prune(settings: Settings, *, today: date, dry_run: bool = False,
     """Prune the database and the spool's done/ and failed/ folders; compact the file when
     the rows pruned since its last compaction are at least ``compact_share`` of the rows
     left in the pruned tables (0: after any removal)."""
-    db = Path(settings.db)
-    if not db.exists():  # a wrong --db or folder must not leave an empty database behind
+    db = location(settings.db)
+    if not exists(db):  # a wrong --db or folder must not leave an empty database behind
         raise StoreError(f"{db}: no database here to prune; give the one 'serve' uses "
                          "(--db, or the setting db in --config)")
-    run = PruneRun(today, dry_run, size_before=file_size(db))
+    run = PruneRun(today, dry_run, size_before=_size(db))
     with Store.open(db, read_only=dry_run, lock_timeout=settings.lock_timeout) as store:
         pruned = prune(store, retention(settings), today=today, dry_run=dry_run)
         since, left = (0, 0) if dry_run else uncompacted(store)
@@ -81,13 +82,18 @@ def run_prune(settings: Settings, *, today: date, dry_run: bool = False,
         run.kept_from[kind] = (datetime.now(UTC) - timedelta(days=days)).strftime(
             "%Y-%m-%d %H:%M UTC")
     if not dry_run and since and since >= compact_share * left and \
-            settings.compact_after_prune:
+            settings.compact_after_prune and isinstance(db, Path):  # PostgreSQL: autovacuum
         before, after = compact(db, lock_timeout=settings.lock_timeout)
         run.compacted = after < before
         with Store.open(db, lock_timeout=settings.lock_timeout) as store:
             mark_compacted(store)
-    run.size_after = file_size(db)
+    run.size_after = _size(db)
     return run
+
+
+def _size(db: Path | DatabaseUrl) -> int:
+    """The DuckDB file's bytes (0 on PostgreSQL: the server keeps the space)."""
+    return file_size(db) if isinstance(db, Path) else 0
 
 
 def _prune_spool(settings: Settings, *, dry_run: bool) -> dict[str, int]:
@@ -121,8 +127,8 @@ def _older(folder: Path, cutoff: float) -> int:
 def daily_prune(settings: Settings, now: datetime) -> PruneRun | None:
     """The scheduled task of 'serve': prune once a UTC day (the database records the last
     run, so a restart does not prune again and a missed day is caught up)."""
-    db = Path(settings.db)
-    if not db.exists():
+    db = location(settings.db)
+    if not exists(db):
         return None
     with Store.open(db, read_only=True, lock_timeout=settings.lock_timeout,
                     pending_ok=True) as store:  # the prune itself migrates

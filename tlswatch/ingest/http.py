@@ -70,6 +70,9 @@ class HealthChecks:
 
     loader_problem: Callable[[], str | None]
     max_spool_age: float
+    # On a node of several: its name and whether the shared store answers (information:
+    # the node still takes reports into its spool while the store is away).
+    about: Callable[[], dict[str, Any]] | None = None
 
 
 class _Json(JSONResponse):
@@ -164,6 +167,8 @@ class ReportReceiver:
                 "oldest_waiting_seconds": round(age, 1)}
         if reason is not None:
             body["reason"] = reason
+        if checks is not None and checks.about is not None:
+            body |= await asyncio.to_thread(checks.about)
         return JSONResponse(body, status_code=200 if reason is None else 503)
 
     async def prometheus(self, request: Request) -> Response:

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from tlswatch.dnsname import is_domain
-from tlswatch.errors import TlsWatchError
+from tlswatch.errors import StoreError, TlsWatchError
 from tlswatch.ingest.duplicates import Plan, Stored, plan, quarantined
 from tlswatch.ingest.prepare import (
     DEFAULT_OPTIONS,
@@ -101,6 +101,7 @@ class Loader:
         self._reports: list[Prepared] = []
         self._quarantine: list[Quarantined] = []
         self._bytes = 0
+        self._fresh: list[tuple[str, str]] = []  # the keys the batch being written adds
 
     def add(self, item: Item) -> None:
         """Prepare one input here: good reports are queued, bad input quarantined."""
@@ -137,13 +138,20 @@ class Loader:
         if reports or rejects:
             self._write_or_split(reports, rejects)
 
-    def _write_or_split(self, reports: list[Prepared], rejects: list[Quarantined]) -> None:
+    def _write_or_split(self, reports: list[Prepared], rejects: list[Quarantined], *,
+                        again: bool = False) -> None:
+        self._fresh = []
         try:
             with self.store.transaction():
                 outcome, pks = self._write(reports, rejects)
         except Exception as exc:
             if (isinstance(exc, TlsWatchError) and not exc.terminal) or not reports:
                 raise
+            if not again and self._fresh and self.store.existing_reports(self._fresh):
+                # Another writer stored one of these reports after they were looked up
+                # (its unique key refused ours): look again, it is a duplicate now.
+                self._write_or_split(reports, rejects, again=True)
+                return
             if len(reports) == 1:
                 log.warning("could not store %s: %r", reports[0].source, exc)
                 self._reject(quarantined(reports[0], f"could not be stored "
@@ -166,6 +174,7 @@ class Loader:
                               row["source"], row["dkim_domain"], row["contact_info"])
                   for key, row in self.store.existing_reports([r.key for r in reports]).items()}
         outcome = plan(reports, stored)
+        self._fresh = [r.key for r in outcome.fresh]
         displaced = [Quarantined(f"{row['source']} (stored report {row['report_pk']})",
                                  outcome.displaced[row["report_pk"]],
                                  gzip.decompress(row["raw_gzip"]))
@@ -257,7 +266,7 @@ def drain(spool: Spool, store_path: Path | str, *, options: Options = DEFAULT_OP
         return _load_entries(spool, store_path, entries, items, options=options,
                              max_bytes=max_bytes, lock_timeout=lock_timeout, **filing)
     except Exception as exc:
-        if (isinstance(exc, TlsWatchError) and not exc.terminal) or len(entries) == 1:
+        if _not_theirs(exc) or len(entries) == 1:
             raise  # a busy database: everything waits in the spool
         log.warning("a batch of %d failed to load (%r); loading its entries one by one",
                     len(entries), exc)
@@ -267,7 +276,7 @@ def drain(spool: Spool, store_path: Path | str, *, options: Options = DEFAULT_OP
             more = _load_entries(spool, store_path, [entry], [item], options=options,
                                  max_bytes=max_bytes, lock_timeout=lock_timeout, **filing)
         except Exception as exc:
-            if isinstance(exc, TlsWatchError) and not exc.terminal:
+            if _not_theirs(exc):
                 raise
             log.exception("loading %s failed; filed in failed/", item.source)
             reason = f"could not be loaded ({type(exc).__name__}: {str(exc)[:300]})"
@@ -286,6 +295,12 @@ def _load_entries(spool: Spool, store_path: Path | str, entries: list[Entry], it
                       max_batch_bytes=max_bytes)
     _file(spool, entries, items, result, retry_delay=retry_delay, retry_for=retry_for)
     return result
+
+
+def _not_theirs(exc: Exception) -> bool:
+    """An error no entry caused: a passing one, or a database that cannot be used (a refused
+    login, a missing database): the entries wait in the spool rather than fail."""
+    return isinstance(exc, StoreError) or (isinstance(exc, TlsWatchError) and not exc.terminal)
 
 
 def _merge(into: IngestResult, more: IngestResult) -> None:

@@ -25,7 +25,7 @@ from tlswatch.config import Settings
 from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.mtasts.check import Certificate, Checker, CheckResult, Facts, Finding
 from tlswatch.mtasts.hosting import HostedPolicy, PolicyStore
-from tlswatch.store import Store
+from tlswatch.store import Store, exists
 from tlswatch.store import checks as history
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def due(settings: Settings, now: datetime) -> list[str]:
     if settings.check_interval_hours <= 0:
         return []
     naive = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
-    if not Path(settings.db).exists():
+    if not exists(settings.db):
         return monitored(settings, None, naive.date())
     with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
         domains = monitored(settings, store, naive.date())

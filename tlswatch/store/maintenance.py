@@ -84,7 +84,7 @@ def prune(store: Store, retention: Retention, *, today: date, dry_run: bool) -> 
             result.removed[kind] = int(count)
             if dry_run:
                 continue
-            store.con.execute(f"DELETE FROM {table} WHERE {where}", [cutoff]).fetchall()
+            store.execute(f"DELETE FROM {table} WHERE {where}", [cutoff])
             _record(store, kind, before=cutoff if isinstance(cutoff, date) else cutoff.date(),
                     keep_days=days, removed=int(count))
         if not dry_run:
@@ -94,14 +94,14 @@ def prune(store: Store, retention: Retention, *, today: date, dry_run: bool) -> 
 
 def _record(store: Store, kind: str, *, before: date, keep_days: int, removed: int) -> None:
     """The cutoff only moves forward: what an earlier, shorter retention removed stays gone."""
-    store.con.execute("""
+    store.execute("""
         INSERT INTO retention VALUES ($kind, $before, $days, $now, $removed)
         ON CONFLICT (kind) DO UPDATE SET before_day = greatest(retention.before_day,
                                                                excluded.before_day),
             keep_days = excluded.keep_days, pruned_at = excluded.pruned_at,
             removed = retention.removed + excluded.removed
     """, {"kind": kind, "before": before, "days": keep_days, "now": now_utc(),
-          "removed": removed}).fetchall()
+          "removed": removed})
 
 
 def pruned_before(store: Store) -> dict[str, dict[str, Any]]:
@@ -124,10 +124,10 @@ def uncompacted(store: Store) -> tuple[int, int]:
 def mark_compacted(store: Store) -> None:
     """Remember how many rows had been pruned when the file was compacted."""
     with store.transaction():
-        store.con.execute("DELETE FROM retention WHERE kind = 'compacted'").fetchall()
-        store.con.execute("""
+        store.execute("DELETE FROM retention WHERE kind = 'compacted'")
+        store.execute("""
             INSERT INTO retention SELECT 'compacted', before_day, 0, $now, removed
-            FROM retention WHERE kind = 'run'""", {"now": now_utc()}).fetchall()
+            FROM retention WHERE kind = 'run'""", {"now": now_utc()})
 
 
 def last_run(store: Store) -> datetime | None:

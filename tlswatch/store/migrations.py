@@ -263,6 +263,22 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
             """,
         },
     ),
+    (
+        "0010_nodes",
+        # What the once-a-day work of a cluster of 'serve' nodes did for which day (task
+        # 'daily summary': the record of each day's files and summary, JSON text), so that
+        # no node repeats it; see tlswatch.cluster.
+        """
+        CREATE TABLE cluster_days (
+            task VARCHAR NOT NULL,
+            day DATE NOT NULL,
+            done_at TIMESTAMP NOT NULL,
+            node VARCHAR NOT NULL,
+            record VARCHAR,
+            PRIMARY KEY (task, day)
+        );
+        """,
+    ),
 ]
 
 
