@@ -58,3 +58,37 @@ def test_unreadable_inputs_are_rejected_not_fatal(tmp_path: Path) -> None:
         result = load(items, store)
     assert (result.accepted, result.rejected) == (1, 1)
     assert result.rejections[0].reason == "cannot read: Permission denied"
+
+
+def test_each_row_of_a_batch_keeps_its_own_report_and_policy(tmp_path: Path) -> None:
+    # Reports of 1 to 3 entries with 0 to 3 details each, loaded as one batch: every detail
+    # row must point at its own entry, and every entry at its own report.
+    shapes = [[0], [3, 1], [], [2, 0, 1], [1]]
+    items = []
+    for r_index, counts in enumerate(shapes):
+        entries = [policy(f"e{r_index}-{p_index}.example", 10, count,
+                          [detail("certificate-expired", 1)] * count)
+                   for p_index, count in enumerate(counts)] or [policy("none.example", 1, 0)]
+        data = write_json(tmp_path / f"{r_index}.json",
+                          make_report(rid=f"shape{r_index}", policies=entries)).read_bytes()
+        items.append(Input(f"{r_index}.json", data))
+    with Store.open(tmp_path / "x.duckdb") as store:
+        assert load(items, store).accepted == len(shapes)
+        details = store.rows(
+            "SELECT r.report_id, p.policy_index, p.policy_domain, f.detail_index, "
+            "f.policy_domain AS detail_domain FROM failure_details f "
+            "JOIN policies p ON p.policy_pk = f.policy_pk AND p.report_pk = f.report_pk "
+            "JOIN reports r ON r.report_pk = p.report_pk "
+            "ORDER BY r.report_id, p.policy_index, f.detail_index")
+        entries = store.rows(
+            "SELECT r.report_id, p.policy_domain FROM policies p "
+            "JOIN reports r ON r.report_pk = p.report_pk ORDER BY r.report_id, p.policy_index")
+    expected = [(f"shape{r}", p, f"e{r}-{p}.example", d)
+                for r, counts in enumerate(shapes) for p, count in enumerate(counts)
+                for d in range(count)]
+    assert [(row["report_id"], row["policy_index"], row["policy_domain"], row["detail_index"])
+            for row in details] == expected
+    assert all(row["policy_domain"] == row["detail_domain"] for row in details)
+    assert [(row["report_id"], row["policy_domain"]) for row in entries] == [
+        (f"shape{r}", f"e{r}-{p}.example" if counts else "none.example")
+        for r, counts in enumerate(shapes) for p in range(max(1, len(counts)))]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tlswatch.dnsname import is_domain
 from tlswatch.errors import StoreError, TlsWatchError
@@ -401,25 +402,45 @@ def _take(loader: Loader, job: tuple[Future[list[Outcome]], int],
 
 def _write_reports(store: Store, reports: list[Prepared]) -> list[int]:
     first = store.next_pk("reports", "report_pk")
-    policy_pk = store.next_pk("policies", "policy_pk")
-    now = now_utc()
+    policy_first = store.next_pk("policies", "policy_pk")
     pks = list(range(first, first + len(reports)))
-    rep: list[ReportRow] = []
-    pol: list[PolicyRow] = []
-    det: list[DetailRow] = []
-    for pk, prepared in zip(pks, reports, strict=True):
-        rep.append(prepared.report._replace(report_pk=pk, received_at=now))
-        for policy, details in prepared.policies:
-            pol.append(policy._replace(policy_pk=policy_pk, report_pk=pk))
-            det.extend(d._replace(report_pk=pk, policy_pk=policy_pk) for d in details)
-            policy_pk += 1
-    store.insert("reports", to_table(ReportRow, rep, REPORT_SCHEMA))
+    # Rows are tabled as prepared; the keys are then set a column at a time (a Python
+    # ``_replace`` per row was a fifth of the writer's time).
+    pol = [policy for r in reports for policy, _ in r.policies]
+    det = [d for r in reports for _, details in r.policies for d in details]
+    policy_pks = pa.array(range(policy_first, policy_first + len(pol)), _I)
+    policies_per_report = [len(r.policies) for r in reports]
+    details_per_policy = [len(details) for r in reports for _, details in r.policies]
+    report_tab = _keyed(to_table(ReportRow, [r.report for r in reports], REPORT_SCHEMA),
+                        report_pk=pa.array(pks, _I),
+                        received_at=pa.repeat(pa.scalar(now_utc(), _TS), len(reports)))
+    store.insert("reports", report_tab)
     store.insert("report_raw", pa.table({"report_pk": pks,
                                          "raw_gzip": [r.raw_gzip for r in reports]},
                                         schema=_RAW_SCHEMA))
-    store.insert("policies", to_table(PolicyRow, pol, POLICY_SCHEMA))
-    store.insert_failure_details(to_table(DetailRow, det, DETAIL_SCHEMA))
+    policy_report_pks = _repeat(pks, policies_per_report)
+    store.insert("policies", _keyed(to_table(PolicyRow, pol, POLICY_SCHEMA), policy_pk=policy_pks,
+                                    report_pk=policy_report_pks))
+    store.insert_failure_details(_keyed(
+        to_table(DetailRow, det, DETAIL_SCHEMA),
+        report_pk=_repeat(policy_report_pks.to_pylist(), details_per_policy),
+        policy_pk=_repeat(policy_pks.to_pylist(), details_per_policy)))
     return pks
+
+
+def _repeat(values: list[int], counts: list[int]) -> pa.Array:
+    """Each value as many times as its count, in order."""
+    offsets = pa.array([0, *itertools.accumulate(counts)], pa.int32())
+    lists = pa.ListArray.from_arrays(offsets, pa.nulls(offsets[-1].as_py(), pa.int8()))
+    return pc.take(pa.array(values, _I), pc.list_parent_indices(lists))
+
+
+def _keyed(table: pa.Table, **columns: pa.Array) -> pa.Table:
+    """The table with these columns replaced (same names, same places)."""
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, table.schema.field(index), values)
+    return table
 
 
 def _write_quarantine(store: Store, rejects: list[Quarantined]) -> None:
