@@ -51,7 +51,8 @@ def day_figures(store: Store, since: date, until: date) -> dict[date, DayFigures
                        AS failed
             FROM policies WHERE day BETWEEN ? AND ? GROUP BY day
         )
-        SELECT r.day, r.reports, r.last_report_pk, r.digest, coalesce(p.ok, 0) AS ok, coalesce(p.failed, 0) AS failed
+        SELECT r.day, r.reports, r.last_report_pk, r.digest, coalesce(p.ok, 0) AS ok,
+               coalesce(p.failed, 0) AS failed
         FROM r LEFT JOIN p USING (day) ORDER BY day
     """, [since, until, since, until])
     return {r["day"]: DayFigures(int(r["reports"]), int(r["last_report_pk"]), int(r["ok"]),
