@@ -31,10 +31,10 @@ def summary(config: Path) -> Any:
     return json.loads(tlswatch(config, "summary", "--format", "json").stdout)
 
 
-def place(root: Path) -> Path:
-    """A config naming every place below ``root``."""
+def place(root: Path, db: str | None = None) -> Path:
+    """A config naming every place below ``root`` (the database too, unless ``db``)."""
     root.mkdir(parents=True, exist_ok=True)
-    settings = {"db": root / "db" / "tlswatch.duckdb", "spool": root / "spool",
+    settings = {"db": db or root / "db" / "tlswatch.duckdb", "spool": root / "spool",
                 "policy_dir": root / "policies", "export_dir": root / "exports",
                 "smtp": "", "http": "127.0.0.1:0", "loader_interval": 0.1}
     config = root / "tlswatch.toml"
@@ -235,3 +235,28 @@ def test_restore_refuses_a_crafted_backup_that_writes_or_reads_outside(tmp_path:
     (bk / "manifest.json").write_text(json.dumps({**clean, "files": []}))
     unlisted = tlswatch(place(tmp_path / "b"), "restore", "--force", str(bk), code=1)
     assert "does not list tlswatch.duckdb" in unlisted.stderr
+
+
+def test_backup_and_restore_of_a_postgresql_store(tmp_path: Path, pg_cluster: Any) -> None:
+    """A PostgreSQL store backs up to a DuckDB file (the same backup folder as ever), which
+    restores into an empty PostgreSQL database, or into a DuckDB file."""
+    first, second = pg_cluster.create(), pg_cluster.create()
+    try:
+        a = place(tmp_path / "a", pg_cluster.url(first))
+        tlswatch(a, "ingest", str(Path(__file__).parent.parent / "sample_reports" / "valid"))
+        tlswatch(a, "backup", str(tmp_path / "bk"))
+        original = summary(a)
+        assert original["domains"]
+
+        b = place(tmp_path / "b", pg_cluster.url(second))
+        tlswatch(b, "restore", str(tmp_path / "bk"))
+        assert summary(b) == original
+        refused = tlswatch(b, "restore", str(tmp_path / "bk"), "--force", code=1)
+        assert "needs an empty database" in refused.stderr
+
+        c = place(tmp_path / "c")  # and back into a DuckDB file
+        tlswatch(c, "restore", str(tmp_path / "bk"))
+        assert summary(c) == original
+    finally:
+        pg_cluster.drop(first)
+        pg_cluster.drop(second)

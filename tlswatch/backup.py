@@ -21,10 +21,11 @@ from typing import Any
 
 from tlswatch import __version__
 from tlswatch.config import Settings
+from tlswatch.dburl import DatabaseUrl, is_url, location
 from tlswatch.durable import fsync_path
 from tlswatch.errors import StoreError, StoreLockedError, TlsWatchError
 from tlswatch.jobs import STATE as EXPORT_STATE
-from tlswatch.store import Store, now_utc
+from tlswatch.store import Store, exists, now_utc
 from tlswatch.store.maintenance import COUNTED_TABLES, copy_into, no_serve, same_owner
 from tlswatch.store.migrations import MIGRATIONS
 
@@ -49,7 +50,7 @@ def state_files(settings: Settings) -> dict[str, Path]:
 class Done:
     """What a backup wrote or a restore put back: the folder and its manifest."""
 
-    folder: Path
+    folder: Path | DatabaseUrl
     manifest: dict[str, Any]
     notes: list[str]
 
@@ -62,7 +63,7 @@ def backup(settings: Settings, dest: Path) -> Done:
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BackupError(f"{dest}: exists and is not an empty folder; give a new one")
-    if not Path(settings.db).exists():
+    if not exists(settings.db):
         raise BackupError(f"{settings.db}: no database here to back up")
     work = dest.with_name(f"{dest.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
@@ -108,7 +109,9 @@ def _describe(db: Path) -> dict[str, Any]:
     with Store.open(db, read_only=True) as store:
         migrations = [r["name"] for r in store.rows(
             "SELECT name FROM schema_migrations ORDER BY name")]
-        present = {r["table_name"] for r in store.rows("SELECT table_name FROM duckdb_tables()")}
+        present = {r["table_name"] for r in store.rows(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema()")}
         counts = {t: int(store.rows(f"SELECT count(*) AS n FROM {t}")[0]["n"])
                   for t in COUNTED_TABLES if t in present}
     return {"migrations": migrations, "counts": counts}
@@ -189,6 +192,8 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> Done:
     holds reports unless ``force``."""
     src = Path(src)
     manifest = check(src)
+    if is_url(settings.db):
+        return _restore_into_postgresql(settings, src, manifest)
     db = Path(settings.db)
     notes: list[str] = []
     with no_serve(db):
@@ -198,6 +203,28 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> Done:
         with Store.open(db, lock_timeout=settings.lock_timeout) as store:
             if store.applied:
                 notes.append(f"applied migrations {', '.join(store.applied)}")
+    notes += _restore_files(settings, src, manifest)
+    return Done(db, manifest, notes)
+
+
+def _restore_into_postgresql(settings: Settings, src: Path, manifest: dict[str, Any]) -> Done:
+    """Copy the backup's database into an empty PostgreSQL database (``db copy``)."""
+    from tlswatch.store.copy import copy_between
+
+    try:
+        copy_between(str(src / DATABASE), str(settings.db), lock_timeout=settings.lock_timeout)
+    except StoreError as exc:
+        if "is not empty" not in str(exc):
+            raise
+        raise BackupError(f"{location(settings.db)}: restoring into PostgreSQL needs an empty "
+                          "database (--force does not empty one): create a new database, or "
+                          "drop and create this one, and restore again") from None
+    return Done(location(settings.db), manifest, _restore_files(settings, src, manifest))
+
+
+def _restore_files(settings: Settings, src: Path, manifest: dict[str, Any]) -> list[str]:
+    """Put back the hosted policies and the state files; notes on what was not."""
+    notes: list[str] = []
     for entry in manifest["files"]:
         name = entry["path"]
         if name.startswith("policies/"):
@@ -210,7 +237,7 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> Done:
                 _copy(src / entry["path"], places[name])
             else:
                 notes.append(f"{entry['path']} not restored: export_dir is not set")
-    return Done(db, manifest, notes)
+    return notes
 
 
 def _refuse_if_used(db: Path, lock_timeout: float) -> None:

@@ -39,17 +39,22 @@ def day_figures(store: Store, since: date, until: date) -> dict[date, DayFigures
     rows = store.rows("""
         WITH r AS (
             SELECT day, count(*) AS reports, max(report_pk) AS last_report_pk,
-                   bit_xor(hash(organization_name, report_id, content_sha256)) AS digest
+                   md5(string_agg(organization_name || '|' || report_id || '|'
+                                  || coalesce(content_sha256, ''), ','
+                                  ORDER BY organization_name, report_id)) AS digest
             FROM reports WHERE day BETWEEN ? AND ? GROUP BY day
         ), p AS (
             SELECT day,
-                   coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT AS ok,
-                   coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT AS failed
+                   coalesce(sum(successful_sessions) FILTER (WHERE counted), 0)::DECIMAL(38,0)
+                       AS ok,
+                   coalesce(sum(failed_sessions) FILTER (WHERE counted), 0)::DECIMAL(38,0)
+                       AS failed
             FROM policies WHERE day BETWEEN ? AND ? GROUP BY day
         )
-        SELECT r.*, coalesce(p.ok, 0) AS ok, coalesce(p.failed, 0) AS failed
+        SELECT r.day, r.reports, r.last_report_pk, r.digest, coalesce(p.ok, 0) AS ok,
+               coalesce(p.failed, 0) AS failed
         FROM r LEFT JOIN p USING (day) ORDER BY day
     """, [since, until, since, until])
     return {r["day"]: DayFigures(int(r["reports"]), int(r["last_report_pk"]), int(r["ok"]),
-                                 int(r["failed"]), format(int(r["digest"]), "016x"))
+                                 int(r["failed"]), r["digest"][:16])
             for r in rows}

@@ -19,15 +19,16 @@ def list_reports(store: Store, filters: Filters, *, limit: int = 100) -> list[di
     return store.rows(f"""
         WITH per_report AS (
             SELECT report_pk,
-                   list(DISTINCT policy_domain ORDER BY policy_domain) AS policy_domains,
-                   coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT
+                   array_agg(DISTINCT policy_domain ORDER BY policy_domain) AS policy_domains,
+                   coalesce(sum(successful_sessions) FILTER (WHERE counted), 0)::DECIMAL(38,0)
                        AS successful_sessions,
-                   coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT
+                   coalesce(sum(failed_sessions) FILTER (WHERE counted), 0)::DECIMAL(38,0)
                        AS failed_sessions
             FROM policies{where} GROUP BY report_pk
         )
         SELECT r.report_pk AS id, r.day, r.organization_name, r.report_id, p.policy_domains,
-               p.successful_sessions, p.failed_sessions, len(r.warnings) AS warnings
+               p.successful_sessions, p.failed_sessions,
+               coalesce(array_length(r.warnings, 1), 0) AS warnings
         FROM reports r JOIN per_report p USING (report_pk)
         ORDER BY r.day DESC, r.organization_name, r.report_id
         LIMIT {int(limit)}
@@ -101,7 +102,8 @@ def report_page(store: Store, ident: str, *, page: int = 1, per_page: int = DETA
 
 def _report_and_policies(store: Store, pk: int
                          ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    report = store.rows("SELECT * EXCLUDE (report_pk) FROM reports WHERE report_pk = ?", [pk])[0]
+    report = store.rows("SELECT * FROM reports WHERE report_pk = ?", [pk])[0]
+    del report["report_pk"]
     policies = store.rows("""
         SELECT policy_index, policy_type, policy_domain, policy_string, mx_host,
                successful_sessions, failed_sessions, counted, counting

@@ -203,13 +203,14 @@ def advise(store: Any, settings: Settings, domain: str, *, days: int = 14,
         "day BETWEEN ? AND ? ORDER BY 1", [domain, start, end])]
     blockers = store.rows(f"""
         SELECT result_type, receiving_mx_hostname, receiving_ip,
-               list(DISTINCT organization_name ORDER BY organization_name) AS reporters,
-               sum(failed_session_count)::HUGEINT AS failed_sessions
+               array_agg(DISTINCT organization_name ORDER BY organization_name) AS reporters,
+               sum(failed_session_count)::DECIMAL(38,0) AS failed_sessions
         FROM failure_details
         WHERE policy_domain = ? AND day BETWEEN ? AND ? AND {seen()}
               AND (result_type LIKE 'sts-%' OR result_type LIKE 'certificate-%'
                    OR result_type LIKE 'starttls-%')
-        GROUP BY ALL ORDER BY failed_sessions DESC
+        GROUP BY result_type, receiving_mx_hostname, receiving_ip
+        ORDER BY failed_sessions DESC, result_type, receiving_mx_hostname, receiving_ip
     """, [domain, start, end])
     mode = hosted.mode if hosted else None
     if blockers:

@@ -101,28 +101,34 @@ def history(store: Store, *, domain: str | None = None, since: date | None = Non
     """Runs, the latest of each domain first, then the older ones newest first; each with
     its errors and warnings (``problems``), the ones that are new and gone since the
     domain's previous run, and the alert kinds it raised."""
-    return store.rows(f"""
+    rows = store.rows(f"""
         WITH runs AS (
             SELECT r.run_pk, r.domain, r.checked_at, r.result, r.errors, r.warnings,
                    r.sts_id, r.alerts,
-                   coalesce(list({PROBLEM} ORDER BY f.finding_index)
-                            FILTER (f.severity IN ('error', 'warning')), []) AS problems
+                   array_agg({PROBLEM} ORDER BY f.finding_index)
+                            FILTER (WHERE f.severity IN ('error', 'warning')) AS problems
             FROM check_runs r LEFT JOIN check_findings f USING (run_pk)
             WHERE $domain::VARCHAR IS NULL OR r.domain = $domain
-            GROUP BY ALL
+            GROUP BY r.run_pk, r.domain, r.checked_at, r.result, r.errors, r.warnings,
+                     r.sts_id, r.alerts
         ), compared AS (
-            SELECT *, lag(problems) OVER w AS before,
+            SELECT *, lag(problems) OVER w AS before, lag(run_pk) OVER w AS before_run,
                    row_number() OVER (PARTITION BY domain ORDER BY checked_at DESC,
                                       run_pk DESC) AS age
             FROM runs WINDOW w AS (PARTITION BY domain ORDER BY checked_at, run_pk)
         )
         SELECT run_pk, checked_at, domain, result, errors, warnings, sts_id, problems,
-               CASE WHEN before IS NULL THEN NULL
-                    ELSE list_filter(problems, lambda p: NOT list_contains(before, p)) END AS new,
-               CASE WHEN before IS NULL THEN NULL
-                    ELSE list_filter(before, lambda p: NOT list_contains(problems, p)) END AS gone,
-               coalesce(alerts, []) AS alerts
+               before, before_run, alerts
         FROM compared WHERE $since::DATE IS NULL OR checked_at::DATE >= $since
         ORDER BY age > 1, CASE WHEN age = 1 THEN domain END, checked_at DESC, domain
         LIMIT $limit
     """, {"domain": domain, "since": since, "limit": limit})
+    found = []
+    for row in rows:  # problems new and gone since the domain's previous run
+        problems, before = row.pop("problems") or [], row.pop("before") or []
+        first, alerts = row.pop("before_run") is None, row.pop("alerts") or []
+        found.append({**row, "problems": problems,
+                      "new": None if first else [p for p in problems if p not in before],
+                      "gone": None if first else [p for p in before if p not in problems],
+                      "alerts": alerts})
+    return found

@@ -77,7 +77,9 @@ def copy_store(src: Store, dst: Store, *, batch_rows: int = BATCH_ROWS,
     # destination (a file not yet in its place, see copy_between) commits batch by batch.
     whole = dst.transaction() if dst.engine == "postgresql" else nullcontext()
     each = nullcontext if dst.engine == "postgresql" else dst.transaction
-    with whole:
+    with src.transaction(), whole:  # one snapshot of the source, also while it is written
+        if src.engine == "postgresql" and src.read_only:
+            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for table, columns in layout.items():
             digest = _Digest()
             for batch in _pages(src, table, columns, batch_rows):

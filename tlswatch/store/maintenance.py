@@ -145,7 +145,15 @@ def _quote(path: Path) -> str:
 
 def copy_into(store: Store, dest: Path) -> None:
     """Write a whole, consistent copy of the open database to the new file ``dest`` (this
-    connection holds the database's lock meanwhile), fsynced."""
+    connection holds the database's lock meanwhile), fsynced.  From PostgreSQL the copy is
+    made row by row in one snapshot (``db copy``), a DuckDB file all the same."""
+    if store.engine == "postgresql":
+        from tlswatch.store.copy import copy_store
+
+        with Store.open(dest) as target:
+            copy_store(store, target)
+        fsync_path(dest)
+        return
     name = store.rows("SELECT current_database() AS n")[0]["n"]
     store.con.execute(f"ATTACH {_quote(dest)} AS _tlswatch_copy (READ_WRITE)").fetchall()
     try:
