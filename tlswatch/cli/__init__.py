@@ -7,11 +7,11 @@ them on the one Typer app.
 
 from __future__ import annotations
 
-from tlswatch.cli import checks, ingesting, mtasts, quarantine, reading, serving, upkeep
+from tlswatch.cli import checks, ingesting, mtasts, quarantine, reading, rollups, serving, upkeep
 from tlswatch.cli.base import app, plain_help
 
-__all__ = ["app", "checks", "ingesting", "main", "mtasts", "quarantine", "reading", "serving",
-           "upkeep"]
+__all__ = ["app", "checks", "ingesting", "main", "mtasts", "quarantine", "reading", "rollups",
+           "serving", "upkeep"]
 
 plain_help(app)  # after every command module above has registered its commands
 
