@@ -86,10 +86,10 @@ def _conflicts(store: Store, today: date) -> list[Alert]:
     changed report under the same id) in the week up to ``today``, by the day they came,
     once a day for all domains."""
     rows = store.rows("""
-        SELECT received_at::DATE AS day, count(*) AS n, min(source) AS example
+        SELECT CAST(received_at AS DATE) AS day, count(*) AS n, min(source) AS example
         FROM quarantine WHERE reason LIKE 'conflicting duplicate%'
-          AND received_at::DATE BETWEEN ? AND ?
-        GROUP BY ALL ORDER BY day
+          AND CAST(received_at AS DATE) BETWEEN ? AND ?
+        GROUP BY CAST(received_at AS DATE) ORDER BY day
     """, [today - timedelta(days=6), today])
     return [Alert("*", "conflicting_duplicate", r["day"],
                   f"{r['n']:,} report{'s were' if r['n'] != 1 else ' was'} quarantined on "
