@@ -52,8 +52,7 @@ def _corpus(folder: Path) -> None:
         write_json(folder / f"old{i}.json", old)
 
 
-def test_incremental_rollups_equal_a_rebuild_and_survive_pruning(
-        cli: Cli, db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _load_varied(cli: Cli, tmp_path: Path) -> None:
     cli.json("ingest", str(VALID), code=None)
     _corpus(tmp_path / "more")
     cli.json("ingest", str(tmp_path / "more"))
@@ -66,12 +65,24 @@ def test_incremental_rollups_equal_a_rebuild_and_survive_pruning(
         detail("certificate-host-mismatch", 5, sip="198.51.100.7")])])
     write_json(tmp_path / "conflict.json", conflicting)
     cli("ingest", str(tmp_path / "conflict.json"), code=None)
+
+
+def test_incremental_rollups_equal_a_rebuild(cli: Cli, db: Path | str, tmp_path: Path) -> None:
+    _load_varied(cli, tmp_path)
     incremental = _rollups(db)
     assert incremental["rollup_failures"] and incremental["rollup_policies"]
     with Store.open(db) as store:
         rebuild(store)
     assert _rollups(db) == incremental
+    assert "rollups rebuilt:" in cli("db", "rebuild-rollups").stdout
+    assert _rollups(db) == incremental
 
+
+@pytest.mark.duckdb_only  # pruning speaks DuckDB only
+def test_pruning_leaves_the_rollups_and_a_rebuild_keeps_pruned_days(
+        cli: Cli, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load_varied(cli, tmp_path)
+    incremental = _rollups(db)
     monkeypatch.setenv("TLSWATCH_DETAIL_KEEP_DAYS", "100")
     monkeypatch.setenv("TLSWATCH_SPOOL", str(tmp_path / "spool"))
     cli("prune")
