@@ -24,6 +24,8 @@ TABLES = {
     "rollup_failures": "day, domain_id, organization_name_id, policy_type, result_type_id, "
                        "receiving_mx_hostname_id, receiving_ip_id, sending_mta_ip_id, counted, "
                        "seen",
+    "rollup_results": "day, domain_id, organization_name_id, policy_type, result_type_id, "
+                      "receiving_mx_hostname_id, receiving_ip_id, counted, seen",
 }
 TODAY = datetime.now(UTC).date()
 OLD = TODAY - timedelta(days=200)

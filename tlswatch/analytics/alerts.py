@@ -104,12 +104,12 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
     rows = store.rows("""
         WITH firsts AS (
             SELECT domain_id, result_type_id, min(day) AS first_day
-            FROM rollup_failures WHERE seen GROUP BY domain_id, result_type_id
+            FROM rollup_results WHERE seen GROUP BY domain_id, result_type_id
         ),
         hits AS (
             SELECT f.domain_id, f.result_type_id, f.first_day, r.organization_name_id,
                    r.receiving_mx_hostname_id, r.failed_sessions
-            FROM firsts f JOIN rollup_failures r ON r.domain_id = f.domain_id
+            FROM firsts f JOIN rollup_results r ON r.domain_id = f.domain_id
                  AND r.result_type_id = f.result_type_id AND r.day = f.first_day AND r.seen
             WHERE f.first_day BETWEEN ? AND ?
         )
@@ -191,7 +191,7 @@ def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
                array_agg(DISTINCT t.value ORDER BY t.value) AS types,
                sum(g.failed_sessions)::DECIMAL(38,0) AS failed,
                array_agg(DISTINCT o.value ORDER BY o.value) AS orgs
-        FROM rollup_failures g JOIN names d ON d.name_id = g.domain_id
+        FROM rollup_results g JOIN names d ON d.name_id = g.domain_id
              JOIN names t ON t.name_id = g.result_type_id
              JOIN names o ON o.name_id = g.organization_name_id
         WHERE g.seen AND g.day BETWEEN ? AND ?

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlswatch.analytics.queries import Filters, rollup_where
+from tlswatch.analytics.queries import Filters, rollup_table, rollup_where
 from tlswatch.store import Store
 
 
@@ -28,7 +28,7 @@ def daily_failures(store: Store, filters: Filters) -> list[dict[str, Any]]:
         SELECT g.day, d.value AS policy_domain, t.value AS result_type, g.failed_sessions
         FROM (SELECT day, domain_id, result_type_id,
                      sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions
-              FROM rollup_failures{where}
+              FROM {rollup_table(filters)}{where}
               GROUP BY day, domain_id, result_type_id) AS g
         JOIN names d ON d.name_id = g.domain_id JOIN names t ON t.name_id = g.result_type_id
         ORDER BY g.day, d.value, t.value

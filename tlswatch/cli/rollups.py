@@ -23,7 +23,8 @@ def rebuild_rollups(ctx: typer.Context) -> None:
         done = rebuild_file(settings.db, lock_timeout=settings.lock_timeout)
     rows = done["rows"]
     echo(f"rollups rebuilt: {rows['rollup_days']} day rows, {rows['rollup_policies']} "
-         f"policy rows, {rows['rollup_failures']} failure rows")
+         f"policy rows, {rows['rollup_failures']} failure rows, {rows['rollup_results']} "
+         "result rows")
     if done["kept_before"] is not None:
         echo(f"failure details before {done['kept_before']} were pruned: their "
              f"{done['kept_failure_rows']} failure rows were kept, not recomputed")
