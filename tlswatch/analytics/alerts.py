@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from tlswatch.analytics.explain import explain
-from tlswatch.analytics.queries import Filters, seen
+from tlswatch.analytics.queries import Filters
 from tlswatch.analytics.summary import percent
 from tlswatch.analytics.summary import short_org as _short_org
 from tlswatch.store import Store
@@ -86,10 +86,10 @@ def _conflicts(store: Store, today: date) -> list[Alert]:
     changed report under the same id) in the week up to ``today``, by the day they came,
     once a day for all domains."""
     rows = store.rows("""
-        SELECT received_at::DATE AS day, count(*) AS n, min(source) AS example
+        SELECT CAST(received_at AS DATE) AS day, count(*) AS n, min(source) AS example
         FROM quarantine WHERE reason LIKE 'conflicting duplicate%'
-          AND received_at::DATE BETWEEN ? AND ?
-        GROUP BY ALL ORDER BY day
+          AND CAST(received_at AS DATE) BETWEEN ? AND ?
+        GROUP BY CAST(received_at AS DATE) ORDER BY day
     """, [today - timedelta(days=6), today])
     return [Alert("*", "conflicting_duplicate", r["day"],
                   f"{r['n']:,} report{'s were' if r['n'] != 1 else ' was'} quarantined on "
@@ -101,20 +101,28 @@ def _conflicts(store: Store, today: date) -> list[Alert]:
 
 
 def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
-    rows = store.rows(f"""
+    rows = store.rows("""
         WITH firsts AS (
-            SELECT policy_domain, result_type, min(day) AS first_day
-            FROM failure_details WHERE {seen()} GROUP BY policy_domain, result_type
+            SELECT domain_id, result_type_id, min(day) AS first_day
+            FROM rollup_results WHERE seen GROUP BY domain_id, result_type_id
+        ),
+        hits AS (
+            SELECT f.domain_id, f.result_type_id, f.first_day, r.organization_name_id,
+                   r.receiving_mx_hostname_id, r.failed_sessions
+            FROM firsts f JOIN rollup_results r ON r.domain_id = f.domain_id
+                 AND r.result_type_id = f.result_type_id AND r.day = f.first_day AND r.seen
+            WHERE f.first_day BETWEEN ? AND ?
         )
-        SELECT f.policy_domain, f.result_type, f.first_day,
-               sum(d.failed_session_count)::HUGEINT AS failed,
-               list(DISTINCT d.organization_name ORDER BY d.organization_name) AS orgs,
-               list(DISTINCT d.receiving_mx_hostname) FILTER
-                   (d.receiving_mx_hostname IS NOT NULL) AS hosts
-        FROM firsts f JOIN failure_details d ON d.policy_domain = f.policy_domain
-             AND d.result_type = f.result_type AND d.day = f.first_day AND {seen("d")}
-        WHERE f.first_day BETWEEN ? AND ?
-        GROUP BY ALL ORDER BY f.first_day, f.policy_domain, f.result_type
+        SELECT d.value AS policy_domain, t.value AS result_type, h.first_day,
+               sum(h.failed_sessions)::DECIMAL(38,0) AS failed,
+               array_agg(DISTINCT o.value ORDER BY o.value) AS orgs,
+               array_agg(DISTINCT m.value ORDER BY m.value) FILTER (WHERE m.value IS NOT NULL)
+                   AS hosts
+        FROM hits h JOIN names d ON d.name_id = h.domain_id
+             JOIN names t ON t.name_id = h.result_type_id
+             JOIN names o ON o.name_id = h.organization_name_id
+             LEFT JOIN names m ON m.name_id = h.receiving_mx_hostname_id
+        GROUP BY d.value, t.value, h.first_day ORDER BY h.first_day, d.value, t.value
     """, [first, last])
     out = []
     for r in rows:
@@ -131,10 +139,10 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
 
 def _daily(store: Store, first: date, last: date) -> list[dict[str, Any]]:
     return store.rows("""
-        SELECT day, policy_domain,
-               coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT AS ok,
-               coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT AS failed
-        FROM policies WHERE day BETWEEN ? AND ? GROUP BY ALL ORDER BY day, policy_domain
+        SELECT day, policy_domain, sum(successful_sessions)::DECIMAL(38,0) AS ok,
+               sum(failed_sessions)::DECIMAL(38,0) AS failed
+        FROM rollup_days WHERE day BETWEEN ? AND ? GROUP BY day, policy_domain
+        ORDER BY day, policy_domain
     """, [first, last])
 
 
@@ -179,13 +187,16 @@ def _spikes(store: Store, first: date, last: date, rules: AlertRules) -> list[Al
 
 def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
     rows = store.rows(f"""
-        SELECT policy_domain, day, list(DISTINCT result_type ORDER BY result_type) AS types,
-               sum(failed_session_count)::HUGEINT AS failed,
-               list(DISTINCT organization_name ORDER BY organization_name) AS orgs
-        FROM failure_details
-        WHERE {seen()} AND day BETWEEN ? AND ?
-              AND result_type IN ({", ".join("?" for _ in STS_PROBLEMS)})
-        GROUP BY ALL ORDER BY day, policy_domain
+        SELECT d.value AS policy_domain, g.day,
+               array_agg(DISTINCT t.value ORDER BY t.value) AS types,
+               sum(g.failed_sessions)::DECIMAL(38,0) AS failed,
+               array_agg(DISTINCT o.value ORDER BY o.value) AS orgs
+        FROM rollup_results g JOIN names d ON d.name_id = g.domain_id
+             JOIN names t ON t.name_id = g.result_type_id
+             JOIN names o ON o.name_id = g.organization_name_id
+        WHERE g.seen AND g.day BETWEEN ? AND ?
+              AND t.value IN ({", ".join("?" for _ in STS_PROBLEMS)})
+        GROUP BY d.value, g.day ORDER BY g.day, d.value
     """, [first, last, *STS_PROBLEMS])
     return [Alert(r["policy_domain"], "sts_policy_problem", r["day"],
                   f"{_plain(r['policy_domain'])}: senders could not use the MTA-STS policy on "
@@ -200,17 +211,21 @@ def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
 def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
     # A reporter "reported daily" when it sent on daily_min of the daily_days days up to its
     # last report; silences that began more than 60 days ago are history, not news.
-    rows = store.rows(f"""
-        WITH last AS (
-            SELECT policy_domain, organization_name, max(day) AS last
-            FROM policies WHERE day <= ? GROUP BY ALL
-        )
-        SELECT l.policy_domain, l.organization_name, l.last, count(DISTINCT p.day) AS days
-        FROM last l JOIN policies p USING (policy_domain, organization_name)
-        WHERE p.day BETWEEN l.last - INTERVAL {int(rules.daily_days) - 1} DAY AND l.last
-              AND l.last >= ?
-        GROUP BY ALL ORDER BY l.policy_domain, l.organization_name
-    """, [today, today - timedelta(days=60)])
+    # The daily_min-th newest report day of each pair tells whether daily_min days fell in
+    # the daily_days days up to the last one (one rollup row per day, domain, organisation).
+    rows = store.rows("""
+        SELECT policy_domain, organization_name, max(day) AS last,
+               min(day) FILTER (WHERE n = ?) AS kth
+        FROM (SELECT policy_domain, organization_name, day,
+                     row_number() OVER (PARTITION BY policy_domain, organization_name
+                                        ORDER BY day DESC) AS n
+              FROM rollup_days WHERE day <= ?) AS d
+        GROUP BY policy_domain, organization_name HAVING max(day) >= ?
+        ORDER BY policy_domain, organization_name
+    """, [max(1, rules.daily_min), today, today - timedelta(days=60)])
+    for r in rows:
+        r["days"] = rules.daily_min if r["kth"] is not None and (
+            (r["last"] - r["kth"]).days < rules.daily_days) else 0
     out = []
     for r in rows:
         quiet = (today - r["last"]).days
@@ -260,8 +275,8 @@ def history(store: Store, filters: Filters) -> list[dict[str, Any]]:
                     ELSE 'delivered' END AS delivery,
                delivered_at, delivery_error
         FROM alerts LEFT JOIN (
-            SELECT batch, count(*) AS n, count(*) FILTER (status = 'failed') AS failed,
-                   count(*) FILTER (status = 'pending') AS pending
+            SELECT batch, count(*) AS n, count(*) FILTER (WHERE status = 'failed') AS failed,
+                   count(*) FILTER (WHERE status = 'pending') AS pending
             FROM outbox GROUP BY batch) o ON o.batch = alerts.outbox_batch
         {where} ORDER BY day DESC, policy_domain, kind
     """, params)

@@ -9,6 +9,7 @@ every query here is one filtered scan, and all figures come from one consistent 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -65,13 +66,12 @@ def session_totals(store: Store, filters: Filters) -> list[dict[str, Any]]:
     """Per policy domain: reports, organisations, successful and failed sessions."""
     where, params = filters.where(failure_rows=False)
     return store.rows(f"""
-        SELECT policy_domain, count(DISTINCT report_pk) AS reports,
-               list(DISTINCT organization_name ORDER BY organization_name) AS organizations,
-               coalesce(sum(successful_sessions) FILTER (counted), 0)::HUGEINT
-                   AS successful_sessions,
-               coalesce(sum(failed_sessions) FILTER (counted), 0)::HUGEINT
-                   AS failed_sessions
-        FROM policies{where}
+        SELECT policy_domain, CAST(sum(reports) AS BIGINT) AS reports,
+               array_agg(DISTINCT organization_name ORDER BY organization_name)
+                   AS organizations,
+               sum(successful_sessions)::DECIMAL(38,0) AS successful_sessions,
+               sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions
+        FROM rollup_days{where}
         GROUP BY policy_domain ORDER BY policy_domain
     """, params)
 
@@ -81,7 +81,8 @@ def seen(alias: str = "failure_details") -> str:
     (alerts, advice) rather than counting them.  These are the rows that count, and also the
     rows of a policy type left out as the same sessions (see ingest/counting.py) whose result
     type the counted type does not show: an MTA-STS policy fetch error reported under ``sts``
-    stays visible when ``tlsa`` (with more failures) is the type that counts."""
+    stays visible when ``tlsa`` (with more failures) is the type that counts.  The rollups
+    keep this as their ``seen`` flag."""
     return (f"({alias}.counted OR NOT EXISTS (SELECT 1 FROM failure_details c "
             f"WHERE c.report_pk = {alias}.report_pk AND c.policy_domain = {alias}.policy_domain "
             f"AND c.result_type = {alias}.result_type AND c.counted))")
@@ -91,27 +92,17 @@ def failed_by_policy(store: Store, filters: Filters) -> list[dict[str, Any]]:
     """Per policy domain, policy type and policy text: the failed sessions that count, and
     of those counted under ``sts``, how many DANE also failed (when the report lists the
     same sessions under ``tlsa``): mail that DANE failed was not delivered, whatever the
-    MTA-STS mode."""
+    MTA-STS mode.  The per-report pairing is done at load (``rollup_policies.dane_failed``)."""
     where, params = filters.where(failure_rows=False)
+    where = f"{where} AND counted" if where else " WHERE counted"
     return store.rows(f"""
-        WITH p AS (SELECT * FROM policies{where}),
-        counted AS (
-            SELECT report_pk, policy_domain, policy_type, policy_string,
-                   sum(failed_sessions) AS failed_sessions
-            FROM p WHERE counted AND failed_sessions > 0 GROUP BY ALL
-        ),
-        dane AS (
-            SELECT report_pk, policy_domain, sum(failed_sessions) AS failed_sessions
-            FROM p WHERE policy_type = 'tlsa' AND NOT counted GROUP BY ALL
-        )
-        SELECT c.policy_domain, c.policy_type, c.policy_string,
-               sum(c.failed_sessions) AS failed_sessions,
-               sum(CASE WHEN c.policy_type = 'sts'
-                        THEN least(c.failed_sessions, coalesce(d.failed_sessions, 0))
-                        ELSE 0 END) AS dane_failed
-        FROM counted c LEFT JOIN dane d USING (report_pk, policy_domain)
-        GROUP BY c.policy_domain, c.policy_type, c.policy_string
-        ORDER BY c.policy_domain, c.policy_type
+        SELECT policy_domain, policy_type, policy_string,
+               sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions,
+               sum(dane_failed)::DECIMAL(38,0) AS dane_failed
+        FROM rollup_policies{where}
+        GROUP BY policy_domain, policy_type, policy_string
+        HAVING sum(failed_sessions) > 0
+        ORDER BY policy_domain, policy_type, policy_string
     """, params)
 
 
@@ -119,12 +110,14 @@ def failure_groups(
     store: Store, filters: Filters, dimensions: tuple[str, ...], *, limit: int | None = None,
     top_per_domain: int | None = None, details: bool = False, example_code: bool = False,
 ) -> list[dict[str, Any]]:
-    """Failed sessions grouped by ``dimensions`` (any of FAILURE_DIMENSIONS), most first.
+    """Failed sessions grouped by ``dimensions`` (any of FAILURE_DIMENSIONS), most first,
+    from the daily rollups.
 
     Grouping by ``policy_type`` gives the per-type figures (no counting rule); otherwise
     only the rows that count are summed.  ``top_per_domain`` keeps the largest N groups of
     each policy domain; ``details`` adds the number of reports, first and last day and up
-    to three failure reason codes; ``example_code`` (cheaper) adds one reason code.
+    to three failure reason codes (reports and codes from the failure details of the kept
+    groups: drill-down); ``example_code`` adds one reason code.
     """
     unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
     if unknown:
@@ -132,49 +125,96 @@ def failure_groups(
     dims = list(dict.fromkeys(dimensions))
     if top_per_domain and "policy_domain" not in dims:
         raise ValueError("top_per_domain needs policy_domain among the dimensions")
-    # Group by the integer ids, keep the top groups, then read their strings from names.
     keys = [_ID_COLUMN.get(d, d) for d in dims]
     key_sql = ", ".join(keys)
-    where, params = filters.where(failure_rows=True)
-    if "policy_type" not in dims:
+    where, params = rollup_where(filters)
+    counted = "policy_type" not in dims
+    if counted:
         where = f"{where} AND counted" if where else " WHERE counted"
-    extra = ""
-    if details:
-        extra += (", count(DISTINCT report_pk) AS reports, min(day) AS first_day, "
-                  "max(day) AS last_day, list_distinct(list(failure_reason_code) FILTER "
-                  "(failure_reason_code IS NOT NULL))[1:3] AS failure_reason_codes")
-    qualify = ""
+    extra = ", min(day) AS first_day, max(day) AS last_day" if details else ""
+    if example_code:
+        extra += ", max(failure_reason_code) AS failure_reason_code"
+    rank = keep = ""
     if top_per_domain:
-        qualify = (" QUALIFY row_number() OVER (PARTITION BY domain_id ORDER BY "
-                   f"sum(failed_session_count) DESC, {key_sql}) <= {int(top_per_domain)}")
+        rank = (", row_number() OVER (PARTITION BY domain_id ORDER BY "
+                f"sum(failed_sessions) DESC, {key_sql}) AS rank")
+        keep = f" WHERE rank <= {int(top_per_domain)}"
     joins = "".join(f" LEFT JOIN names n{i} ON n{i}.name_id = g.{key}"
                     for i, key in enumerate(keys) if key in _ID_COLUMN.values())
     names = ", ".join(f"n{i}.value AS {dim}" if key in _ID_COLUMN.values() else f"g.{dim}"
                       for i, (dim, key) in enumerate(zip(dims, keys, strict=True)))
-    code_cte = code_join = code = ""
-    if example_code:  # one reason code for each kept group, from rows that carry one
-        match = " AND ".join(f"f.{k} IS NOT DISTINCT FROM g.{k}" for k in keys)
-        code_cte = (f", codes AS (SELECT {', '.join(f'g.{k}' for k in keys)}, "
-                    "max(f.failure_reason_code) AS failure_reason_code "
-                    f"FROM failure_details f JOIN g ON {match} "
-                    "WHERE f.failure_reason_code IS NOT NULL AND f.counted "
-                    f"GROUP BY {', '.join(f'g.{k}' for k in keys)})")
-        code_join = " LEFT JOIN codes c ON " + " AND ".join(
-            f"c.{k} IS NOT DISTINCT FROM g.{k}" for k in keys)
-        code = ", c.failure_reason_code"
+    order = f"g.failed_sessions DESC, {', '.join(dims)}"
     limit_sql = f" LIMIT {int(limit)}" if limit else ""
-    extra_out = "".join(f", g.{c}" for c in ("reports", "first_day", "last_day",
-                                              "failure_reason_codes") if details)
-    return store.rows(f"""
-        WITH g AS (
-            SELECT {key_sql}, sum(failed_session_count)::HUGEINT AS failed_sessions{extra}
-            FROM failure_details{where}
-            GROUP BY {key_sql}{qualify}
-        ){code_cte}
-        SELECT {names}, g.failed_sessions{extra_out}{code}
-        FROM g{joins}{code_join}
-        ORDER BY g.failed_sessions DESC, {", ".join(dims)}{limit_sql}
+    outs = (", g.reports, g.first_day, g.last_day, g.failure_reason_codes" if details
+            else "") + (", g.failure_reason_code" if example_code else "")
+    top = f"""
+        SELECT * FROM (
+            SELECT {key_sql}, sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions{extra}
+                   {rank}
+            FROM {rollup_table(filters, dims)}{where}
+            GROUP BY {key_sql}) AS r{keep}"""
+    if details:
+        top, params = _with_details(top, filters, keys, counted, params)
+    rows = store.rows(f"""
+        SELECT {names}, g.failed_sessions{outs}
+        FROM ({top}) AS g{joins}
+        ORDER BY {order}{limit_sql}
     """, params)
+    if details:
+        for row in rows:
+            row["failure_reason_codes"] = (row["failure_reason_codes"] or [])[:3]
+    return rows
+
+
+def _with_details(top: str, filters: Filters, keys: list[str], counted: bool,
+                  params: list[Any]) -> tuple[str, list[Any]]:
+    """The groups of ``top`` with their reports and reason codes, read from the failure
+    details of those groups only."""
+    where, detail_params = filters.where(failure_rows=True)
+    if counted:
+        where = f"{where} AND counted" if where else " WHERE counted"
+    match = " AND ".join(f"coalesce(f.{k}, 0) = t.{k}" if k in _ID_COLUMN.values()
+                         else f"f.{k} = t.{k}" for k in keys)
+    cols = ", ".join(f"t.{k}" for k in keys)
+    sql = f"""
+        WITH t AS ({top}),
+        d AS (SELECT {cols}, count(DISTINCT f.report_pk) AS reports,
+                     array_agg(DISTINCT f.failure_reason_code ORDER BY f.failure_reason_code)
+                         FILTER (WHERE f.failure_reason_code IS NOT NULL)
+                         AS failure_reason_codes
+              FROM (SELECT * FROM failure_details{where}) AS f JOIN t ON {match}
+              GROUP BY {cols})
+        SELECT t.*, coalesce(d.reports, 0) AS reports, d.failure_reason_codes
+        FROM t LEFT JOIN d ON {" AND ".join(f"d.{k} = t.{k}" for k in keys)}"""
+    return sql, [*params, *detail_params]
+
+
+def rollup_table(filters: Filters, dimensions: Sequence[str] = ()) -> str:
+    """``rollup_results`` (no sending IP, far fewer rows) unless the sending IP is asked for."""
+    return ("rollup_failures" if filters.sending_ips or "sending_mta_ip" in dimensions
+            else "rollup_results")
+
+
+def rollup_where(filters: Filters) -> tuple[str, list[Any]]:
+    """``Filters.where`` for ``rollup_failures``, whose names are ids (0 for none)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if filters.since is not None:
+        clauses.append("day >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        clauses.append("day <= ?")
+        params.append(filters.until)
+    for column, values in (("domain_id", [d.lower().rstrip(".") for d in filters.domains]),
+                           ("organization_name_id", list(filters.organizations)),
+                           ("result_type_id", list(filters.result_types)),
+                           ("receiving_mx_hostname_id", list(filters.mx_hosts)),
+                           ("sending_mta_ip_id", list(filters.sending_ips))):
+        if values:
+            clauses.append(f"{column} IN (SELECT name_id FROM names WHERE value IN "
+                           f"({', '.join('?' for _ in values)}))")
+            params.extend(values)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 _ID_COLUMN = {
@@ -190,5 +230,6 @@ _ID_COLUMN = {
 def day_bounds(store: Store, filters: Filters) -> tuple[date | None, date | None]:
     """The first and last report day that the filters (dates aside) select."""
     where, params = filters.with_dates(None, None).where(failure_rows=False)
-    row = store.rows(f"SELECT min(day) AS first, max(day) AS last FROM policies{where}", params)[0]
+    row = store.rows(f"SELECT min(day) AS first, max(day) AS last FROM rollup_days{where}",
+                     params)[0]
     return row["first"], row["last"]

@@ -7,11 +7,12 @@ them on the one Typer app.
 
 from __future__ import annotations
 
-from tlswatch.cli import checks, ingesting, moving, mtasts, quarantine, reading, serving, upkeep
+from tlswatch.cli import (checks, ingesting, moving, mtasts, quarantine, reading, rollups,
+                          serving, upkeep)
 from tlswatch.cli.base import app, plain_help
 
 __all__ = ["app", "checks", "ingesting", "main", "moving", "mtasts", "quarantine", "reading",
-           "serving", "upkeep"]
+           "rollups", "serving", "upkeep"]
 
 plain_help(app)  # after every command module above has registered its commands
 

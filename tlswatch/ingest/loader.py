@@ -47,7 +47,7 @@ from tlswatch.ingest.rows import (
 )
 from tlswatch.ingest.sources import Input, Item
 from tlswatch.ingest.spool import Entry, Spool
-from tlswatch.store import Store, now_utc
+from tlswatch.store import Store, now_utc, rollups
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +176,13 @@ class Loader:
                   for key, row in self.store.existing_reports([r.key for r in reports]).items()}
         outcome = plan(reports, stored)
         self._fresh = [r.key for r in outcome.fresh]
+        removed = rollups.forget(self.store, list(outcome.displaced))
         displaced = [Quarantined(f"{row['source']} (stored report {row['report_pk']})",
                                  outcome.displaced[row["report_pk"]],
                                  gzip.decompress(row["raw_gzip"]))
                      for row in self.store.remove_reports(list(outcome.displaced))]
         pks = _write_reports(self.store, outcome.fresh) if outcome.fresh else []
+        rollups.add(self.store, pks, removed)
         quarantine = [*rejects, *outcome.refused, *displaced]
         if quarantine:
             _write_quarantine(self.store, quarantine)

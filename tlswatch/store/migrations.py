@@ -18,6 +18,8 @@ about three times faster than by strings at 10M rows (bench/summary_bench.py).
 
 from __future__ import annotations
 
+from tlswatch.store import rollups
+
 _CHECKS = """
         CREATE TABLE check_runs (
             run_pk BIGINT PRIMARY KEY,
@@ -246,6 +248,12 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
             removed BIGINT NOT NULL
         );
         """,
+    ),
+    (
+        "0008_rollups",
+        # Daily rollups that summaries, pages, alerts and daily files read (see
+        # tlswatch/store/rollups.py), filled here from the stored reports.
+        rollups.fill_sql(),
     ),
     (
         "0009_portable",

@@ -130,10 +130,12 @@ class Dashboard:
         def build(store: Store) -> list[dict[str, Any]]:
             filters = Filters(since=start, until=end)
             summary = summarize(store, filters)
-            series = daily_sessions(store, filters)
+            by_domain: dict[str, dict[date, dict[str, Any]]] = {}
+            for r in daily_sessions(store, filters):  # once, not once per domain
+                by_domain.setdefault(r["policy_domain"], {})[r["day"]] = r
             out = []
             for d in summary.domains:
-                per_day = {r["day"]: r for r in series if r["policy_domain"] == d.policy_domain}
+                per_day = by_domain.get(d.policy_domain, {})
                 rates: list[float | None] = []
                 for i in range(days):
                     row = per_day.get(start + timedelta(days=i))

@@ -1,0 +1,122 @@
+"""Daily rollups: kept by every load and replacement, equal to a from-scratch computation,
+untouched by pruning, and rebuilt by `db rebuild-rollups`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import VALID, Cli, detail, make_report, policy, write_json
+from tests.ingest.test_poison import keys, mail
+from tlswatch.ingest.loader import load
+from tlswatch.ingest.prepare import Options
+from tlswatch.ingest.sources import Input
+from tlswatch.store import Store
+from tlswatch.store.rollups import rebuild
+
+TABLES = {
+    "rollup_days": "day, policy_domain, organization_name",
+    "rollup_policies": "day, policy_domain, organization_name, policy_type, "
+                       "CAST(policy_string AS VARCHAR), counted",
+    "rollup_failures": "day, domain_id, organization_name_id, policy_type, result_type_id, "
+                       "receiving_mx_hostname_id, receiving_ip_id, sending_mta_ip_id, counted, "
+                       "seen",
+    "rollup_results": "day, domain_id, organization_name_id, policy_type, result_type_id, "
+                      "receiving_mx_hostname_id, receiving_ip_id, counted, seen",
+}
+TODAY = datetime.now(UTC).date()
+OLD = TODAY - timedelta(days=200)
+
+
+def _rollups(db: Path | str) -> dict[str, list[dict[str, Any]]]:
+    with Store.open(db, read_only=True) as store:
+        return {t: store.rows(f"SELECT * FROM {t} ORDER BY {order}")
+                for t, order in TABLES.items()}
+
+
+def _corpus(folder: Path) -> None:
+    folder.mkdir()
+    same = [policy("dual.example", 90, 10, [detail("certificate-expired", 10)]),
+            policy("dual.example", 88, 12, [detail("dane-required", 12),
+                                            detail("sts-policy-fetch-error", 3)], ptype="tlsa")]
+    write_json(folder / "same.json", make_report(rid="same", policies=same))
+    added = [policy("post.example", 5, 2, [detail("starttls-not-supported", 2, sip="192.0.2.9")]),
+             policy("post.example", 7, 1, [detail("tlsa-invalid", 1)], ptype="tlsa"),
+             policy("post.example", 3, 4, [detail("validation-failure", 4, mx="mx2.example.com")],
+                    ptype="no-policy-found")]
+    write_json(folder / "added.json", make_report(org="Postfix", rid="added", policies=added))
+    for i in range(3):
+        old = make_report(rid=f"old{i}", day=OLD.isoformat(), policies=[
+            policy("post.example", 10 + i, i, [detail("certificate-expired", i)] if i else None)])
+        write_json(folder / f"old{i}.json", old)
+
+
+def _load_varied(cli: Cli, tmp_path: Path) -> None:
+    cli.json("ingest", str(VALID), code=None)
+    _corpus(tmp_path / "more")
+    cli.json("ingest", str(tmp_path / "more"))
+    late = make_report(rid="late", day=(TODAY - timedelta(days=20)).isoformat(),
+                       policies=[policy("dual.example", 1, 1, [detail("certificate-expired", 1)])])
+    write_json(tmp_path / "late.json", late)
+    cli.json("ingest", str(tmp_path / "late.json"))
+    # The same report again with other content: the stored one is replaced (or refused).
+    conflicting = make_report(rid="same", policies=[policy("dual.example", 50, 5, [
+        detail("certificate-host-mismatch", 5, sip="198.51.100.7")])])
+    write_json(tmp_path / "conflict.json", conflicting)
+    cli("ingest", str(tmp_path / "conflict.json"), code=None)
+
+
+def test_incremental_rollups_equal_a_rebuild(cli: Cli, db: Path | str, tmp_path: Path) -> None:
+    _load_varied(cli, tmp_path)
+    incremental = _rollups(db)
+    assert incremental["rollup_failures"] and incremental["rollup_policies"]
+    with Store.open(db) as store:
+        rebuild(store)
+    assert _rollups(db) == incremental
+    assert "rollups rebuilt:" in cli("db", "rebuild-rollups").stdout
+    assert _rollups(db) == incremental
+
+
+@pytest.mark.duckdb_only  # pruning speaks DuckDB only
+def test_pruning_leaves_the_rollups_and_a_rebuild_keeps_pruned_days(
+        cli: Cli, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load_varied(cli, tmp_path)
+    incremental = _rollups(db)
+    monkeypatch.setenv("TLSWATCH_DETAIL_KEEP_DAYS", "100")
+    monkeypatch.setenv("TLSWATCH_SPOOL", str(tmp_path / "spool"))
+    cli("prune")
+    with Store.open(db, read_only=True) as store:
+        assert store.value("SELECT count(*) FROM failure_details WHERE day = ?", [OLD]) == 0
+    assert _rollups(db) == incremental
+    out = cli("db", "rebuild-rollups").stdout
+    assert "rollups rebuilt:" in out and "were pruned" in out
+    assert _rollups(db) == incremental
+
+
+def test_a_displaced_report_leaves_the_rollups(tmp_path: Path) -> None:
+    options = Options(dnsfunc=keys)
+    forged = make_report(rid="same", policies=[
+        policy("example.com", 1, 9, [detail("certificate-expired", 9, sip="203.0.113.9")]),
+        policy("other.example", 4, 0)])
+    real = make_report(rid="same", policies=[
+        policy("example.com", 10, 1, [detail("certificate-expired", 1)])])
+    for doc in (forged, real):
+        doc["contact-info"] = "tlsrpt@reporter.example"
+    db = tmp_path / "t.duckdb"
+    with Store.open(db) as store:
+        load([Input("forged.eml", mail(forged, sign=False))], store, options=options)
+        second = load([Input("real.eml", mail(real, sign=True))], store, options=options)
+        assert second.conflicts == 1
+        days = store.rows("SELECT policy_domain, successful_sessions, failed_sessions "
+                          "FROM rollup_days ORDER BY policy_domain")
+        failed = store.value("SELECT sum(failed_sessions)::DECIMAL(38,0) FROM rollup_failures")
+    assert days == [{"policy_domain": "example.com", "successful_sessions": 10,
+                     "failed_sessions": 1}]
+    assert failed == 1
+    incremental = _rollups(db)
+    with Store.open(db) as store:
+        rebuild(store)
+    assert _rollups(db) == incremental

@@ -1,0 +1,324 @@
+"""Daily rollups: what summaries, pages, alerts and daily files read instead of detail rows.
+
+Three tables, maintained in the loader's transaction:
+
+* ``rollup_days``: per day, policy domain and reporting organisation, the reports and the
+  sessions that count (the counting rule, ``policies.counted``), and all sessions listed.
+  A report has one day and one organisation, so summing ``reports`` over days and
+  organisations gives the exact number of distinct reports.
+* ``rollup_policies``: the same per policy type, policy text and ``counted`` flag, with the
+  failed sessions that DANE also failed (the delivery impact of ``sts`` entries).
+* ``rollup_failures``: failed sessions per day, domain, organisation, policy type, result
+  type, receiving MX, receiving IP and sending IP (name ids from ``names``, 0 for none),
+  ``counted`` and ``seen`` (see ``tlswatch.analytics.queries.seen``), with the reports and
+  the largest failure reason code of each group; ``rollup_results`` the same without the
+  sending IP, recomputed from it for the (day, domain) pairs a load touches.
+
+Session rollups are recomputed for the (day, domain) pairs a load or removal touches, from
+``policies``, which retention never prunes.  Failure rollups are added to (and subtracted
+from, when a report is replaced) by the rows of those reports, so pruning failure details
+leaves them as they are: old days keep their figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from tlswatch.store import Store
+
+MIGRATION = """
+    CREATE TABLE rollup_days (
+        day DATE NOT NULL,
+        policy_domain VARCHAR NOT NULL,
+        organization_name VARCHAR NOT NULL,
+        reports BIGINT NOT NULL,
+        successful_sessions DECIMAL(38,0) NOT NULL,
+        failed_sessions DECIMAL(38,0) NOT NULL,
+        listed_sessions DECIMAL(38,0) NOT NULL,
+        PRIMARY KEY (day, policy_domain, organization_name)
+    );
+    CREATE TABLE rollup_policies (
+        day DATE NOT NULL,
+        policy_domain VARCHAR NOT NULL,
+        organization_name VARCHAR NOT NULL,
+        policy_type VARCHAR NOT NULL,
+        policy_string VARCHAR[],
+        counted BOOLEAN NOT NULL,
+        reports BIGINT NOT NULL,
+        successful_sessions DECIMAL(38,0) NOT NULL,
+        failed_sessions DECIMAL(38,0) NOT NULL,
+        dane_failed DECIMAL(38,0) NOT NULL
+    );
+    CREATE TABLE rollup_failures (
+        day DATE NOT NULL,
+        domain_id INTEGER NOT NULL,
+        organization_name_id INTEGER NOT NULL,
+        policy_type VARCHAR NOT NULL,
+        result_type_id INTEGER NOT NULL,
+        receiving_mx_hostname_id INTEGER NOT NULL,
+        receiving_ip_id INTEGER NOT NULL,
+        sending_mta_ip_id INTEGER NOT NULL,
+        counted BOOLEAN NOT NULL,
+        seen BOOLEAN NOT NULL,
+        failed_sessions DECIMAL(38,0) NOT NULL,
+        reports BIGINT NOT NULL,
+        failure_reason_code VARCHAR,
+        PRIMARY KEY (day, domain_id, organization_name_id, policy_type, result_type_id,
+                     receiving_mx_hostname_id, receiving_ip_id, sending_mta_ip_id, counted, seen)
+    );
+    CREATE TABLE rollup_results (
+        day DATE NOT NULL,
+        domain_id INTEGER NOT NULL,
+        organization_name_id INTEGER NOT NULL,
+        policy_type VARCHAR NOT NULL,
+        result_type_id INTEGER NOT NULL,
+        receiving_mx_hostname_id INTEGER NOT NULL,
+        receiving_ip_id INTEGER NOT NULL,
+        counted BOOLEAN NOT NULL,
+        seen BOOLEAN NOT NULL,
+        failed_sessions DECIMAL(38,0) NOT NULL,
+        failure_reason_code VARCHAR
+    );
+"""
+
+RESULT_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
+              "receiving_mx_hostname_id", "receiving_ip_id", "counted", "seen")
+
+
+def _results_fill(where: str) -> str:
+    """``rollup_results``: ``rollup_failures`` without the sending IP (a tenth of its rows or
+    fewer), for every reader that does not group by it; from the rollup, so pruned days
+    keep their figures."""
+    keys = ", ".join(RESULT_KEY)
+    return f"""
+        INSERT INTO rollup_results ({keys}, failed_sessions, failure_reason_code)
+        SELECT {keys}, sum(failed_sessions), max(failure_reason_code)
+        FROM rollup_failures r WHERE {where}
+        GROUP BY {keys}
+    """
+
+FAILURE_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
+               "receiving_mx_hostname_id", "receiving_ip_id", "sending_mta_ip_id", "counted",
+               "seen")
+
+_SEEN = ("(f.counted OR NOT EXISTS (SELECT 1 FROM failure_details c WHERE c.report_pk = "
+         "f.report_pk AND c.policy_domain = f.policy_domain AND c.result_type = f.result_type "
+         "AND c.counted))")
+
+
+def _failure_groups(where: str) -> str:
+    """The failure rollup rows of the failure details chosen by ``where`` (on alias f)."""
+    return f"""
+        SELECT day, domain_id, organization_name_id, policy_type, result_type_id,
+               receiving_mx_hostname_id, receiving_ip_id, sending_mta_ip_id, counted, seen,
+               CAST(sum(failed_session_count) AS DECIMAL(38,0)) AS failed_sessions,
+               count(DISTINCT report_pk) AS reports,
+               max(failure_reason_code) AS failure_reason_code
+        FROM (SELECT f.day, f.domain_id, f.organization_name_id, f.policy_type,
+                     f.result_type_id, coalesce(f.receiving_mx_hostname_id, 0)
+                         AS receiving_mx_hostname_id,
+                     coalesce(f.receiving_ip_id, 0) AS receiving_ip_id,
+                     coalesce(f.sending_mta_ip_id, 0) AS sending_mta_ip_id, f.counted,
+                     {_SEEN} AS seen, f.failed_session_count, f.report_pk,
+                     f.failure_reason_code
+              FROM failure_details f WHERE {where}) AS d
+        GROUP BY day, domain_id, organization_name_id, policy_type, result_type_id,
+                 receiving_mx_hostname_id, receiving_ip_id, sending_mta_ip_id, counted, seen
+    """
+
+
+def _session_fill(where: str) -> list[str]:
+    """INSERTs filling the session rollups from the policy rows chosen by ``where`` (alias p)."""
+    return [f"""
+        INSERT INTO rollup_days (day, policy_domain, organization_name, reports,
+                                 successful_sessions, failed_sessions, listed_sessions)
+        SELECT day, policy_domain, organization_name, count(DISTINCT report_pk),
+               CAST(coalesce(sum(successful_sessions) FILTER (WHERE counted), 0)
+                    AS DECIMAL(38,0)),
+               CAST(coalesce(sum(failed_sessions) FILTER (WHERE counted), 0)
+                    AS DECIMAL(38,0)),
+               sum(CAST(successful_sessions AS DECIMAL(38,0)) + failed_sessions)
+        FROM policies p WHERE {where}
+        GROUP BY day, policy_domain, organization_name
+    """, f"""
+        INSERT INTO rollup_policies (day, policy_domain, organization_name, policy_type,
+                                     policy_string, counted, reports, successful_sessions,
+                                     failed_sessions, dane_failed)
+        WITH p AS (SELECT * FROM policies p WHERE {where}),
+        per_report AS (
+            SELECT report_pk, day, policy_domain, organization_name, policy_type,
+                   policy_string, counted,
+                   CAST(sum(successful_sessions) AS DECIMAL(38,0)) AS successful_sessions,
+                   CAST(sum(failed_sessions) AS DECIMAL(38,0)) AS failed_sessions
+            FROM p GROUP BY report_pk, day, policy_domain, organization_name, policy_type,
+                            policy_string, counted
+        ),
+        dane AS (
+            SELECT report_pk, policy_domain,
+                   CAST(sum(failed_sessions) AS DECIMAL(38,0)) AS failed_sessions
+            FROM p WHERE policy_type = 'tlsa' AND NOT counted
+            GROUP BY report_pk, policy_domain
+        )
+        SELECT r.day, r.policy_domain, r.organization_name, r.policy_type, r.policy_string,
+               r.counted, count(*), CAST(sum(r.successful_sessions) AS DECIMAL(38,0)),
+               CAST(sum(r.failed_sessions) AS DECIMAL(38,0)),
+               CAST(sum(CASE WHEN r.counted AND r.policy_type = 'sts'
+                             THEN least(r.failed_sessions, coalesce(d.failed_sessions, 0))
+                             ELSE 0 END) AS DECIMAL(38,0))
+        FROM per_report r LEFT JOIN dane d
+             ON d.report_pk = r.report_pk AND d.policy_domain = r.policy_domain
+        GROUP BY r.day, r.policy_domain, r.organization_name, r.policy_type, r.policy_string,
+                 r.counted
+    """]
+
+
+@dataclass(frozen=True)
+class Touched:
+    """The (day, policy domain) pairs whose session rollups a removal changed."""
+
+    pairs: list[tuple[date, str]]
+
+
+def forget(store: Store, report_pks: Sequence[int]) -> Touched:
+    """Before reports are removed: take their failures out of the rollups and note their
+    (day, domain) pairs, recomputed by ``add`` once the batch is written."""
+    if not report_pks:
+        return Touched([])
+    marks = ", ".join("?" for _ in report_pks)
+    pks = list(report_pks)
+    pairs = [(r["day"], r["policy_domain"]) for r in store.rows(
+        f"SELECT DISTINCT day, policy_domain FROM policies WHERE report_pk IN ({marks}) "
+        "ORDER BY day, policy_domain", pks)]
+    match = " AND ".join(f"rollup_failures.{k} = x.{k}" for k in FAILURE_KEY)
+    store.execute(f"""
+        UPDATE rollup_failures SET failed_sessions = rollup_failures.failed_sessions
+                                   - x.failed_sessions,
+                                   reports = rollup_failures.reports - x.reports,
+                                   failure_reason_code = NULL
+        FROM ({_failure_groups(f"f.report_pk IN ({marks})")}) AS x
+        WHERE {match}
+    """, pks)
+    store.execute("DELETE FROM rollup_failures WHERE reports <= 0")
+    # The largest reason code of each changed group, from the rows that stay.
+    store.execute(f"""
+        UPDATE rollup_failures SET failure_reason_code = (
+            SELECT max(f.failure_reason_code) FROM failure_details f
+            WHERE f.report_pk NOT IN ({marks}) AND f.day = rollup_failures.day
+              AND f.domain_id = rollup_failures.domain_id
+              AND f.organization_name_id = rollup_failures.organization_name_id
+              AND f.policy_type = rollup_failures.policy_type
+              AND f.result_type_id = rollup_failures.result_type_id
+              AND coalesce(f.receiving_mx_hostname_id, 0)
+                  = rollup_failures.receiving_mx_hostname_id
+              AND coalesce(f.receiving_ip_id, 0) = rollup_failures.receiving_ip_id
+              AND coalesce(f.sending_mta_ip_id, 0) = rollup_failures.sending_mta_ip_id
+              AND f.counted = rollup_failures.counted)
+        WHERE failure_reason_code IS NULL AND EXISTS (
+            SELECT 1 FROM failure_details g WHERE g.report_pk IN ({marks})
+              AND g.day = rollup_failures.day AND g.domain_id = rollup_failures.domain_id)
+    """, pks + pks)
+    return Touched(pairs)
+
+
+def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None) -> None:
+    """After reports are written: add their failures and recompute the session rollups of
+    their (day, domain) pairs and of those ``forget`` noted."""
+    pairs = set(removed.pairs if removed else [])
+    if report_pks:
+        marks = ", ".join("?" for _ in report_pks)
+        pks = list(report_pks)
+        pairs |= {(r["day"], r["policy_domain"]) for r in store.rows(
+            f"SELECT DISTINCT day, policy_domain FROM policies WHERE report_pk IN ({marks})",
+            pks)}
+        keys = ", ".join(FAILURE_KEY)
+        store.execute(f"""
+            INSERT INTO rollup_failures ({keys}, failed_sessions, reports, failure_reason_code)
+            {_failure_groups(f"f.report_pk IN ({marks})")}
+            ON CONFLICT ({keys}) DO UPDATE SET
+                failed_sessions = rollup_failures.failed_sessions + excluded.failed_sessions,
+                reports = rollup_failures.reports + excluded.reports,
+                failure_reason_code = coalesce(
+                    greatest(rollup_failures.failure_reason_code,
+                             excluded.failure_reason_code),
+                    rollup_failures.failure_reason_code, excluded.failure_reason_code)
+        """, pks)
+    if pairs:
+        _refresh_sessions(store, sorted(pairs))
+
+
+def _refresh_sessions(store: Store, pairs: list[tuple[date, str]]) -> None:
+    touched = pa.table({"day": pa.array([d for d, _ in pairs], pa.date32()),
+                        "policy_domain": pa.array([n for _, n in pairs], pa.string())})
+    with store.scratch("_touched", touched):
+        for table in ("rollup_days", "rollup_policies"):
+            store.execute(f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM _touched t "
+                          f"WHERE t.day = {table}.day "
+                          f"AND t.policy_domain = {table}.policy_domain)")
+        for sql in _session_fill("EXISTS (SELECT 1 FROM _touched t WHERE t.day = p.day "
+                                 "AND t.policy_domain = p.policy_domain)"):
+            store.execute(sql)
+        pair = ("EXISTS (SELECT 1 FROM _touched t JOIN names n ON n.value = t.policy_domain "
+                "WHERE t.day = {0}.day AND n.name_id = {0}.domain_id)")
+        store.execute(f"DELETE FROM rollup_results WHERE {pair.format('rollup_results')}")
+        store.execute(_results_fill(pair.format("r")))
+
+
+def fill_sql() -> str:
+    """The migration's text: create the rollups and fill them from the detail tables."""
+    keys = ", ".join(FAILURE_KEY)
+    return ";\n".join([MIGRATION.rstrip().rstrip(";"), *_session_fill("true"),
+                        f"INSERT INTO rollup_failures ({keys}, failed_sessions, reports, "
+                        f"failure_reason_code) {_failure_groups('true')}",
+                        _results_fill("true")]) + ";"
+
+
+def pruned_before(store: Store) -> date | None:
+    """The first day whose failure details are all still there (None: nothing pruned)."""
+    value = store.value("SELECT before_day FROM retention WHERE kind = 'failure_details'")
+    return value if isinstance(value, date) else None
+
+
+def rebuild(store: Store) -> dict[str, Any]:
+    """Recompute every rollup from the detail tables, in one transaction.
+
+    Session rollups come from ``policies`` (never pruned) for every day.  Failure rollups of
+    days whose failure details were pruned cannot be recomputed; their rows are kept.
+    """
+    with store.transaction():
+        kept_before = pruned_before(store)
+        store.execute("DELETE FROM rollup_days")
+        store.execute("DELETE FROM rollup_policies")
+        for sql in _session_fill("true"):
+            store.execute(sql)
+        keys = ", ".join(FAILURE_KEY)
+        if kept_before is None:
+            store.execute("DELETE FROM rollup_failures")
+            store.execute(f"INSERT INTO rollup_failures ({keys}, failed_sessions, reports, "
+                          f"failure_reason_code) {_failure_groups('true')}")
+        else:
+            store.execute("DELETE FROM rollup_failures WHERE day >= ?", [kept_before])
+            store.execute(f"INSERT INTO rollup_failures ({keys}, failed_sessions, reports, "
+                          f"failure_reason_code) {_failure_groups('f.day >= ?')}",
+                          [kept_before])
+        store.execute("DELETE FROM rollup_results")
+        store.execute(_results_fill("true"))
+        counts = {t: int(store.value(f"SELECT count(*) FROM {t}"))
+                  for t in ("rollup_days", "rollup_policies", "rollup_failures",
+                            "rollup_results")}
+        kept = int(store.value("SELECT count(*) FROM rollup_failures WHERE day < ?",
+                               [kept_before])) if kept_before else 0
+    return {"rows": counts, "kept_before": kept_before, "kept_failure_rows": kept}
+
+
+def rebuild_file(where: str | Any, *, lock_timeout: float = 10.0) -> dict[str, Any]:
+    """Open the store at ``where`` and ``rebuild`` its rollups."""
+    from tlswatch.store import Store
+
+    with Store.open(where, lock_timeout=lock_timeout) as store:
+        return rebuild(store)
