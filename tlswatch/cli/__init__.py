@@ -7,8 +7,17 @@ them on the one Typer app.
 
 from __future__ import annotations
 
-from tlswatch.cli import (checks, ingesting, moving, mtasts, quarantine, reading, rollups,
-                          serving, upkeep)
+from tlswatch.cli import (
+    checks,
+    ingesting,
+    moving,
+    mtasts,
+    quarantine,
+    reading,
+    rollups,
+    serving,
+    upkeep,
+)
 from tlswatch.cli.base import app, plain_help
 
 __all__ = ["app", "checks", "ingesting", "main", "moving", "mtasts", "quarantine", "reading",
