@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import INVALID, VALID, Cli, make_report, write_json
+from tlswatch.store import Store
 
 INGEST_KEYS = {"accepted", "duplicates", "rejected", "rejections"}
 
@@ -141,12 +142,20 @@ def test_the_header_of_an_empty_csv_is_that_of_a_full_one(cli: Cli) -> None:
         assert full == ",".join(columns), args
 
 
+def has_store(db: Path | str) -> bool:
+    """Whether a store was made there (a DuckDB file, or tables in a PostgreSQL database)."""
+    if isinstance(db, Path):
+        return db.exists()
+    with Store.open(db, read_only=True, pending_ok=True) as store:
+        return store.has_table("reports")
+
+
 def test_formats_are_honoured_or_refused(cli: Cli, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     bad = str(INVALID / "count-is-text.json")
     refused = cli("ingest", "-f", "csv", str(VALID), code=2)
     assert "'ingest' prints table, json or markdown, not csv" in refused.stderr
-    assert not cli.db.exists()  # refused before anything was loaded
+    assert not has_store(cli.db)  # refused before anything was loaded
     md = cli("ingest", "-f", "markdown", bad, str(VALID / "misc"), code=1).stdout
     assert md.startswith("| accepted | duplicates | rejected | conflicts |\n|---|---|---|---|\n"
                          "| 3 | 0 | 1 | 0 |\n")
@@ -233,7 +242,8 @@ def test_reports_list_and_show(cli: Cli) -> None:
 
 def test_read_commands_before_any_ingest_say_what_to_do(cli: Cli) -> None:
     result = cli("summary", code=1)
-    assert "no database here yet" in result.stderr and "Traceback" not in result.stderr
+    assert "here yet; load reports first with 'tlswatch --db" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_bad_date_is_a_usage_error(cli: Cli) -> None:

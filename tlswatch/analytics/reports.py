@@ -71,7 +71,8 @@ _DETAILS = """
            f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
            f.additional_information, f.failure_reason_code, f.counted
     FROM failure_details f JOIN policies p USING (policy_pk)
-    WHERE f.report_pk = ? ORDER BY p.policy_index, f.detail_index, f.rowid"""
+    WHERE f.report_pk = ? ORDER BY p.policy_index, f.detail_index, f.result_type,
+          f.receiving_mx_hostname, f.receiving_ip, f.sending_mta_ip, f.failed_session_count"""
 
 
 def report_page(store: Store, ident: str, *, page: int = 1, per_page: int = DETAILS_PER_PAGE,

@@ -188,8 +188,8 @@ class _Digest:
         for name, column in zip(batch.column_names, batch.columns, strict=True):
             if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
                 column = pc.binary_join(pc.cast(column, pa.list_(pa.string())), "\x1f")
-            elif pa.types.is_integer(column.type):
-                column = pc.cast(column, pa.int64())
+            elif pa.types.is_integer(column.type) or pa.types.is_decimal(column.type):
+                column = pc.cast(column, pa.string())  # DuckDB's DECIMAL(38,0) is an int
             columns[name] = column
         frame = pa.table(columns).to_pandas()
         hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
