@@ -169,22 +169,9 @@ def test_each_message_is_sent_once_and_the_daily_prune_runs_once_with_two_nodes(
     assert len(pruned) == 1 and pruned[0]["pruned_at"].date() == datetime.now(UTC).date()
 
 
-def _summaries_run_on(db: str) -> bool:
-    """Whether the daily summary's queries run on this store (they need the portable
-    analytics queries on PostgreSQL)."""
-    from tlswatch.exports import daily
-    try:
-        with Store.open(db) as store:
-            daily(store, datetime.now(UTC).date())
-    except Exception:
-        return False
-    return True
-
 
 def test_the_daily_summary_and_its_alerts_are_sent_once_by_two_nodes(
         tmp_path: Path, pg_url: str, nodes: list[Serve], webhook: Hook) -> None:  # noqa: F811
-    if not _summaries_run_on(pg_url):
-        pytest.skip("the summary queries do not run on PostgreSQL in this build")
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     doc = make_report(rid="y-1", day=yesterday.isoformat(), policies=[
         policy("example.com", 10, 90, [detail("certificate-expired", 90)])])
