@@ -56,9 +56,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy tlswatch
 
+# The tests that run a second time with the store in PostgreSQL (the rest is about files,
+# processes and receivers, the same whatever the engine).
+PG_TESTS = tests/store tests/analytics tests/web tests/test_cli.py tests/test_exports.py \
+	tests/test_late_reports.py tests/test_lake.py
+
 unit: $(STAMP)
 	$(BIN)/pytest -q
-	TLSWATCH_TEST_ENGINE=postgresql $(BIN)/pytest -q tests/store
+	TLSWATCH_TEST_ENGINE=postgresql $(BIN)/pytest -q $(PG_TESTS)
 
 ## bench: the benchmarks (installs parsedmarc into the venv for the comparison)
 bench: $(STAMP)
