@@ -162,7 +162,8 @@ def failure_groups(
     """, params)
     if details:
         for row in rows:
-            row["failure_reason_codes"] = (row["failure_reason_codes"] or [])[:3]
+            codes = row["failure_reason_codes"]
+            row["failure_reason_codes"] = codes[:3] if codes else None
     return rows
 
 
