@@ -40,14 +40,13 @@ def median_ms(fn: Callable[[], object], runs: int) -> tuple[float, list[float]]:
 
 
 def process(args: list[str]) -> tuple[float, int]:
-    """Wall time (ms) and peak RSS (MB) of one whole ``tlswatch`` process."""
+    """Wall time (ms) and peak RSS (MB, from /usr/bin/time: a child's own rusage would carry
+    this process's peak across fork) of one whole ``tlswatch`` process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([TLSWATCH, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", TLSWATCH, *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = (time.perf_counter() - t0) * 1000
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss // 1024
+    return elapsed, int(done.stderr.decode().strip().splitlines()[-1]) // 1024
 
 
 def pages(path: Path, runs: int) -> None:

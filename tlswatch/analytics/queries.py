@@ -116,8 +116,7 @@ def failure_groups(
     Grouping by ``policy_type`` gives the per-type figures (no counting rule); otherwise
     only the rows that count are summed.  ``top_per_domain`` keeps the largest N groups of
     each policy domain; ``details`` adds the number of reports, first and last day and up
-    to three failure reason codes (reports and codes from the failure details of the kept
-    groups: drill-down); ``example_code`` adds one reason code.
+    to three failure reason codes (from the rollup rows); ``example_code`` adds one reason code.
     """
     unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
     if unknown:
@@ -128,10 +127,15 @@ def failure_groups(
     keys = [_ID_COLUMN.get(d, d) for d in dims]
     key_sql = ", ".join(keys)
     where, params = rollup_where(filters)
-    counted = "policy_type" not in dims
-    if counted:
+    if "policy_type" not in dims:
         where = f"{where} AND counted" if where else " WHERE counted"
-    extra = ", min(day) AS first_day, max(day) AS last_day" if details else ""
+    # Reports: each rollup row counts its reports once; a group spanning several rows of
+    # one report (the same failure listed under two policy types that both count) counts
+    # it once per row.  Reason codes: the largest of each row, up to three.
+    extra = (", CAST(sum(reports) AS BIGINT) AS reports, min(day) AS first_day, "
+             "max(day) AS last_day, array_agg(DISTINCT failure_reason_code ORDER BY "
+             "failure_reason_code) FILTER (WHERE failure_reason_code IS NOT NULL) "
+             "AS failure_reason_codes") if details else ""
     if example_code:
         extra += ", max(failure_reason_code) AS failure_reason_code"
     rank = keep = ""
@@ -151,10 +155,8 @@ def failure_groups(
         SELECT * FROM (
             SELECT {key_sql}, sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions{extra}
                    {rank}
-            FROM {rollup_table(filters, dims)}{where}
+            FROM {"rollup_failures" if details else rollup_table(filters, dims)}{where}
             GROUP BY {key_sql}) AS r{keep}"""
-    if details:
-        top, params = _with_details(top, filters, keys, counted, params)
     rows = store.rows(f"""
         SELECT {names}, g.failed_sessions{outs}
         FROM ({top}) AS g{joins}
@@ -162,31 +164,9 @@ def failure_groups(
     """, params)
     if details:
         for row in rows:
-            row["failure_reason_codes"] = (row["failure_reason_codes"] or [])[:3]
+            codes = row["failure_reason_codes"]
+            row["failure_reason_codes"] = codes[:3] if codes else None
     return rows
-
-
-def _with_details(top: str, filters: Filters, keys: list[str], counted: bool,
-                  params: list[Any]) -> tuple[str, list[Any]]:
-    """The groups of ``top`` with their reports and reason codes, read from the failure
-    details of those groups only."""
-    where, detail_params = filters.where(failure_rows=True)
-    if counted:
-        where = f"{where} AND counted" if where else " WHERE counted"
-    match = " AND ".join(f"coalesce(f.{k}, 0) = t.{k}" if k in _ID_COLUMN.values()
-                         else f"f.{k} = t.{k}" for k in keys)
-    cols = ", ".join(f"t.{k}" for k in keys)
-    sql = f"""
-        WITH t AS ({top}),
-        d AS (SELECT {cols}, count(DISTINCT f.report_pk) AS reports,
-                     array_agg(DISTINCT f.failure_reason_code ORDER BY f.failure_reason_code)
-                         FILTER (WHERE f.failure_reason_code IS NOT NULL)
-                         AS failure_reason_codes
-              FROM (SELECT * FROM failure_details{where}) AS f JOIN t ON {match}
-              GROUP BY {cols})
-        SELECT t.*, coalesce(d.reports, 0) AS reports, d.failure_reason_codes
-        FROM t LEFT JOIN d ON {" AND ".join(f"d.{k} = t.{k}" for k in keys)}"""
-    return sql, [*params, *detail_params]
 
 
 def rollup_table(filters: Filters, dimensions: Sequence[str] = ()) -> str:
