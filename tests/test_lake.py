@@ -93,3 +93,12 @@ def test_later_runs_write_only_new_and_changed_days(cli: Cli, db: Path | str,
     names = columns(db, "failure_details")
     assert pyarrow_rows(lake, "failure_details", names) == store_rows(db, "failure_details")
     assert not list(lake.rglob(".*.tmp"))
+
+
+def test_a_lake_that_cannot_be_written_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+    cli("ingest", str(VALID))
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    refused = cli("export", "lake", "--out", str(in_the_way), code=1)
+    assert refused.stderr.startswith(f"tlswatch: {in_the_way}: lake not written: ")
+    assert "Traceback" not in refused.stderr + refused.stdout

@@ -34,11 +34,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tlswatch.durable import fsync_path
-from tlswatch.errors import StoreError
+from tlswatch.errors import StoreError, TlsWatchError
 from tlswatch.store import Store
 from tlswatch.store.copy import Column, tables
 
 MANIFEST = "_tlswatch_lake.json"
+
+
+class ExportError(TlsWatchError):
+    """The lake could not be written where asked."""
+
 # Not exported: raw bytes (report_raw, quarantine) and internal delivery state (outbox).
 SKIPPED = ("report_raw", "quarantine", "outbox")
 WHOLE = ("names", "retention", "check_runs", "check_findings")
@@ -65,6 +70,15 @@ class LakeRun:
 
 def export_lake(store: Store, out: Path) -> LakeRun:
     """Write the new and changed days of every exported table under ``out``."""
+    try:
+        return _export(store, out)
+    except OSError as exc:  # a file in the way, no rights, a full disk
+        raise ExportError(f"{out}: lake not written: {exc.strerror or exc} "
+                          f"({exc.filename or out}); the days written before are kept, and "
+                          "the next run writes the rest") from None
+
+
+def _export(store: Store, out: Path) -> LakeRun:
     out.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out)
     run = LakeRun(out)
@@ -119,9 +133,12 @@ def _order(columns: Iterable[Column]) -> str:
 def _write_parquet(path: Path, data: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(data, part, compression="zstd")
-    fsync_path(part)
-    os.replace(part, path)
+    try:
+        pq.write_table(data, part, compression="zstd")
+        fsync_path(part)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
     fsync_path(path.parent)
 
 
