@@ -35,8 +35,8 @@ class Filters:
     sending_ips: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def where(self, *, failure_rows: bool) -> tuple[str, list[Any]]:
-        """A WHERE clause and its parameters for the policies or failure_details table."""
+    def day_clauses(self) -> tuple[list[str], list[Any]]:
+        """The conditions on the report day (inclusive) and their parameters."""
         clauses: list[str] = []
         params: list[Any] = []
         if self.since is not None:
@@ -45,6 +45,11 @@ class Filters:
         if self.until is not None:
             clauses.append("day <= ?")
             params.append(self.until)
+        return clauses, params
+
+    def where(self, *, failure_rows: bool) -> tuple[str, list[Any]]:
+        """A WHERE clause and its parameters for the policies or failure_details table."""
+        clauses, params = self.day_clauses()
         columns = [("policy_domain", [d.lower().rstrip(".") for d in self.domains]),
                    ("organization_name", list(self.organizations))]
         if failure_rows:
@@ -177,14 +182,7 @@ def rollup_table(filters: Filters, dimensions: Sequence[str] = ()) -> str:
 
 def rollup_where(filters: Filters) -> tuple[str, list[Any]]:
     """``Filters.where`` for ``rollup_failures``, whose names are ids (0 for none)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if filters.since is not None:
-        clauses.append("day >= ?")
-        params.append(filters.since)
-    if filters.until is not None:
-        clauses.append("day <= ?")
-        params.append(filters.until)
+    clauses, params = filters.day_clauses()
     for column, values in (("domain_id", [d.lower().rstrip(".") for d in filters.domains]),
                            ("organization_name_id", list(filters.organizations)),
                            ("result_type_id", list(filters.result_types)),
