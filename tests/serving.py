@@ -19,7 +19,7 @@ import psycopg
 from aiosmtpd.controller import Controller
 
 CLI = [sys.executable, "-c", "from tlswatch.cli import main; main()"]
-FUTEX = {"x86_64": "202", "aarch64": "98"}  # the futex system call's number, per machine
+WAITING = {"x86_64": "270", "aarch64": "72"}  # pselect6's number, per machine
 
 
 def toml_value(value: Any) -> str:
@@ -129,14 +129,14 @@ class Serve:
 
     def wait_loader_idle(self, timeout: float = 30) -> None:
         """Poll until the loader has logged a batch and now waits for work: its main thread
-        blocked in a futex wait (the loop's Event), not in a sleep or its own work."""
+        blocked in the stop signal's select, not in a sleep or its own work."""
         loader = self.loader_pid()
         assert loader is not None, "no loader process is running"
-        futex = FUTEX.get(platform.machine())
+        waiting = WAITING.get(platform.machine())
         deadline = time.monotonic() + timeout
         while not (any(" tlswatch.service: loaded " in line for line in self.output) and
-                   (futex is None or
-                    Path(f"/proc/{loader}/syscall").read_text().split()[0] == futex)):
+                   (waiting is None or
+                    Path(f"/proc/{loader}/syscall").read_text().split()[0] == waiting)):
             if time.monotonic() > deadline:
                 raise AssertionError("the loader did not become idle:\n" + "".join(self.output))
             time.sleep(0.01)

@@ -14,8 +14,6 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
-import threading
 import time as clock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +48,7 @@ from tlswatch.revisions import (
     due_days,
     material_changes,
 )
+from tlswatch.stopsignal import StopSignal
 from tlswatch.store import Store, exists, now_utc
 from tlswatch.upkeep import daily_prune
 
@@ -379,9 +378,7 @@ def run_jobs(settings: Settings, parent: int, level: int) -> None:
     handler = logging.StreamHandler()  # report values in log lines are shown escaped
     handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stopping = StopSignal()  # SIGTERM: stop after this round; SIGINT ignored
     with contextlib.suppress(OSError):
         os.nice(10)
     scheduled_at = -60.0

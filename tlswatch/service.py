@@ -21,7 +21,6 @@ import resource
 import signal
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from tlswatch.ingest.spool import Spool
 from tlswatch.logutil import install_repeat_filter
 from tlswatch.metrics import Metrics
 from tlswatch.reload import CertificateError, load_certificate, reload_settings
+from tlswatch.stopsignal import StopSignal
 from tlswatch.store import Store
 from tlswatch.store.maintenance import refuse_newer, serving_mark
 from tlswatch.web import create_app
@@ -403,9 +403,7 @@ def run_loader(settings: Settings, counts: dict[str, Any], running: Any, parent:
     handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     install_repeat_filter(settings.log_repeat_interval)
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stopping = StopSignal()  # SIGTERM: stop after this round; SIGINT ignored
     with contextlib.suppress(OSError):
         os.nice(19)
     spool, options = Spool.from_settings(settings), options_from(settings)

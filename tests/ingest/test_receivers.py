@@ -318,7 +318,11 @@ def test_signal_to_the_whole_group_stops_cleanly(tmp_path: Path, sig: int) -> No
         server.wait_loader_idle()  # waiting for work: the case that used to hang
         assert server.proc is not None
         os.killpg(server.proc.pid, sig)
-        assert server.proc.wait(timeout=60) == 0
+        try:
+            code = server.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("serve still running 60 s after the signal:\n" + "".join(server.output))
+        assert code == 0
         assert "tlswatch stopped" in "".join(server.output)
         deadline = time.monotonic() + 15  # the loader, and multiprocessing's resource tracker
         while any(Path(f"/proc/{c}").exists() for c in children):
