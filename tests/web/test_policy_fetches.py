@@ -137,11 +137,9 @@ def test_fetches_are_recorded_and_told_beside_the_reports(
     assert 'id="onboarding"' in html
 
 
-def test_served_id_against_dns(tmp_path: Path, db: Path | str,
-                               zone: tuple[NamedZone, str]) -> None:
+def test_served_id_against_dns(tmp_path: Path, db: Path | str) -> None:
     """A sender fetched, reported sts-policy-invalid, and the stored check saw another id
     in DNS: the page says which id was served and which DNS names."""
-    records, nameserver = zone
     today = datetime.now(UTC).date()
     hosted = init_policy(Settings(policy_dir=tmp_path / "policies"), DOMAIN,
                          mx=[f"mx.{DOMAIN}"], mode="testing", max_age=86400)
