@@ -10,6 +10,8 @@ from tlswatch.analytics.render import Format, md_text, render_rows, to_json
 from tlswatch.cli.base import FormatOpt, _errors, _format, _state, app, echo
 from tlswatch.cli.mtasts import DomainArg
 
+DONE = {True: "yes", False: "no", None: "n/a"}
+
 
 def domain_group() -> typer.Typer:
     """The ``domain`` command group: the one already registered, else a new one (the
@@ -35,7 +37,7 @@ def domain_status_command(
 
     The records seen in DNS now (mta-sts CNAME, _mta-sts and _smtp._tls TXT), the
     certificate, the first policy fetch, the first report, and which big senders report.
-    Exit 1 while a step is not done.
+    Exit 1 while a step is not done (n/a: not for this deployment).
     """
     from tlswatch.mtasts.onboarding import domain_status
 
@@ -45,11 +47,12 @@ def domain_status_command(
     if chosen is Format.json:
         echo(to_json(result))
     else:
-        echo(render_rows(result["steps"], chosen, title=f"Onboarding of {domain}"), nl=False)
+        steps = [{**s, "done": DONE[s["done"]]} for s in result["steps"]]
+        echo(render_rows(steps, chosen, title=f"Onboarding of {domain}"), nl=False)
         line = _senders_line(result["senders"])
         echo(("\n" + md_text(line)) if chosen is Format.markdown else
              line if chosen is not Format.csv else "", nl=chosen is not Format.csv)
-    raise typer.Exit(0 if all(s["done"] for s in result["steps"]) else 1)
+    raise typer.Exit(1 if any(s["done"] is False for s in result["steps"]) else 0)
 
 
 def _senders_line(senders: list[dict[str, Any]]) -> str:

@@ -40,7 +40,7 @@ class Records:
 @dataclass
 class Step:
     step: str
-    done: bool
+    done: bool | None  # None: not for this deployment (no certificates by ACME here)
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,8 +122,8 @@ def _record_steps(records: Records, settings: Settings, domain: str,
 def _certificate_step(store: Store, domain: str) -> Step:
     name = f"mta-sts.{domain}"
     if not store.has_table("acme_certificates"):
-        return Step("certificate issued", False, "no certificates are obtained here (ACME); "
-                    "the certificate is the operator's (tls_cert)")
+        return Step("certificate issued", None, "no ACME here: the operator's certificate "
+                    "(tls_cert)")
     rows = store.rows("SELECT issued_at, not_after, last_error FROM acme_certificates "
                       "WHERE name = ? AND cert_pem IS NOT NULL", [name])
     if rows:
