@@ -164,6 +164,11 @@ def test_served_id_against_dns(tmp_path: Path, db: Path | str) -> None:
                               f"this host served 1 fetch(es) (200 x1) to Yahoo's addresses "
                               f"that day (id {hosted.id}) while DNS says id=old1 (checked ")
     assert finding.endswith(": publish the id served, or the senders keep an older policy")
+    # The page's onboarding steps take the records from that stored check.
+    steps = {s["step"]: (s["done"], s["detail"]) for s in page["onboarding"]["steps"]}
+    done, said = steps[f"_mta-sts.{DOMAIN} TXT"]
+    assert not done and said.startswith(f"publishes id=old1; the policy served here has id="
+                                        f"{hosted.id} (the check of {today}")
 
 
 def _store_check(db: Path | str, tmp_path: Path, *, sts_id: str) -> None:
