@@ -48,7 +48,8 @@ def run(recording: bool, seconds: int) -> dict[str, Any]:
         init_policy(Settings(policy_dir=root / "policies"), "bench.example",
                     mx=["mx.bench.example"], mode="testing", max_age=86400)
         server = Serve(root, verbose=False, smtp="", policy_dir=str(root / "policies"),
-                       policy_fetch_buffer=10_000 if recording else 0)
+                       policy_fetch_buffer=10_000 if recording else 0,
+                       policy_fetch_ip_rate=0)  # one client: every fetch recorded
         with server:
             assert server.http_url
             figures = wrk(server.http_url, seconds)

@@ -260,6 +260,10 @@ class Settings:
     policy_fetch_backlog: int = field(default=1_000, metadata=_help(
         "Batches of policy fetches that may wait for the loader (the database away); "
         "further batches are dropped and counted."))
+    policy_fetch_ip_rate: int = field(default=600, metadata=_help(
+        "Policy fetches recorded per client address (IPv6: per /64) a minute; more are "
+        "answered but not recorded, and counted (0: no limit). Real senders fetch a "
+        "domain's policy a few times a day."))
     policy_fetch_keep_days: int = field(default=30, metadata=_help(
         "Days recorded policy fetches are kept, by fetch time; older ones are pruned daily "
         "by 'serve' and by 'tlswatch prune' (0: forever)."))

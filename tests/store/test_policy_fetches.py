@@ -42,6 +42,15 @@ def test_the_buffer_is_bounded_and_the_backlog_too(tmp_path: Path) -> None:
     log.stop()
 
 
+def test_a_client_past_its_rate_is_answered_but_not_recorded(tmp_path: Path) -> None:
+    log = FetchLog(Settings(spool=tmp_path, policy_fetch_ip_rate=2, policy_fetch_flush=3600))
+    for ip in ("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2",
+               "2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:1::1"):  # a /64 is one
+        log.record("a.example", ip, "id1", 200)
+    assert dropped(log, "ip_rate") == 2
+    assert log.flush() == 6
+
+
 def test_a_batch_that_cannot_be_written_is_counted(tmp_path: Path) -> None:
     (tmp_path / "fetches").write_text("a file where the folder should be")
     log = FetchLog(Settings(spool=tmp_path, policy_fetch_flush=3600))

@@ -3,7 +3,8 @@
 ``record`` only appends to a bounded list in memory.  A thread writes the list every
 ``policy_fetch_flush`` seconds as one batch file in ``spool/fetches/`` for the loader to
 store (``tlswatch.policyfetches``).  Nothing here waits for the database: a full buffer,
-a backlog of ``policy_fetch_backlog`` batches that the loader has not stored (the
+a client past ``policy_fetch_ip_rate`` fetches a minute (a flood must not fill the table), a
+backlog of ``policy_fetch_backlog`` batches that the loader has not stored (the
 database away) or a file that cannot be written drops the fetches and counts them in
 ``tlswatch_policy_fetches_dropped_total{reason}``.
 """
@@ -11,6 +12,7 @@ database away) or a file that cannot be written drops the fetches and counts the
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import itertools
 import logging
 import os
@@ -36,6 +38,9 @@ class FetchLog:
         self.interval = max(0.05, settings.policy_fetch_flush)
         self.backlog = max(1, settings.policy_fetch_backlog)
         self.node = node_name(settings)
+        self.ip_rate = settings.policy_fetch_ip_rate
+        self.minute = -1
+        self.per_client: dict[str, int] = {}  # this minute's recorded fetches per client
         self.rows: list[tuple[Any, ...]] = []
         self.lock = threading.Lock()
         self.flushing = threading.Lock()  # one writer of batch files at a time
@@ -45,9 +50,10 @@ class FetchLog:
         self.recorded = Counter("tlswatch_policy_fetches", "Fetches of hosted MTA-STS "
                                 "policies recorded.", ["status"], registry=registry)
         self.dropped = Counter("tlswatch_policy_fetches_dropped", "Policy fetches not "
-                               "recorded: buffer_full, backlog_full (the loader has not "
-                               "stored the batches before: the database away) or "
-                               "write_failed.", ["reason"], registry=registry)
+                               "recorded: buffer_full, ip_rate (policy_fetch_ip_rate), "
+                               "backlog_full (the loader has not stored the batches before: "
+                               "the database away) or write_failed.", ["reason"],
+                               registry=registry)
         Gauge("tlswatch_policy_fetch_batches_waiting", "Batches of policy fetches waiting "
               "for the loader.", registry=registry).set_function(
             lambda: float(len(fetches.pending(self.spool))))
@@ -63,15 +69,32 @@ class FetchLog:
         row = (datetime.now(UTC).replace(tzinfo=None).isoformat(), domain, client_ip,
                policy_id, status, self.node)
         with self.lock:
-            full = len(self.rows) >= self.limit
-            if not full:
+            reason = self._refusal(client_ip)
+            if reason is None:
                 self.rows.append(row)
-        if full:
-            self.dropped.labels("buffer_full").inc()
+        if reason is not None:
+            self.dropped.labels(reason).inc()
             return
         self.recorded.labels(str(status)).inc()
         if self.thread is None:
             self._start()
+
+    def _refusal(self, client_ip: str) -> str | None:
+        """Why this fetch is not recorded, or None (called holding the lock)."""
+        if len(self.rows) >= self.limit:
+            return "buffer_full"
+        if not self.ip_rate:
+            return None
+        minute = int(time.monotonic() // 60)
+        if minute != self.minute:
+            self.minute, self.per_client = minute, {}
+        client = _client_key(client_ip)
+        seen = self.per_client.get(client, 0)
+        if seen >= self.ip_rate:
+            return "ip_rate"
+        if seen or len(self.per_client) < 100_000:  # many clients: the buffer bounds them
+            self.per_client[client] = seen + 1
+        return None
 
     def _start(self) -> None:
         with self.lock:
@@ -113,3 +136,14 @@ class FetchLog:
                             len(rows), exc)
                 return 0
             return len(rows)
+
+
+def _client_key(ip: str) -> str:
+    """The address a client is counted by: itself, or its /64 for IPv6 (one host can
+    use a whole /64)."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    except ValueError:
+        return ip
