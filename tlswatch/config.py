@@ -250,6 +250,34 @@ class Settings:
     check_timeout: float = field(default=10.0, metadata=_help(
         "Seconds for each lookup or connection of a check."))
 
+    policy_fetch_buffer: int = field(default=10_000, metadata=_help(
+        "Fetches of hosted policies 'serve' holds in memory before writing them in a batch; "
+        "more are dropped and counted (tlswatch_policy_fetches_dropped_total) rather than "
+        "slow the answers (0: fetches are not recorded)."))
+    policy_fetch_flush: float = field(default=2.0, metadata=_help(
+        "Seconds between the batches of recorded policy fetches 'serve' writes for the "
+        "loader to store."))
+    policy_fetch_backlog: int = field(default=1_000, metadata=_help(
+        "Batches of policy fetches that may wait for the loader (the database away); "
+        "further batches are dropped and counted."))
+    policy_fetch_ip_rate: int = field(default=600, metadata=_help(
+        "Policy fetches recorded per client address (IPv6: per /64) a minute; more are "
+        "answered but not recorded, and counted (0: no limit). Real senders fetch a "
+        "domain's policy a few times a day."))
+    policy_fetch_keep_days: int = field(default=30, metadata=_help(
+        "Days recorded policy fetches are kept, by fetch time; older ones are pruned daily "
+        "by 'serve' and by 'tlswatch prune' (0: forever)."))
+    sender_ranges: dict[str, tuple[str, ...]] = field(default_factory=dict, metadata=_help(
+        "More addresses of big senders, added to the built-in ones, e.g. {\"Microsoft\": "
+        "[\"40.92.0.0/15\"], \"Example ISP\": [\"192.0.2.0/24\"]}: the policy fetches "
+        "from them are counted as that sender's."))
+    sender_ptr: bool = field(default=True, metadata=_help(
+        "Name the sender of a policy fetch from its reverse DNS (PTR, confirmed by a forward "
+        "lookup) when its address is in no known range; asks check_nameserver."))
+    sender_ptr_time: float = field(default=2.0, metadata=_help(
+        "Seconds one page or command spends at most on reverse DNS lookups (answers are "
+        "kept an hour); addresses not looked up in time show as unknown."))
+
     def __post_init__(self) -> None:
         if self.web_auth not in ("auto", "always", "never"):
             raise ConfigError(f"setting web_auth: must be auto, always or never, got "
@@ -266,6 +294,13 @@ class Settings:
             if not is_domain(entry.removeprefix("*.")):
                 raise ConfigError(f"setting domains: {entry!r} is not a domain name or "
                                   "*.domain (any subdomain of domain)")
+        for sender, ranges in self.sender_ranges.items():
+            for cidr in ranges:
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise ConfigError(f"setting sender_ranges: {sender}: {cidr!r} is not an "
+                                      "IP address or CIDR network") from None
         self._check_numbers()
 
     def _check_numbers(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import uvicorn
 
 from tlswatch import jobs
+from tlswatch import policyfetches as fetches
 from tlswatch.analytics.render import SafeFormatter
 from tlswatch.cluster import StoreProbe, node_metrics, shared
 from tlswatch.config import Settings
@@ -431,9 +432,18 @@ def run_loader(settings: Settings, counts: dict[str, Any], running: Any, parent:
             time.sleep(0.05)  # let waiting readers take the database
         else:
             stopping.wait(settings.loader_interval)
+        _store_fetches(settings)
         if time.monotonic() - pruned_at > 3600:
             pruned_at = time.monotonic()
             spool.prune(older_than_days=settings.spool_keep_days)
+
+
+def _store_fetches(settings: Settings) -> None:
+    """The policy fetches the HTTP process recorded (its batch files) into the store."""
+    try:
+        fetches.load_pending(settings.spool, settings.db, lock_timeout=settings.lock_timeout)
+    except Exception as exc:  # they wait (up to policy_fetch_backlog); loading goes on
+        log.warning("policy fetches wait: %s", exc)
 
 
 def _alerts_after_load(settings: Settings, report_pks: list[int], *, conflicts: bool) -> None:

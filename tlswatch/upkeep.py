@@ -4,7 +4,8 @@ What is kept forever: each report's envelope and its per-policy session counts (
 ``reports`` and ``policies`` rows), so ``summary`` gives the same session figures for an old
 day after its details are gone.  What is pruned, each after its own setting: failure
 details (``detail_keep_days``), the raw JSON (``raw_keep_days``), the database's quarantine
-(``quarantine_keep_days``), ``spool/done`` (``spool_keep_days``) and ``spool/failed``
+(``quarantine_keep_days``), recorded policy fetches (``policy_fetch_keep_days``),
+``spool/done`` (``spool_keep_days``) and ``spool/failed``
 (``failed_keep_days``).  Afterwards the database file is compacted (``compact_after_prune``):
 DuckDB keeps the space of deleted rows for its own reuse.
 """
@@ -59,7 +60,8 @@ class PruneRun:
 def retention(settings: Settings) -> Retention:
     return Retention(detail_days=settings.detail_keep_days, raw_days=settings.raw_keep_days,
                      quarantine_days=settings.quarantine_keep_days,
-                     check_days=settings.check_keep_days)
+                     check_days=settings.check_keep_days,
+                     fetch_days=settings.policy_fetch_keep_days)
 
 
 def run_prune(settings: Settings, *, today: date, dry_run: bool = False,

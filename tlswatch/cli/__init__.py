@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from tlswatch.cli import (
     checks,
+    fetches,
     ingesting,
     moving,
     mtasts,
+    onboarding,
     quarantine,
     reading,
     rollups,
@@ -20,8 +22,8 @@ from tlswatch.cli import (
 )
 from tlswatch.cli.base import app, plain_help
 
-__all__ = ["app", "checks", "ingesting", "main", "moving", "mtasts", "quarantine", "reading",
-           "rollups", "serving", "upkeep"]
+__all__ = ["app", "checks", "fetches", "ingesting", "main", "moving", "mtasts", "onboarding",
+           "quarantine", "reading", "rollups", "serving", "upkeep"]
 
 plain_help(app)  # after every command module above has registered its commands
 

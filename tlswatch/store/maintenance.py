@@ -37,6 +37,7 @@ class Retention:
     raw_days: int
     quarantine_days: int
     check_days: int = 0
+    fetch_days: int = 0
 
 
 @dataclass
@@ -55,8 +56,10 @@ _PRUNE = {
     "quarantine": ("quarantine", "received_at < ?"),
     "check_findings": ("check_findings", "checked_at < ?"),
     "check_runs": ("check_runs", "checked_at < ?"),
+    "policy_fetches": ("policy_fetches", "fetched_at < ?"),
 }
-_BY_ARRIVAL = ("quarantine", "check_findings", "check_runs")  # cut by a time, not a report day
+_BY_ARRIVAL = ("quarantine", "check_findings", "check_runs",  # cut by a time, not a report day
+               "policy_fetches")
 
 
 def prune(store: Store, retention: Retention, *, today: date, dry_run: bool) -> Pruned:
@@ -68,7 +71,8 @@ def prune(store: Store, retention: Retention, *, today: date, dry_run: bool) -> 
                        ("report_raw", retention.raw_days),
                        ("quarantine", retention.quarantine_days),
                        ("check_findings", retention.check_days),
-                       ("check_runs", retention.check_days)):
+                       ("check_runs", retention.check_days),
+                       ("policy_fetches", retention.fetch_days)):
         if days > 0:
             day = today - timedelta(days=days)
             cutoff = datetime.combine(day, datetime.min.time()) if kind in _BY_ARRIVAL else day

@@ -287,6 +287,24 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
         );
         """,
     ),
+    (
+        "0014_policy_fetches",
+        # Every fetch of a hosted MTA-STS policy: who (the client's address, behind a trusted
+        # proxy the forwarded one), what was served, by which node; pruned after
+        # policy_fetch_keep_days.  PostgreSQL gets an index for the domain page's reads
+        # (DuckDB's zone maps serve them: rows arrive in time order).
+        {
+            "duckdb": """
+            CREATE TABLE policy_fetches (fetched_at TIMESTAMP, domain VARCHAR,
+                client_ip VARCHAR, policy_id VARCHAR, status INTEGER, node VARCHAR);
+            """,
+            "postgresql": """
+            CREATE TABLE policy_fetches (fetched_at TIMESTAMP, domain VARCHAR,
+                client_ip VARCHAR, policy_id VARCHAR, status INTEGER, node VARCHAR);
+            CREATE INDEX policy_fetches_domain ON policy_fetches (domain, fetched_at);
+            """,
+        },
+    ),
 ]
 
 

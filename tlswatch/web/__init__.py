@@ -15,6 +15,7 @@ from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
 from tlswatch.web.dashboard import Dashboard
+from tlswatch.web.fetchlog import FetchLog
 from tlswatch.web.guard import Guard, login_mode
 from tlswatch.web.policyhost import PolicyHost
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings, spool: Spool, metrics: Metrics) -> Starlette:
                               rate_per_minute=settings.http_rate_limit,
                               burst=settings.http_rate_burst)
     dashboard = Dashboard(settings, spool, options)
-    policies = PolicyHost(Path(settings.policy_dir))
+    policies = PolicyHost(Path(settings.policy_dir), FetchLog(settings, metrics.registry))
     # The guard runs before routing: the receiver's per-IP limit sees the real client.
     return Starlette(routes=receiver.routes() + policies.routes() + dashboard.routes(),
                      middleware=[Middleware(Guard, settings=settings)])

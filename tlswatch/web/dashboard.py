@@ -23,9 +23,11 @@ from tlswatch.analytics.alert_rules import describe as describe_rules
 from tlswatch.analytics.alerts import history, last_report_day
 from tlswatch.analytics.checks import check_history, last_check
 from tlswatch.analytics.explain import explain
+from tlswatch.analytics.fetches import fetch_section
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.analytics.render import to_json
 from tlswatch.analytics.reports import find_report, list_reports, raw_report, report_page
+from tlswatch.analytics.senders import SenderMap
 from tlswatch.analytics.series import (
     by_organization,
     daily_failures,
@@ -39,6 +41,7 @@ from tlswatch.ingest.accept import Intake, Refused, Unavailable
 from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.spool import Spool
 from tlswatch.jobs import rules
+from tlswatch.mtasts.onboarding import onboarding, stored_records
 from tlswatch.render.charts import rate_chart, sparkline, stacked_bars
 from tlswatch.render.html import render
 from tlswatch.store import Store
@@ -204,6 +207,13 @@ class Dashboard:
                                                        "organization_name"), limit=50),
                 "policies": policy_strings(store, filters),
                 "last_checked": last_check(store, name),
+                # Hosted here: how onboarding goes, and the policy fetches beside the
+                # sts-* failures senders reported.
+                "onboarding": (board := onboarding(store, self.settings, name,
+                                                   stored_records(store, name))),
+                "policy_fetches": fetch_section(store, SenderMap(self.settings), name,
+                                                since=start, until=end)
+                if board["hosted"] else None,
                 "rate_chart": rate_chart(labels, rates, title=f"daily success rate, {name}"),
                 "failure_chart": stacked_bars(labels, by_type,
                                               title=f"failed sessions by result type, {name}"),

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.mtasts.hosting import PolicyStore
+from tlswatch.web.fetchlog import FetchLog
 
 PREFIX = "mta-sts."
 
@@ -36,8 +37,9 @@ def policy_host_domain(header: str) -> str | None:
 
 
 class PolicyHost:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fetch_log: FetchLog | None = None) -> None:
         self.store = PolicyStore(folder)
+        self.fetch_log = fetch_log  # every answer for a hosted name's policy is recorded
 
     def routes(self) -> list[Route]:
         return [Route("/.well-known/mta-sts.txt", self.policy, methods=["GET"])]
@@ -49,6 +51,9 @@ class PolicyHost:
             return PlainTextResponse(f"no policy here: Host {header[:80]!r} is not "
                                      "mta-sts.<a domain name>\n", status_code=404)
         hosted = await asyncio.to_thread(self.store.hosted, domain)
+        if self.fetch_log is not None:  # the client behind a trusted proxy (see Guard)
+            self.fetch_log.record(domain, request.client.host if request.client else "",
+                                  hosted.id if hosted else None, 200 if hosted else 404)
         if hosted is None:
             return PlainTextResponse(f"no policy for {PREFIX}{domain}\n", status_code=404)
         # The policy's lines end in CRLF; text/plain as RFC 8461 section 3.2 asks.
