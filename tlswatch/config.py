@@ -249,6 +249,24 @@ class Settings:
         "Port of the MX hosts the checks connect to."))
     check_timeout: float = field(default=10.0, metadata=_help(
         "Seconds for each lookup or connection of a check."))
+    dns_update_zone: str = field(default="", metadata=_help(
+        "DNS zone this deployment updates (RFC 2136) to publish each hosted policy's id: "
+        "customers CNAME _mta-sts.DOMAIN to DOMAIN.<zone> (empty: no updates; the id is "
+        "published by hand)."))
+    dns_update_server: str = field(default="", metadata=_help(
+        "HOST:PORT of the authoritative server of dns_update_zone that accepts the updates."))
+    dns_update_tsig_name: str = field(default="", metadata=_help(
+        "Name of the TSIG key the updates are signed with."))
+    dns_update_tsig_secret_env: str = field(default="", metadata=_help(
+        "Environment variable holding that key's secret (base64), never the secret itself."))
+    dns_update_tsig_algorithm: str = field(default="hmac-sha256", metadata=_help(
+        "TSIG algorithm of the key (hmac-sha256, hmac-sha512, ...)."))
+    dns_update_ttl: int = field(default=300, metadata=_help(
+        "TTL in seconds of the published _mta-sts TXT: resolvers may answer the previous id "
+        "this long after a change."))
+    dns_update_retry: float = field(default=60.0, metadata=_help(
+        "Seconds before 'serve' tries a failed update again; doubles with each try (at most "
+        "1 h)."))
 
     def __post_init__(self) -> None:
         if self.web_auth not in ("auto", "always", "never"):
