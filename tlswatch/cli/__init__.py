@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tlswatch.cli import (
     checks,
+    dnsupdates,  # noqa: F401  (registers 'policy publish')
     ingesting,
     moving,
     mtasts,

@@ -191,13 +191,15 @@ def policy_retire(ctx: typer.Context, domain: DomainArg,
     The policy gets a new id; the records can go once the old max_age has passed
     (RFC 8461 section 8).
     """
+    from tlswatch.mtasts.dnsupdate import delegation
     from tlswatch.mtasts.hosting import retire_policy
 
     settings = _state(ctx).settings
     with _errors():
         policy, expires = retire_policy(settings, domain)
+        publish = "" if delegation(settings) else "Publish the new id now. "
     _print_policy(policy, settings, fmt, note=(
-        f"Publish the new id now. Senders may keep the old policy until "
+        f"{publish}Senders may keep the old policy until "
         f"{expires:%Y-%m-%d %H:%M} UTC (its max_age); after that remove the _mta-sts "
         f"record, the mta-sts host and this policy ({settings.policy_dir}/{policy.domain}"
         ".json)."))

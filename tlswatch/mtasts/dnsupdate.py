@@ -153,7 +153,7 @@ class Publication:
         return {"domain": self.domain, "id": self.policy_id, "name": self.target,
                 "server": self.server, "ttl": self.ttl,
                 "status": "failed" if self.error else "published", "error": self.error,
-                "checked": self.checked, "attempts": self.attempts,
+                "attempts": self.attempts,
                 "next_attempt": self.next_attempt, "recorded": self.recorded}
 
     def describe(self) -> str:
@@ -190,8 +190,11 @@ def publish(settings: Settings, found: Delegation, policy: HostedPolicy) -> Publ
         send_update(found, policy.domain, policy.id)
     except (DnsUpdateError, OSError) as exc:
         error = str(exc)
-        log.warning("%s: id %s not published at %s: %s", policy.domain, policy.id, target,
-                    error)
+        log.info("%s: id %s not published at %s: %s", policy.domain, policy.id, target,
+                 error)  # the caller tells: the CLI on stderr, the worker in its log
+    else:
+        log.info("%s: published id %s at %s, after %s", policy.domain, policy.id, target,
+                 checked)
     try:
         with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
             row = dnsupdates.record(store, domain=policy.domain, policy_id=policy.id,
@@ -294,7 +297,20 @@ def publish_due(settings: Settings, now: datetime) -> list[Publication]:
         if row is None or row["policy_id"] != policy.id or (
                 row["status"] == "failed" and row["next_attempt"] <= moment):
             due.append(policy)
-    return [publish(settings, found, policy) for policy in due[:PER_ROUND]]
+    done = [publish(settings, found, policy) for policy in due[:PER_ROUND]]
+    for failed in (p for p in done if p.error):
+        log.warning("%s", failed.describe())
+    return done
+
+
+def publish_domain(settings: Settings, domain: str) -> Publication:
+    """Publish the id of the policy served for ``domain`` now (``policy publish``: after
+    the key or the server was put right, without waiting for the back-off)."""
+    found = delegation(settings)
+    if found is None:
+        raise ConfigError("setting dns_update_zone: not set, so ids are not published by "
+                          "DNS update here (see 'policy status')")
+    return publish(settings, found, PolicyStore(Path(settings.policy_dir)).get(domain))
 
 
 def published_now(settings: Settings, policy: HostedPolicy) -> Publication | None:
@@ -362,7 +378,8 @@ def _when(settings: Settings, found: Delegation, policy: HostedPolicy, ttl: int 
              if row and row["status"] == "published" and row["policy_id"] == policy.id else "")
     return (f"{since}resolvers may answer the previous id for up to {ttl} s (the TXT's "
             f"TTL); a sender that sees id {policy.id} fetches the policy again at once; one "
-            f"that sees no new id keeps its cached policy up to its max_age")
+            f"that sees no new id keeps its cached policy up to its max_age "
+            f"({policy.max_age} s)")
 
 
 def _pending(settings: Settings, policy: HostedPolicy) -> str:
