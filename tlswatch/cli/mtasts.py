@@ -214,7 +214,8 @@ def policy_status(
 ) -> None:
     """Compare DNS with the policy served here; say what to do."""
     from tlswatch.mtasts.check import Checker, _fields
-    from tlswatch.mtasts.dnsupdate import delegated_status, delegation
+    from tlswatch.mtasts.delegated import delegated_status
+    from tlswatch.mtasts.dnsupdate import delegation
     from tlswatch.mtasts.hosting import status
 
     settings = _state(ctx).settings
