@@ -7,7 +7,7 @@ at ``DOMAIN.<zone>`` by a DNS UPDATE (RFC 2136), signed with a TSIG key (RFC 894
 record is deleted and the new one added in one message, which the server applies
 atomically (RFC 2136 section 3.4), so no resolver ever sees two ids or none.
 
-Order matters (RFC 8461 section 3.3): a sender that sees a new id fetches the policy at
+Order matters (RFC 8461 sections 5.1 and 8.1): a sender that sees a new id fetches the policy at
 once and caches what it gets for max_age.  So the id is published only after the new policy
 is on disk for good (fsync of the file and its folder) and, when 'serve' answers at the
 ``http`` address, after 'serve' answers the new policy.  A failed update loses nothing:
