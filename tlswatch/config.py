@@ -16,6 +16,7 @@ from tlswatch.dnsname import is_domain
 from tlswatch.errors import ConfigError
 
 MiB = 1024 * 1024
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -285,6 +286,29 @@ class Settings:
                 raise ConfigError(f"setting domains: {entry!r} is not a domain name or "
                                   "*.domain (any subdomain of domain)")
         self._check_numbers()
+        self._check_dns_update()
+
+    def _check_dns_update(self) -> None:
+        """With dns_update_zone set, the server and the key it needs are named."""
+        if not self.dns_update_zone:
+            return
+        if not is_domain(self.dns_update_zone.rstrip(".").lower()):
+            raise ConfigError(f"setting dns_update_zone: not a DNS zone name: "
+                              f"{self.dns_update_zone!r}")
+        host, colon, port = self.dns_update_server.rpartition(":")
+        if not colon or not host.strip("[]") or not port.isdigit() or \
+                not 0 < int(port) < 65536:
+            raise ConfigError(f"setting dns_update_server: HOST:PORT of the server that "
+                              f"takes updates for {self.dns_update_zone}, got "
+                              f"{self.dns_update_server!r}")
+        for name in ("dns_update_tsig_name", "dns_update_tsig_secret_env"):
+            if not getattr(self, name):
+                raise ConfigError(f"setting {name}: needed with dns_update_zone (the updates "
+                                  "are signed with a TSIG key)")
+        if self.dns_update_tsig_algorithm.lower().rstrip(".") not in TSIG_ALGORITHMS:
+            raise ConfigError(f"setting dns_update_tsig_algorithm: one of "
+                              f"{', '.join(TSIG_ALGORITHMS)}, got "
+                              f"{self.dns_update_tsig_algorithm!r}")
 
     def _check_numbers(self) -> None:
         """No count, size, time or number of days is negative (a negative keep-days would

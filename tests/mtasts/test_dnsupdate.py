@@ -189,8 +189,13 @@ def test_the_one_writer_publishes(cli: Cli, named: bind.Named, tmp_path: Path) -
         {"name": "_mta-sts.other.example", "type": "CNAME",
          "value": f"other.example.{bind.PROVIDER_ZONE}."}]
     assert delegation_records(settings.replace(dns_update_zone=""), DOMAIN) == []
-    with pytest.raises(ConfigError, match="setting dns_update_server: HOST:PORT"):
-        delegation_records(settings.replace(dns_update_server="ns.example"), DOMAIN)
+    with pytest.raises(ConfigError) as refused:
+        settings.replace(dns_update_server="ns.example")
+    assert str(refused.value) == ("setting dns_update_server: HOST:PORT of the server that "
+                                  "takes updates for sts.provider.example, got 'ns.example'")
+    with pytest.raises(ConfigError, match="setting dns_update_tsig_secret_env: needed with "
+                                          "dns_update_zone"):
+        settings.replace(dns_update_tsig_secret_env="")
 
 
 def test_status_follows_the_cname_to_the_published_id(cli: Cli, named: bind.Named) -> None:

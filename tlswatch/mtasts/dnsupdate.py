@@ -35,7 +35,6 @@ import dns.update
 import httpx
 
 from tlswatch.config import Settings
-from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.durable import fsync_path
 from tlswatch.errors import ConfigError, StoreError, TlsWatchError
 from tlswatch.mtasts.hosting import HostedPolicy, PolicyStore, policy_domain
@@ -93,31 +92,16 @@ class Delegation:
 
 
 def delegation(settings: Settings) -> Delegation | None:
-    """The delegation set up by the settings, None when ``dns_update_zone`` is empty; a
-    ConfigError names the first setting that is missing or wrong."""
+    """The delegation set up by the settings (checked when they were loaded), None when
+    ``dns_update_zone`` is empty."""
     if not settings.dns_update_zone:
         return None
-    try:
-        zone = parse_domain(settings.dns_update_zone)
-    except BadDomain as exc:
-        raise ConfigError(f"setting dns_update_zone: {exc}") from None
-    host, colon, port = settings.dns_update_server.rpartition(":")
-    host = host.strip("[]")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"setting dns_update_server: HOST:PORT of the server that "
-                          f"accepts updates for {zone}, got {settings.dns_update_server!r}")
-    for name in ("dns_update_tsig_name", "dns_update_tsig_secret_env"):
-        if not getattr(settings, name):
-            raise ConfigError(f"setting {name}: needed with dns_update_zone (updates are "
-                              "signed with a TSIG key)")
-    algorithm = dns.name.from_text(settings.dns_update_tsig_algorithm)
-    if algorithm not in dns.tsig.mac_sizes or algorithm == dns.tsig.GSS_TSIG:
-        raise ConfigError(f"setting dns_update_tsig_algorithm: not a TSIG algorithm: "
-                          f"{settings.dns_update_tsig_algorithm!r} (hmac-sha256, ...)")
-    return Delegation(dns.name.from_text(zone), host, int(port),
-                      dns.name.from_text(settings.dns_update_tsig_name),
-                      settings.dns_update_tsig_secret_env, algorithm, settings.dns_update_ttl,
-                      settings.dns_timeout)
+    host, _, port = settings.dns_update_server.rpartition(":")
+    return Delegation(dns.name.from_text(settings.dns_update_zone.lower()), host.strip("[]"),
+                      int(port), dns.name.from_text(settings.dns_update_tsig_name),
+                      settings.dns_update_tsig_secret_env,
+                      dns.name.from_text(settings.dns_update_tsig_algorithm.lower()),
+                      settings.dns_update_ttl, settings.dns_timeout)
 
 
 def delegation_records(settings: Settings, domain: str) -> list[dict[str, str]]:
@@ -315,8 +299,12 @@ def published_now(settings: Settings, policy: HostedPolicy) -> Publication | Non
     found = delegation(settings)
     if found is None:
         return None
-    row = publication(settings, policy.domain)
     target = found.target(policy.domain)
+    try:
+        row = publication(settings, policy.domain)
+    except StoreError as exc:
+        return Publication(policy.domain, policy.id, target, found.server, found.ttl,
+                           f"its outcome could not be read ({exc})", recorded=False)
     if row is None or row["policy_id"] != policy.id:
         return Publication(policy.domain, policy.id, target, found.server, found.ttl,
                            "the outcome of its update was not recorded", recorded=False)
