@@ -162,11 +162,15 @@ def publish(settings: Settings, found: Delegation, policy: HostedPolicy) -> Publ
     """Make the policy durable, check it is served, replace the TXT, record the outcome."""
     target = found.target(policy.domain)
     checked, error = "", None
+    policies = PolicyStore(Path(settings.policy_dir))
     try:
-        path = PolicyStore(Path(settings.policy_dir)).path(policy.domain)
-        fsync_path(path)
-        fsync_path(path.parent)
+        fsync_path(policies.path(policy.domain))
+        fsync_path(policies.folder)
         checked = served(settings, policy)
+        now = policies.find(policy.domain)
+        if now is None or now.id != policy.id:  # another change won the race: its id next
+            raise DnsUpdateError(f"the policy changed again (id {now.id if now else 'none'}) "
+                                 "before this id was published")
         send_update(found, policy.domain, policy.id)
     except (DnsUpdateError, OSError) as exc:
         error = str(exc)
