@@ -30,7 +30,7 @@ def delegated_status(settings: Settings, found: Delegation, domain: str, resolve
     policy = PolicyStore(Path(settings.policy_dir)).get(domain)
     target, name = found.target(policy.domain), f"_mta-sts.{policy.domain}"
     delegate = f"{name} CNAME {target}"
-    cname = _lookup(resolver, name, "CNAME")
+    cname = [c.lower() for c in _lookup(resolver, name, "CNAME")]  # DNS names ignore case
     if cname == [target]:
         texts, ttl = _authoritative_txt(found, target)
         rows = [_row("info", "delegated", f"{name} is a CNAME to {target}, whose TXT this "
