@@ -42,7 +42,7 @@ from tlswatch.mtasts.policy import policy_id
 from tlswatch.store import Store, dnsupdates, exists, now_utc
 
 log = logging.getLogger(__name__)
-PER_ROUND = 20  # domains published per round of the worker, so deliveries go on between
+PER_ROUND = 100  # ids published per round of the worker, so deliveries go on between
 
 
 class DnsUpdateError(TlsWatchError):
@@ -155,15 +155,39 @@ def publish_change(settings: Settings, policy: HostedPolicy) -> Publication | No
     found = delegation(settings)
     if found is None:
         return None
-    return publish(settings, found, policy)
+    return publish(settings, found, [policy])[0]
 
 
-def publish(settings: Settings, found: Delegation, policy: HostedPolicy) -> Publication:
-    """Make the policy durable, check it is served, replace the TXT, record the outcome."""
-    target = found.target(policy.domain)
-    checked, error = "", None
-    policies = PolicyStore(Path(settings.policy_dir))
+def publish(settings: Settings, found: Delegation, policies: list[HostedPolicy]
+            ) -> list[Publication]:
+    """For each policy (one per domain): make it durable, check it is served, replace the
+    TXT; then record every outcome in one write."""
+    tries = [_try(settings, found, policy) for policy in policies]
     try:
+        with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
+            rows = dnsupdates.record(store, [t for t, _ in tries], now=now_utc(),
+                                     retry_after=settings.dns_update_retry)
+    except StoreError as exc:  # the worker finds the ids unpublished and publishes them
+        log.warning("the outcome of %d DNS update(s) was not recorded: %s", len(tries), exc)
+        rows = {}
+    out = []
+    for (done, checked), policy in zip(tries, policies, strict=True):
+        row = rows.get(policy.domain)
+        out.append(Publication(policy.domain, policy.id, found.target(policy.domain),
+                               found.server, found.ttl, done.error, checked,
+                               row["attempts"] if row else 0,
+                               row["next_attempt"] if row else None, recorded=row is not None))
+    return out
+
+
+def _try(settings: Settings, found: Delegation, policy: HostedPolicy
+         ) -> tuple[dnsupdates.Try, str]:
+    """One try, and how the new policy was found in place (RFC 8461 section 8.1: the
+    policy first, then the id)."""
+    policies = PolicyStore(Path(settings.policy_dir))
+    checked = ""
+    try:
+        target = found.target(policy.domain)
         fsync_path(policies.path(policy.domain))
         fsync_path(policies.folder)
         checked = served(settings, policy)
@@ -172,25 +196,11 @@ def publish(settings: Settings, found: Delegation, policy: HostedPolicy) -> Publ
             raise DnsUpdateError(f"the policy changed again (id {now.id if now else 'none'}) "
                                  "before this id was published")
         send_update(found, policy.domain, policy.id)
-    except (DnsUpdateError, OSError) as exc:
-        error = str(exc)
-        log.info("%s: id %s not published at %s: %s", policy.domain, policy.id, target,
-                 error)  # the caller tells: the CLI on stderr, the worker in its log
-    else:
-        log.info("%s: published id %s at %s, after %s", policy.domain, policy.id, target,
-                 checked)
-    try:
-        with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
-            row = dnsupdates.record(store, domain=policy.domain, policy_id=policy.id,
-                                    error=error, now=now_utc(),
-                                    retry_after=settings.dns_update_retry)
-    except StoreError as exc:  # the worker finds the id unpublished and publishes it
-        log.warning("%s: the DNS update of id %s was not recorded: %s", policy.domain,
-                    policy.id, exc)
-        return Publication(policy.domain, policy.id, target, found.server, found.ttl, error,
-                           checked, recorded=False)
-    return Publication(policy.domain, policy.id, target, found.server, found.ttl, error,
-                       checked, row["attempts"], row["next_attempt"])
+    except (TlsWatchError, OSError) as exc:
+        log.info("%s: id %s not published: %s", policy.domain, policy.id, exc)
+        return dnsupdates.Try(policy.domain, policy.id, str(exc)), checked
+    log.info("%s: published id %s at %s, after %s", policy.domain, policy.id, target, checked)
+    return dnsupdates.Try(policy.domain, policy.id, None), checked
 
 
 def served(settings: Settings, policy: HostedPolicy) -> str:
@@ -265,11 +275,13 @@ def publish_due(settings: Settings, now: datetime) -> list[Publication]:
     failed try once its back-off has passed, a change whose outcome was not recorded, a
     domain hosted before the delegation was set up)."""
     found = delegation(settings)
-    if found is None or not exists(settings.db):
+    if found is None:
         return []
-    with Store.open(settings.db, read_only=True, pending_ok=True,
-                    lock_timeout=settings.lock_timeout) as store:
-        known = dnsupdates.rows(store)
+    known: dict[str, dict[str, Any]] = {}
+    if exists(settings.db):
+        with Store.open(settings.db, read_only=True, pending_ok=True,
+                        lock_timeout=settings.lock_timeout) as store:
+            known = dnsupdates.rows(store)
     moment = now.astimezone(UTC).replace(tzinfo=None)
     policies = PolicyStore(Path(settings.policy_dir))
     due = []
@@ -281,7 +293,7 @@ def publish_due(settings: Settings, now: datetime) -> list[Publication]:
         if row is None or row["policy_id"] != policy.id or (
                 row["status"] == "failed" and row["next_attempt"] <= moment):
             due.append(policy)
-    done = [publish(settings, found, policy) for policy in due[:PER_ROUND]]
+    done = publish(settings, found, due[:PER_ROUND])
     for failed in (p for p in done if p.error):
         log.warning("%s", failed.describe())
     return done
@@ -294,7 +306,7 @@ def publish_domain(settings: Settings, domain: str) -> Publication:
     if found is None:
         raise ConfigError("setting dns_update_zone: not set, so ids are not published by "
                           "DNS update here (see 'policy status')")
-    return publish(settings, found, PolicyStore(Path(settings.policy_dir)).get(domain))
+    return publish(settings, found, [PolicyStore(Path(settings.policy_dir)).get(domain)])[0]
 
 
 def published_now(settings: Settings, policy: HostedPolicy) -> Publication | None:
