@@ -35,6 +35,8 @@ CUSTOMER_ZONE = (f"_mta-sts CNAME {TARGET}.\n@ MX 10 mx1.{DOMAIN}.\n"
                  f"mx1 A 127.0.0.1\n")
 UNDELEGATED = ('_mta-sts TXT "v=STSv1; id=byhand1;"\n@ MX 10 mx1.undelegated.example.\n'
                "mx1 A 127.0.0.1\n")
+ELSEWHERE = ("_mta-sts CNAME elsewhere.example.other-provider.example.\n"
+             "@ MX 10 mx1.elsewhere.example.\nmx1 A 127.0.0.1\n")
 WRONG = base64.b64encode(b"not the key of tlswatch-update!!").decode()
 
 
@@ -45,7 +47,8 @@ def named(tmp_path: Path) -> Iterator[bind.Named]:
     stale = f'{DOMAIN} TXT "v=STSv1; id=stale1;"\n{DOMAIN} TXT "v=STSv1; id=stale2;"\n'
     with bind.running(tmp_path / "named", {bind.PROVIDER_ZONE: stale,
                                            DOMAIN: CUSTOMER_ZONE,
-                                           "undelegated.example": UNDELEGATED}) as server:
+                                           "undelegated.example": UNDELEGATED,
+                                           "elsewhere.example": ELSEWHERE}) as server:
         yield server
 
 
@@ -231,3 +234,11 @@ def test_status_follows_the_cname_to_the_published_id(cli: Cli, named: bind.Name
                              f"undelegated.example.{bind.PROVIDER_ZONE}. (in place of any "
                              "TXT there)"}
     assert own[1]["code"] == "stale_id"
+    # One delegated to somebody else's zone is told where it should point.
+    cli("policy", "init", "elsewhere.example", "--mx", "mx1.elsewhere.example")
+    other = cli.json("policy", "status", "elsewhere.example", "--nameserver", named.address,
+                     code=1)
+    assert other[0]["severity"] == "error"
+    assert other[0]["message"] == ("_mta-sts.elsewhere.example is a CNAME to "
+                                   "elsewhere.example.other-provider.example., not to "
+                                   f"elsewhere.example.{bind.PROVIDER_ZONE}.")
