@@ -134,8 +134,13 @@ def _ready(server: Named, zone: str, timeout: float = 30) -> bool:
     """Poll until named answers for ``zone``; False when its port was taken."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.proc.poll() is not None or "address in use" in server.log():
+        if "address in use" in server.log():
             return False
+        if server.proc.poll() is not None:
+            raise AssertionError(f"named stopped (exit {server.proc.returncode}); where "
+                                 "AppArmor confines it to /etc/bind and /var/lib/bind, "
+                                 "'aa-complain /usr/sbin/named' lets the tests run it:\n"
+                                 + server.log())
         with contextlib.suppress(OSError, dns.exception.DNSException):
             if server.ask(zone, "SOA")[0]:
                 return True
