@@ -22,6 +22,8 @@ NAMED = shutil.which("named") or "/usr/sbin/named"
 KEY_NAME = "tlswatch-update"
 SECRET = base64.b64encode(b"tlswatch test key, 32 bytes long").decode()
 PROVIDER_ZONE = "sts.provider.example"
+# What named logs when another process got its port first (it then exits or idles).
+TAKEN = ("address in use", "unable to listen on any configured interfaces")
 
 CONFIG = """
 options {{
@@ -134,7 +136,7 @@ def _ready(server: Named, zone: str, timeout: float = 30) -> bool:
     """Poll until named answers for ``zone``; False when its port was taken."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if "address in use" in server.log():
+        if any(sign in server.log() for sign in TAKEN):
             return False
         if server.proc.poll() is not None:
             raise AssertionError(f"named stopped (exit {server.proc.returncode}); where "
