@@ -78,6 +78,7 @@ WRITERS = {
     "backup.py": "applies a restored backup's pending migrations",
     "cluster.py": "records what the once-a-day work of several nodes did (cluster_days)",
     "policyfetches.py": "stores the policy fetches 'serve' recorded (in its loader process)",
+    "mtasts/dnsupdate.py": "records how publishing each policy id by DNS update went",
 }
 
 

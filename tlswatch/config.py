@@ -16,6 +16,7 @@ from tlswatch.dnsname import is_domain
 from tlswatch.errors import ConfigError
 
 MiB = 1024 * 1024
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -249,6 +250,24 @@ class Settings:
         "Port of the MX hosts the checks connect to."))
     check_timeout: float = field(default=10.0, metadata=_help(
         "Seconds for each lookup or connection of a check."))
+    dns_update_zone: str = field(default="", metadata=_help(
+        "DNS zone this deployment updates (RFC 2136) to publish each hosted policy's id: "
+        "customers CNAME _mta-sts.DOMAIN to DOMAIN.<zone> (empty: no updates; the id is "
+        "published by hand)."))
+    dns_update_server: str = field(default="", metadata=_help(
+        "HOST:PORT of the authoritative server of dns_update_zone that accepts the updates."))
+    dns_update_tsig_name: str = field(default="", metadata=_help(
+        "Name of the TSIG key the updates are signed with."))
+    dns_update_tsig_secret_env: str = field(default="", metadata=_help(
+        "Environment variable holding that key's secret (base64), never the secret itself."))
+    dns_update_tsig_algorithm: str = field(default="hmac-sha256", metadata=_help(
+        "TSIG algorithm of the key (hmac-sha256, hmac-sha512, ...)."))
+    dns_update_ttl: int = field(default=300, metadata=_help(
+        "TTL in seconds of the published _mta-sts TXT: resolvers may answer the previous id "
+        "this long after a change."))
+    dns_update_retry: float = field(default=60.0, metadata=_help(
+        "Seconds before 'serve' tries a failed update again; doubles with each try (at most "
+        "1 h)."))
 
     policy_fetch_buffer: int = field(default=10_000, metadata=_help(
         "Fetches of hosted policies 'serve' holds in memory before writing them in a batch; "
@@ -302,6 +321,29 @@ class Settings:
                     raise ConfigError(f"setting sender_ranges: {sender}: {cidr!r} is not an "
                                       "IP address or CIDR network") from None
         self._check_numbers()
+        self._check_dns_update()
+
+    def _check_dns_update(self) -> None:
+        """With dns_update_zone set, the server and the key it needs are named."""
+        if not self.dns_update_zone:
+            return
+        if not is_domain(self.dns_update_zone.rstrip(".").lower()):
+            raise ConfigError(f"setting dns_update_zone: not a DNS zone name: "
+                              f"{self.dns_update_zone!r}")
+        host, colon, port = self.dns_update_server.rpartition(":")
+        if not colon or not host.strip("[]") or not port.isdigit() or \
+                not 0 < int(port) < 65536:
+            raise ConfigError(f"setting dns_update_server: HOST:PORT of the server that "
+                              f"takes updates for {self.dns_update_zone}, got "
+                              f"{self.dns_update_server!r}")
+        for name in ("dns_update_tsig_name", "dns_update_tsig_secret_env"):
+            if not getattr(self, name):
+                raise ConfigError(f"setting {name}: needed with dns_update_zone (the updates "
+                                  "are signed with a TSIG key)")
+        if self.dns_update_tsig_algorithm.lower().rstrip(".") not in TSIG_ALGORITHMS:
+            raise ConfigError(f"setting dns_update_tsig_algorithm: one of "
+                              f"{', '.join(TSIG_ALGORITHMS)}, got "
+                              f"{self.dns_update_tsig_algorithm!r}")
 
     def _check_numbers(self) -> None:
         """No count, size, time or number of days is negative (a negative keep-days would

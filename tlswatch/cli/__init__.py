@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tlswatch.cli import (
     checks,
+    dnsupdates,
     fetches,
     ingesting,
     moving,
@@ -22,8 +23,8 @@ from tlswatch.cli import (
 )
 from tlswatch.cli.base import app, plain_help
 
-__all__ = ["app", "checks", "fetches", "ingesting", "main", "moving", "mtasts", "onboarding",
-           "quarantine", "reading", "rollups", "serving", "upkeep"]
+__all__ = ["app", "checks", "dnsupdates", "fetches", "ingesting", "main", "moving", "mtasts",
+           "onboarding", "quarantine", "reading", "rollups", "serving", "upkeep"]
 
 plain_help(app)  # after every command module above has registered its commands
 

@@ -110,37 +110,56 @@ def record_warnings(settings: Settings, host: str) -> list[str]:
 
 def _print_policy(policy: Any, settings: Settings, fmt: RowFormat | None, note: str = ""
                   ) -> None:
+    """The policy and its records; with a delegated ``_mta-sts``, whether the new id was
+    published (exit 1 when it was not: the change is kept and the update tried again)."""
+    from tlswatch.mtasts.dnsupdate import published_now
     from tlswatch.mtasts.hosting import records
 
     dns = records(settings, policy)
-    warnings = record_warnings(settings, next(r["value"] for r in dns if r["type"] == "CNAME"))
+    warnings = record_warnings(settings, next(r["value"] for r in dns
+                                              if r["name"] == f"mta-sts.{policy.domain}"))
     for warning in warnings:
         echo(f"tlswatch: warning: {warning}", err=True)
+    update = published_now(settings, policy)  # None: no delegation, the id is set by hand
+    if update is not None and update.error:
+        echo(f"tlswatch: error: {update.describe()}", err=True)
     chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json({"policy": policy.text, "id": policy.id, "records": dns,
-                      "warnings": warnings, **({"note": note} if note else {})}))
-        return
-    if chosen is Format.csv:
+                      "warnings": warnings, **({"note": note} if note else {}),
+                      **({"dns_update": update.as_dict()} if update else {})}))
+    elif chosen is Format.csv:
         echo(render_rows(dns, chosen), nl=False)
-        return
+    else:
+        done = update.describe() if update is not None and not update.error else ""
+        _print_text(policy, dns, chosen, [t for t in (done, note) if t],
+                    delegated=update is not None)
+    if update is not None and update.error:
+        raise typer.Exit(1)
+
+
+def _print_text(policy: Any, dns: list[dict[str, str]], chosen: Format, notes: list[str],
+                *, delegated: bool) -> None:
     url = f"https://mta-sts.{policy.domain}/.well-known/mta-sts.txt"
     text = policy.text.replace("\r\n", "\n")
+    order = ("Publish these DNS records once (this deployment publishes each new id itself):"
+             if delegated else
+             "Publish these DNS records (change the policy file first, then the TXT id):")
     if chosen is Format.markdown:
         echo(f"Policy served at {md_text(url)} (id {policy.id}):\n\n```\n{text}```\n\n"
-             "Publish these DNS records (change the policy file first, then the TXT id):\n")
+             f"{order}\n")
         echo(render_rows(dns, chosen), nl=False)
-        if note:
-            echo("\n" + md_text(note))
+        for line in notes:
+            echo("\n" + md_text(line))
         return
     echo(f"Policy served at {url} (id {policy.id}):\n")
     echo(text)
-    echo("Publish these DNS records (change the policy file first, then the TXT id):")
+    echo(order)
     for r in dns:  # zone-file syntax: a TXT value is quoted, a host name is not
         value = f'"{r["value"]}"' if r["type"] == "TXT" else r["value"]
         echo(f'  {r["name"]}.  IN {r["type"]}  {value}')
-    if note:
-        echo("\n" + note)
+    for line in notes:
+        echo("\n" + line)
 
 
 @policy_app.command("init")
@@ -172,13 +191,15 @@ def policy_retire(ctx: typer.Context, domain: DomainArg,
     The policy gets a new id; the records can go once the old max_age has passed
     (RFC 8461 section 8).
     """
+    from tlswatch.mtasts.dnsupdate import delegation
     from tlswatch.mtasts.hosting import retire_policy
 
     settings = _state(ctx).settings
     with _errors():
         policy, expires = retire_policy(settings, domain)
+        publish = "" if delegation(settings) else "Publish the new id now. "
     _print_policy(policy, settings, fmt, note=(
-        f"Publish the new id now. Senders may keep the old policy until "
+        f"{publish}Senders may keep the old policy until "
         f"{expires:%Y-%m-%d %H:%M} UTC (its max_age); after that remove the _mta-sts "
         f"record, the mta-sts host and this policy ({settings.policy_dir}/{policy.domain}"
         ".json)."))
@@ -193,14 +214,21 @@ def policy_status(
 ) -> None:
     """Compare DNS with the policy served here; say what to do."""
     from tlswatch.mtasts.check import Checker, _fields
+    from tlswatch.mtasts.delegated import delegated_status
+    from tlswatch.mtasts.dnsupdate import delegation
     from tlswatch.mtasts.hosting import status
 
     settings = _state(ctx).settings
     checker = Checker(nameserver=nameserver, timeout=settings.dns_timeout)
     with _errors():
-        ids = [_fields(r).get("id", "") for r in checker.txt(f"_mta-sts.{domain}")
-               if r.startswith("v=STSv1")]
-        rows = status(settings, domain, published_ids=ids, mx_hosts=checker.mx(domain))
+        found = delegation(settings)
+        if found is not None:  # the id is published here: follow the CNAME to it
+            rows = delegated_status(settings, found, domain, checker.resolver,
+                                    checker.mx(domain))
+        else:
+            ids = [_fields(r).get("id", "") for r in checker.txt(f"_mta-sts.{domain}")
+                   if r.startswith("v=STSv1")]
+            rows = status(settings, domain, published_ids=ids, mx_hosts=checker.mx(domain))
     echo(render_rows(rows, _format(fmt), title=f"Policy status of {domain}"), nl=False)
     raise typer.Exit(1 if any(r["severity"] == "error" for r in rows) else 0)
 

@@ -125,7 +125,7 @@ def init_policy(settings: Settings, domain: str, *, mx: list[str], mode: str, ma
     if old is not None:
         policy.history = [*old.history, {"id": old.id, "mode": old.mode,
                                          "max_age": old.max_age, "until": _now()}]
-    store.save(policy)
+    write_policy(settings, policy)
     return policy
 
 
@@ -139,8 +139,19 @@ def retire_policy(settings: Settings, domain: str) -> tuple[HostedPolicy, dateti
     expires = datetime.now(UTC) + timedelta(seconds=old.max_age)
     retired.retired = {"old_id": old.id, "old_max_age": old.max_age,
                        "records_can_go_after": expires.isoformat(timespec="seconds")}
-    store.save(retired)
+    write_policy(settings, retired)
     return retired, expires
+
+
+def write_policy(settings: Settings, policy: HostedPolicy) -> None:
+    """The one writer of hosted policies: every change goes through here.  'serve' answers
+    the new file from its next request; only then is the new id published in DNS, where
+    the domain's ``_mta-sts`` is delegated to this deployment (a failure is recorded and
+    tried again, never raised)."""
+    from tlswatch.mtasts.dnsupdate import publish_change
+
+    PolicyStore(Path(settings.policy_dir)).save(policy)
+    publish_change(settings, policy)
 
 
 def records(settings: Settings, policy: HostedPolicy) -> list[dict[str, str]]:
@@ -150,8 +161,11 @@ def records(settings: Settings, policy: HostedPolicy) -> list[dict[str, str]]:
     d = policy.domain
     # The per-domain URL: Postfix sites send no-policy-found entries without a domain.
     rua.append(f"https://{host}/v1/reports/{d}")
-    return [{"name": f"_mta-sts.{d}", "type": "TXT", "value": f"v=STSv1; id={policy.id};"},
-            {"name": f"mta-sts.{d}", "type": "CNAME", "value": f"{host}."},
+    from tlswatch.mtasts.dnsupdate import delegation_records
+
+    sts = delegation_records(settings, d) or [
+        {"name": f"_mta-sts.{d}", "type": "TXT", "value": f"v=STSv1; id={policy.id};"}]
+    return [*sts, {"name": f"mta-sts.{d}", "type": "CNAME", "value": f"{host}."},
             {"name": f"_smtp._tls.{d}", "type": "TXT",
              "value": f"v=TLSRPTv1; rua={','.join(rua)}"}]
 

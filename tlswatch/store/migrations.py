@@ -305,6 +305,23 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
             """,
         },
     ),
+    (
+        "0016_dns_updates",
+        # Where the publication of each hosted policy's id by DNS update stands, one row
+        # per domain (see tlswatch.mtasts.dnsupdate): the id last tried, published or
+        # failed (with the error), the tries for that id, when, and when to try again.
+        """
+        CREATE TABLE dns_updates (
+            domain VARCHAR PRIMARY KEY,
+            policy_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            error VARCHAR,
+            attempts INTEGER NOT NULL,
+            attempted_at TIMESTAMP NOT NULL,
+            next_attempt TIMESTAMP
+        );
+        """,
+    ),
 ]
 
 
