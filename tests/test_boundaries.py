@@ -77,6 +77,7 @@ WRITERS = {
     "upkeep.py": "prunes what is past its retention (prune, and daily in 'serve')",
     "backup.py": "applies a restored backup's pending migrations",
     "cluster.py": "records what the once-a-day work of several nodes did (cluster_days)",
+    "mtasts/acme.py": "records the certificates ACME issued, their challenges, back-off, alerts",
 }
 
 

@@ -54,7 +54,8 @@ def serve(
         return load_settings(given.get("config"), db=given.get("db")).replace(**changes)
 
     def ready(at: Listening) -> None:
-        parts = [f"smtp={at.smtp}" if at.smtp else "", f"http={at.http}" if at.http else ""]
+        parts = [f"smtp={at.smtp}" if at.smtp else "", f"http={at.http}" if at.http else "",
+                 f"acme={at.acme}" if at.acme else ""]
         echo(f"tlswatch serving {' '.join(p for p in parts if p)} "
              f"spool={settings.spool} db={settings.db}")
         sys.stdout.flush()
