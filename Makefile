@@ -30,7 +30,8 @@ run: $(STAMP)
 ## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy),
 ## and promtool (Debian's prometheus, without its recommends) to check deploy/prometheus-alerts.yml
 ## Postfix (relay, LMTP and pipe, as deploy/postfix.md says), systemd (systemd-analyze verify),
-## PostgreSQL 15 (the tests start their own cluster in a temp dir, on a unix socket)
+## PostgreSQL 15 (the tests start their own cluster in a temp dir, on a unix socket),
+## pebble (a test ACME server: the tests obtain certificates from it on loopback)
 system-deps:
 	@missing=""; \
 	command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
@@ -39,6 +40,7 @@ system-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
+	command -v pebble >/dev/null 2>&1 || missing="$$missing pebble"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (the tests run them for real)"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \

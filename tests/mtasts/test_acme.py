@@ -17,6 +17,7 @@ import trustme
 from cryptography import x509
 from dnslib.server import DNSLogger, DNSServer  # type: ignore[import-untyped]
 
+from tests.conftest import Cli
 from tests.mtasts.fixtures import Zone
 from tests.mtasts.pebble import Pebble
 from tests.serving import Serve
@@ -151,7 +152,7 @@ def test_serve_obtains_renews_and_serves_by_sni(tmp_path: Path, db: Path | str,
 
 
 def test_a_failing_order_backs_off_and_alerts_near_expiry(
-        tmp_path: Path, db: Path | str, zone: tuple[Zone, str]) -> None:
+        tmp_path: Path, db: Path | str, zone: tuple[Zone, str], cli: Cli) -> None:
     names, dns = zone
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
@@ -195,6 +196,13 @@ def test_a_failing_order_backs_off_and_alerts_near_expiry(
             [("broken.example", KIND)]  # once a day, however many attempts fail
         assert "mta-sts.broken.example expires" in alerts[0]["message"]
         assert "keeps failing" in alerts[0]["message"]
+
+        config = tmp_path / "tlswatch.toml"
+        config.write_text(f'policy_dir = "{settings.policy_dir}"\n')
+        shown = cli.json("--config", str(config), "acme", "status")
+        assert [(r["name"], r["state"], r["attempts"]) for r in shown] == \
+            [(name, "failing", 2)]
+        assert "validation failed" in shown[0]["last_error"]
     finally:
         pebble.stop()
         dead.close()

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 KIND = "acme_renewal_failing"
 PREFIX = "mta-sts."
+# This worker's memory of the names found not resolving here: when to look them up again,
+# and which were logged (a restart looks them all up again, which is cheap).
+_looked_up: dict[str, datetime] = {}
+_said: set[str] = set()
 
 
 @dataclass
@@ -68,16 +72,20 @@ def renew_certificates(settings: Settings, now: datetime) -> Round:
     done = Round()
     if not settings.acme_directory:
         return done
-    now = naive(now)
+    now = naive(now).replace(microsecond=0)
     records = certificates(settings)
     names = [PREFIX + d for d in sorted(PolicyStore(Path(settings.policy_dir)).domains())]
-    due = [n for n in names if _due(records.get(n), settings, now)]
+    due = [n for n in names if _due(records.get(n), settings, now)
+           and _looked_up.get(n, now) <= now]
     if due:
         ours = _deployment(settings)
         done.elsewhere = [n for n in due if not _resolves_to(settings, n, ours)]
-        if done.elsewhere:
+        for name in done.elsewhere:  # looked up again after acme_retry_min, not every round
+            _looked_up[name] = now + timedelta(seconds=settings.acme_retry_min)
+        if set(done.elsewhere) - _said:
             log.info("ACME: no certificate asked for %s: not resolving to this deployment "
                      "(%s)", ", ".join(done.elsewhere), ", ".join(sorted(ours)) or "none known")
+        _said.update(done.elsewhere)
         wanted = [n for n in due if n not in done.elsewhere]
         if wanted:
             _order_all(settings, wanted, records, now, done)
@@ -207,3 +215,32 @@ def _alerts(settings: Settings, records: dict[str, CertificateRecord], now: date
             {"name": name, "not_after": r.not_after.isoformat(), "attempts": r.attempts,
              "last_error": r.last_error}))
     return out
+
+
+def status(settings: Settings, now: datetime) -> list[dict[str, object]]:
+    """One row per hosted mta-sts name and per stored certificate: its certificate's
+    dates and the state of its renewal (``acme status``)."""
+    now = naive(now)
+    records = certificates(settings)
+    hosted = {PREFIX + d for d in PolicyStore(Path(settings.policy_dir)).domains()}
+    rows: list[dict[str, object]] = []
+    for name in sorted(hosted | set(records)):
+        r = records.get(name)
+        if r is None:
+            state = "not asked yet"
+        elif r.last_error is not None:
+            state = "failing"
+        elif r.not_after is not None and r.not_after <= now:
+            state = "expired"
+        elif r.not_after is not None and \
+                r.not_after - now <= timedelta(days=settings.acme_renew_days):
+            state = "due for renewal"
+        else:
+            state = "valid"
+        rows.append({"name": name, "hosted": name in hosted, "state": state,
+                     "not_after": r.not_after if r else None,
+                     "issued_at": r.issued_at if r else None,
+                     "attempts": r.attempts if r else 0,
+                     "next_attempt": r.next_attempt if r else None,
+                     "last_error": r.last_error if r else None})
+    return rows
