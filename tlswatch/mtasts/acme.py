@@ -72,6 +72,10 @@ def renew_certificates(settings: Settings, now: datetime) -> Round:
     done = Round()
     if not settings.acme_directory:
         return done
+    if not settings.tls_cert and "tls_cert" not in _said:
+        _said.add("tls_cert")
+        log.warning("ACME: certificates are served by SNI on the TLS listener only: set "
+                    "tls_cert and tls_key (the certificate for every other name)")
     now = naive(now).replace(microsecond=0)
     records = certificates(settings)
     names = [PREFIX + d for d in sorted(PolicyStore(Path(settings.policy_dir)).domains())]
