@@ -52,6 +52,14 @@ _looked_up: dict[str, datetime] = {}
 _said: set[str] = set()
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One order made: for ``name``, failed with ``error`` or (None) issued."""
+
+    name: str
+    error: str | None = None
+
+
 @dataclass
 class Round:
     """What one run of the job did, by host name."""
@@ -67,11 +75,18 @@ def naive(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
 
 
-def renew_certificates(settings: Settings, now: datetime) -> Round:
-    """Obtain or renew every due certificate; record failures with back-off; alert."""
-    done = Round()
+def renew_certificates(settings: Settings, now: datetime) -> list[Attempt]:
+    """Obtain or renew every due certificate; record failures with back-off; alert.
+    Return the orders made (none when nothing was due)."""
     if not settings.acme_directory:
-        return done
+        return []
+    done = _round(settings, now)
+    return sorted([Attempt(n) for n in done.issued] +
+                  [Attempt(n, e) for n, e in done.failed.items()], key=lambda a: a.name)
+
+
+def _round(settings: Settings, now: datetime) -> Round:
+    done = Round()
     if not settings.tls_cert and "tls_cert" not in _said:
         _said.add("tls_cert")
         log.warning("ACME: certificates are served by SNI on the TLS listener only: set "
@@ -94,7 +109,9 @@ def renew_certificates(settings: Settings, now: datetime) -> Round:
         if wanted:
             _order_all(settings, wanted, records, now, done)
             records = certificates(settings)
-    done.alerts = _alerts(settings, records, now)
+    # Raised when an attempt fails (at least daily while failing: acme_retry_max), so a
+    # quiet round writes nothing.
+    done.alerts = _alerts(settings, {n: r for n, r in records.items() if n in done.failed}, now)
     if done.alerts:
         from tlswatch.jobs import record  # jobs imports this module's caller
 
