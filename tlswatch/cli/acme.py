@@ -16,8 +16,10 @@ app.add_typer(acme_app, name="acme")
 
 @acme_app.command("status")
 def acme_status(ctx: typer.Context, fmt: FormatOpt = None) -> None:
-    """Each hosted mta-sts name: its certificate's dates, and its renewal (attempts, next
-    attempt, last error)."""
+    """Show each hosted name's certificate and renewal.
+
+    One row per hosted mta-sts name: its certificate's dates, and its renewal (attempts,
+    next attempt, last error)."""
     from tlswatch.mtasts.acme import status
 
     with _errors():
