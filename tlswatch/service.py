@@ -224,9 +224,16 @@ class Service:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        server = _Server(uvicorn.Config(challenge_app(self.settings), lifespan="off",
-                                        log_config=None, log_level="warning",
-                                        access_log=False, proxy_headers=False))
+        s = self.settings  # the same bounds as the main listener: it faces the Internet too
+        cap = ConnectionCap("acme", total=s.max_connections,
+                            per_client=s.max_connections_per_ip)
+        protocol = http_protocol(cap, header_timeout=s.http_header_timeout,
+                                 body_timeout=s.http_body_timeout)
+        server = _Server(uvicorn.Config(
+            challenge_app(s), http=protocol, lifespan="off", log_config=None,
+            log_level="warning", access_log=False, proxy_headers=False,
+            timeout_keep_alive=s.http_idle_timeout,  # type: ignore[arg-type]
+            h11_max_incomplete_event_size=s.http_max_header_bytes))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)

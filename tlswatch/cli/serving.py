@@ -65,7 +65,9 @@ def serve(
             asyncio.run(Service(settings, reread).run(on_ready=ready))
         except OSError as exc:  # a port in use, an address not on this host, no permission
             echo(f"tlswatch: cannot listen (smtp={settings.smtp or '-'} "
-                 f"http={settings.http or '-'}): {exc.strerror or exc}", err=True)
+                 f"http={settings.http or '-'}"
+                 + (f" acme_http={settings.acme_http}" if settings.acme_http else "")
+                 + f"): {exc.strerror or exc}", err=True)
             raise typer.Exit(1) from None
     echo("tlswatch stopped")
 
