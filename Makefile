@@ -30,8 +30,9 @@ run: $(STAMP)
 ## system-deps: Debian packages the tests start: Dovecot (IMAP), Chromium (dashboard), nginx (proxy),
 ## and promtool (Debian's prometheus, without its recommends) to check deploy/prometheus-alerts.yml
 ## Postfix (relay, LMTP and pipe, as deploy/postfix.md says), systemd (systemd-analyze verify),
-## PostgreSQL 15 (the tests start their own cluster in a temp dir, on a unix socket)
-## BIND 9 (the tests start their own named in a temp dir, on a loopback port, for DNS updates)
+## PostgreSQL 15 (the tests start their own cluster in a temp dir, on a unix socket),
+## BIND 9 (the tests start their own named in a temp dir, on a loopback port, for DNS updates),
+## pebble (a test ACME server: the tests obtain certificates from it on loopback)
 system-deps:
 	@missing=""; \
 	command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
@@ -41,6 +42,7 @@ system-deps:
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
 	command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || missing="$$missing bind9"; \
+	command -v pebble >/dev/null 2>&1 || missing="$$missing pebble"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (the tests run them for real)"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \

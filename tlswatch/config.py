@@ -297,6 +297,32 @@ class Settings:
         "Seconds one page or command spends at most on reverse DNS lookups (answers are "
         "kept an hour); addresses not looked up in time show as unknown."))
 
+    acme_directory: str = field(default="", metadata=_help(
+        "ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory): 'serve' "
+        "obtains and renews a certificate for every hosted mta-sts.<domain> that resolves "
+        "to this deployment, served by SNI on the TLS listener (empty: ACME off)."))
+    acme_email: str = field(default="", metadata=_help(
+        "Contact address of the ACME account (empty: none)."))
+    acme_ca_bundle: str = field(default="", metadata=_help(
+        "CA certificates (PEM) trusted for the ACME server's own HTTPS (empty: the system's)."))
+    acme_http: str = field(default="", metadata=_help(
+        "HOST:PORT of a plain HTTP listener answering ACME HTTP-01 challenges, for any Host "
+        "(port 80 in production; empty: only on 'http')."))
+    acme_addresses: tuple[str, ...] = field(default=(), metadata=_help(
+        "This deployment's public addresses: a certificate is asked only for a name that "
+        "resolves to one of them (empty: the addresses of public_host)."))
+    acme_renew_days: int = field(default=30, metadata=_help(
+        "Renew an ACME certificate this many days before it expires."))
+    acme_alert_days: int = field(default=14, metadata=_help(
+        "Alert when an ACME certificate expires within this many days and its renewal "
+        "failed."))
+    acme_retry_min: float = field(default=300.0, metadata=_help(
+        "Seconds before the first retry of a failed ACME order; doubled after each failure."))
+    acme_retry_max: float = field(default=86400.0, metadata=_help(
+        "Longest wait, in seconds, between retries of a failing ACME order."))
+    acme_refresh: float = field(default=60.0, metadata=_help(
+        "Seconds between two readings of the ACME certificates by each 'serve' node."))
+
     def __post_init__(self) -> None:
         if self.web_auth not in ("auto", "always", "never"):
             raise ConfigError(f"setting web_auth: must be auto, always or never, got "

@@ -334,6 +334,7 @@ def revise_day(settings: Settings, day: date, record: DayRecord | None) -> DayRe
 def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetime], object]]]:
     """The tasks the worker runs every 30 s or so; each one decides itself what is due
     (keeping its own record of what it did), so a restart or a missed day is caught up."""
+    from tlswatch.mtasts.acme import renew_certificates  # it records through this module
     from tlswatch.mtasts.dnsupdate import publish_due
     from tlswatch.mtasts.monitor import run_checks  # it records through this module
 
@@ -341,7 +342,8 @@ def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetim
         ("daily summary", run_schedule),
         ("mta-sts checks", run_checks),
         ("daily prune", daily_prune),
-        ("mta-sts id dns updates", publish_due)]
+        ("mta-sts id dns updates", publish_due),
+        ("acme certificates", renew_certificates)]
     # Nodes sharing one PostgreSQL take turns: each task runs on one node at a time.
     return [(name, once_per_cluster(name, task)) for name, task in tasks]
 

@@ -41,6 +41,8 @@ RELOADABLE = frozenset({
     "delivery_attempts", "delivery_backoff", "delivery_interval",
     "loader_interval", "loader_restart_max", "batch_size", "max_batch_bytes",
     "spool_keep_days", "failed_keep_days", "failed_max_bytes",
+    "acme_directory", "acme_email", "acme_ca_bundle", "acme_addresses", "acme_renew_days",
+    "acme_alert_days", "acme_retry_min", "acme_retry_max", "acme_refresh",
 })
 
 

@@ -50,6 +50,7 @@ from tlswatch.stopsignal import StopSignal
 from tlswatch.store import Store
 from tlswatch.store.maintenance import refuse_newer, serving_mark
 from tlswatch.web import create_app
+from tlswatch.web.acme import SniCertificates, challenge_app
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class _Server(uvicorn.Server):
 class Listening:
     smtp: str | None
     http: str | None
+    acme: str | None = None  # the plain HTTP listener of the ACME challenges
 
 
 
@@ -111,6 +113,7 @@ class Service:
         if self.probe is not None:
             node_metrics(self.metrics.registry, settings, self.probe)
         self.stopping = asyncio.Event()
+        self.sni = SniCertificates()  # the ACME certificates, by name, on the TLS listener
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT, marked as running for 'restore' (which refuses then),
@@ -138,12 +141,15 @@ class Service:
         http_server = http_task = http_at = None
         if s.http:
             http_server, http_task, http_at = await self._start_http()
+        acme_server, acme_task, acme_at = await self._start_challenges()
+        refresher = asyncio.create_task(self.sni.keep_fresh(lambda: self.settings,
+                                                            self.stopping))
         self.loader.start()
         self.jobs.start()
         supervisor = asyncio.create_task(self.loader.supervise(self.stopping))
         loop.add_signal_handler(signal.SIGHUP, self._hangup)
         if on_ready is not None:
-            on_ready(Listening(smtp_at, http_at))
+            on_ready(Listening(smtp_at, http_at, acme_at))
         await self.stopping.wait()
         loop.remove_signal_handler(signal.SIGHUP)
         if self.reloading is not None:
@@ -151,9 +157,11 @@ class Service:
         log.info("stopping: no new connections; finishing the batch being written")
         if smtp_server is not None:
             smtp_server.close()
-        if http_server is not None and http_task is not None:
-            http_server.should_exit = True
-            await http_task
+        for server, task in ((http_server, http_task), (acme_server, acme_task)):
+            if server is not None and task is not None:
+                server.should_exit = True
+                await task
+        await refresher
         if smtp_server is not None:
             await smtp_server.wait_closed()
         await supervisor
@@ -204,8 +212,33 @@ class Service:
             await asyncio.sleep(0.01)
         if server.config.ssl is not None:  # uvicorn's context: SIGHUP loads into it too
             self.tls_contexts.append(server.config.ssl)
+            server.config.ssl.sni_callback = self.sni.choose
         scheme = "https" if s.tls_cert else "http"
         return server, task, f"{scheme}://{_bound(sock)}"
+
+    async def _start_challenges(self) -> tuple[_Server | None, asyncio.Task[None] | None,
+                                               str | None]:
+        """The plain HTTP listener of the ACME challenges (``acme_http``), if set."""
+        if not self.settings.acme_http:
+            return None, None, None
+        host, port = parse_address(self.settings.acme_http, "acme_http")
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        s = self.settings  # the same bounds as the main listener: it faces the Internet too
+        cap = ConnectionCap("acme", total=s.max_connections,
+                            per_client=s.max_connections_per_ip)
+        protocol = http_protocol(cap, header_timeout=s.http_header_timeout,
+                                 body_timeout=s.http_body_timeout)
+        server = _Server(uvicorn.Config(
+            challenge_app(s), http=protocol, lifespan="off", log_config=None,
+            log_level="warning", access_log=False, proxy_headers=False,
+            timeout_keep_alive=s.http_idle_timeout,  # type: ignore[arg-type]
+            h11_max_incomplete_event_size=s.http_max_header_bytes))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        return server, task, _bound(sock)
 
     def _hangup(self) -> None:
         """SIGHUP: reload in the background; one reload at a time (a second SIGHUP during

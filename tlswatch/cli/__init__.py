@@ -7,6 +7,7 @@ them on the one Typer app.
 
 from __future__ import annotations
 
+from tlswatch.cli import acme as acme  # acme status
 from tlswatch.cli import (
     checks,
     dnsupdates,

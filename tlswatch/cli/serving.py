@@ -54,7 +54,8 @@ def serve(
         return load_settings(given.get("config"), db=given.get("db")).replace(**changes)
 
     def ready(at: Listening) -> None:
-        parts = [f"smtp={at.smtp}" if at.smtp else "", f"http={at.http}" if at.http else ""]
+        parts = [f"smtp={at.smtp}" if at.smtp else "", f"http={at.http}" if at.http else "",
+                 f"acme={at.acme}" if at.acme else ""]
         echo(f"tlswatch serving {' '.join(p for p in parts if p)} "
              f"spool={settings.spool} db={settings.db}")
         sys.stdout.flush()
@@ -64,7 +65,9 @@ def serve(
             asyncio.run(Service(settings, reread).run(on_ready=ready))
         except OSError as exc:  # a port in use, an address not on this host, no permission
             echo(f"tlswatch: cannot listen (smtp={settings.smtp or '-'} "
-                 f"http={settings.http or '-'}): {exc.strerror or exc}", err=True)
+                 f"http={settings.http or '-'}"
+                 + (f" acme_http={settings.acme_http}" if settings.acme_http else "")
+                 + f"): {exc.strerror or exc}", err=True)
             raise typer.Exit(1) from None
     echo("tlswatch stopped")
 

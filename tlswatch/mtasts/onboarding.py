@@ -119,9 +119,9 @@ def _record_steps(records: Records, settings: Settings, domain: str,
     return [Step(s.step, s.done, f"{s.detail} ({records.seen})") for s in steps]
 
 
-def _certificate_step(store: Store, domain: str) -> Step:
+def _certificate_step(store: Store, settings: Settings, domain: str) -> Step:
     name = f"mta-sts.{domain}"
-    if not store.has_table("acme_certificates"):
+    if not settings.acme_directory or not store.has_table("acme_certificates"):
         return Step("certificate issued", None, "no ACME here: the operator's certificate "
                     "(tls_cert)")
     rows = store.rows("SELECT issued_at, not_after, last_error FROM acme_certificates "
@@ -145,7 +145,7 @@ def onboarding(store: Store, settings: Settings, domain: str, records: Records |
     hosted = PolicyStore(Path(settings.policy_dir)).find(domain)
     steps = _record_steps(records, settings, domain, hosted) if records is not None else [
         Step("DNS records", False, f"not checked yet: run 'tlswatch domain status {domain}'")]
-    steps.append(_certificate_step(store, domain))
+    steps.append(_certificate_step(store, settings, domain))
     fetch = store.rows("SELECT min(fetched_at) AS first_at, count(*) AS n FROM policy_fetches "
                        "WHERE domain = ? AND status = 200", [domain])[0]
     steps.append(Step("first policy fetch", bool(fetch["n"]),

@@ -288,6 +288,36 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
         """,
     ),
     (
+        "0013_acme",
+        # Certificates obtained by ACME for the hosted mta-sts.<domain> names (name = the
+        # host name), kept here so every node serves the same ones; the HTTP-01 answers
+        # pending (any node may be asked); the account key of each ACME directory.
+        """
+        CREATE TABLE acme_certificates (
+            name VARCHAR PRIMARY KEY,
+            cert_pem VARCHAR,
+            key_pem VARCHAR,
+            not_after TIMESTAMP,
+            issued_at TIMESTAMP,
+            last_error VARCHAR,
+            next_attempt TIMESTAMP,
+            attempts INTEGER
+        );
+        CREATE TABLE acme_challenges (
+            token VARCHAR PRIMARY KEY,
+            key_authorization VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE acme_accounts (
+            directory VARCHAR PRIMARY KEY,
+            key_pem VARCHAR NOT NULL,
+            uri VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
+    (
         "0014_policy_fetches",
         # Every fetch of a hosted MTA-STS policy: who (the client's address, behind a trusted
         # proxy the forwarded one), what was served, by which node; pruned after

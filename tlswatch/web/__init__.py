@@ -14,6 +14,7 @@ from tlswatch.ingest.http import ReportReceiver
 from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.spool import Spool
 from tlswatch.metrics import Metrics
+from tlswatch.web.acme import Challenges
 from tlswatch.web.dashboard import Dashboard
 from tlswatch.web.fetchlog import FetchLog
 from tlswatch.web.guard import Guard, login_mode
@@ -49,5 +50,7 @@ def create_app(settings: Settings, spool: Spool, metrics: Metrics) -> Starlette:
     dashboard = Dashboard(settings, spool, options)
     policies = PolicyHost(Path(settings.policy_dir), FetchLog(settings, metrics.registry))
     # The guard runs before routing: the receiver's per-IP limit sees the real client.
-    return Starlette(routes=receiver.routes() + policies.routes() + dashboard.routes(),
+    challenges = Challenges(settings)
+    return Starlette(routes=receiver.routes() + policies.routes() + challenges.routes()
+                     + dashboard.routes(),
                      middleware=[Middleware(Guard, settings=settings)])

@@ -18,9 +18,11 @@ from tlswatch.config import Settings
 from tlswatch.web.proxy import Client, ClientView, ForwardingError, HostCheck
 
 # Senders, health checks and MTA-STS policy fetches never log in.
-OPEN_PATHS = ("/v1/reports", "/healthz", "/.well-known/mta-sts.txt")
+OPEN_PATHS = ("/v1/reports", "/healthz", "/.well-known/mta-sts.txt",
+              "/.well-known/acme-challenge/")
 # Found by Host: mta-sts.<hosted domain>, so it answers for names beyond allowed_hosts.
 POLICY_PATH = "/.well-known/mta-sts.txt"
+ACME_PATH = "/.well-known/acme-challenge/"  # asked by the ACME server for the hosted names
 SECURITY_HEADERS = {
     # No script is ever served: even a mistake in escaping cannot run one.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -79,7 +81,8 @@ class Guard:
         """The scope with the real client, or the answer that refuses the request."""
         host = next((value.decode("latin-1") for name, value in scope["headers"]
                      if name == b"host"), None)
-        if scope["path"] != POLICY_PATH and not self.hosts.allows(host):
+        any_host = scope["path"] == POLICY_PATH or scope["path"].startswith(ACME_PATH)
+        if not any_host and not self.hosts.allows(host):
             return scope, PlainTextResponse(
                 f"refused: Host {host!r} is not a name of this server (allowed_hosts); "
                 "add it there if it is", status_code=421)
