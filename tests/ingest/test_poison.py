@@ -48,10 +48,14 @@ def test_poisoned_files_are_refused_by_name_and_the_rest_loads(cli: Cli, tmp_pat
         write_json(folder / name, doc)
     (folder / "surrogate.json").write_bytes(
         json.dumps(good(99)).replace('"Tester Inc."', '"Tester \\ud800"').encode())
+    nul = good(98)
+    nul["report-id"] = "nul"
+    nul["policies"][0]["failure-details"][0]["failure-reason-code"] = "x\u0000y"
+    write_json(folder / "nul.json", nul)
     for i in range(5):
         write_json(folder / f"good-{i}.json", good(i))
     out = cli.json("ingest", str(folder), code=1)
-    assert (out["accepted"], out["rejected"]) == (5, 5)
+    assert (out["accepted"], out["rejected"]) == (5, 6)
     reasons = {Path(r["source"]).name: r["reason"] for r in out["rejections"]}
     assert "total-successful-session-count: must be at most 1,000,000,000,000" in \
         reasons["2^63.json"]
@@ -59,6 +63,9 @@ def test_poisoned_files_are_refused_by_name_and_the_rest_loads(cli: Cli, tmp_pat
         reasons["huge-float.json"]
     assert "date-range.start-datetime: not a valid RFC 3339 date-time" in reasons["year-one.json"]
     assert "unpaired UTF-16 surrogate" in reasons["surrogate.json"]
+    # PostgreSQL's text cannot hold NUL: refused on both engines alike, saying where
+    assert "NUL character" in reasons["nul.json"]
+    assert "policies[0].failure-details[0].failure-reason-code" in reasons["nul.json"]
     summary = cli.json("summary")
     assert summary["domains"][0]["successful_sessions"] == 50
     assert cli.json("validate", str(folder / "2^63.json"), code=1)

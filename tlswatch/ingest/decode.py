@@ -244,6 +244,11 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     if _SURROGATE_ESCAPE.search(text) and not _encodable(value):
         raise ReportError(source, "a JSON string holds an unpaired UTF-16 surrogate escape "
                           "(\\uD800-\\uDFFF): not text")
+    if "\\u0000" in text:
+        path = _nul_path(value)
+        if path is not None:
+            raise ReportError(source, "a JSON string holds a NUL character (\\u0000): not "
+                              "text (no database column can hold it)", path=path)
     # Nesting can be no deeper than the number of brackets: most reports need no walk.
     if data.count(b"{") + data.count(b"[") <= max_depth:
         return value
@@ -296,6 +301,25 @@ def _too_deep(value: Any, max_depth: int) -> str | None:
             for index, child in enumerate(node):
                 if isinstance(child, dict | list):
                     stack.append((child, depth + 1, f"{path}[{index}]"))
+    return None
+
+
+def _nul_path(value: Any) -> str | None:
+    """The path of the first key or string holding a NUL character, else None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path or "$"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                where = f"{path}.{key}" if path else key
+                if "\x00" in key:
+                    return (path or "$") + " (a key)"
+                stack.append((child, where))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
     return None
 
 
