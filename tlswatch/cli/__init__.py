@@ -12,6 +12,7 @@ from tlswatch.cli import (
     ingesting,
     moving,
     mtasts,
+    policyops,  # noqa: F401  (registers its commands)
     quarantine,
     reading,
     rollups,
