@@ -139,12 +139,17 @@ def staged(store: Store, domain: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def is_staged(store: Store, policy: HostedPolicy) -> bool:
+    """Whether this policy (its mode and mx) is the one staged since the last change."""
+    pending = staged(store, policy.domain)
+    return pending is not None and pending["new_mx"] == policy.mx and \
+        pending["new_mode"] == policy.mode
+
+
 def stage(store: Store, policy: HostedPolicy, staged_policy: HostedPolicy, *, actor: str,
           reason: str) -> bool:
     """Record ``staged_policy`` for the admin to apply; False when it is staged already."""
-    pending = staged(store, policy.domain)
-    if pending and pending["new_mx"] == staged_policy.mx and \
-            pending["new_mode"] == staged_policy.mode:
+    if is_staged(store, staged_policy):
         return False
     staged_policy.revision = policy.revision + 1
     record_change(store, PolicyChange(policy.domain, STAGE, actor, reason, policy,
