@@ -4,7 +4,8 @@ until an admin applies it: ``policy apply-staged`` or the domain page's button) 
 alert.  A sender enforcing the policy would not deliver to that MX (RFC 8461 section 4.1).
 
 One of the tasks the 'serve' worker runs every 30 s; it runs once a day (recorded in
-``cluster_days`` as task ``mx watch``), on one node of a cluster.
+``cluster_days`` as task ``mx watch``), on one node of a cluster, when the daily checks
+run (``check_interval_hours`` above 0), asking ``check_nameserver`` like them.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def _alert(found: Uncovered, today: date, staged: bool) -> Alert:
 def run_mx_watch(settings: Settings, now: datetime) -> list[Alert]:
     """The scheduled task: once a day, stage a policy and alert for every uncovered MX."""
     today = now.astimezone(UTC).date() if now.tzinfo else now.date()
+    if settings.check_interval_hours <= 0:  # DNS is looked up when the daily checks run
+        return []
     if not exists(settings.db) or _done(settings, today):
         return []
     found = uncovered(settings)
