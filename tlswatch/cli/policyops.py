@@ -14,8 +14,7 @@ from tlswatch.config import Settings
 from tlswatch.mtasts.changes import Outcome
 
 ReasonOpt = Annotated[str, typer.Option(help="Why: kept in 'policy history'.")]
-HISTORY_COLUMNS = ("changed_at", "action", "actor", "old_id", "old_mode", "new_id", "new_mode",
-                   "new_mx", "forced", "reason")
+HISTORY_COLUMNS = ("changed_at", "action", "actor", "from", "to", "mx", "reason")
 
 
 def _change(ctx: typer.Context, domain: str, action: str, reason: str, fmt: FormatOpt,
@@ -83,7 +82,11 @@ def policy_history(ctx: typer.Context, domain: DomainArg, fmt: FormatOpt = None)
     if chosen is Format.json:
         echo(to_json({"domain": domain, "changes": rows}))
         return
-    for r in rows:
-        r["new_mx"] = ", ".join(r["new_mx"])
-    echo(render_rows(rows, chosen, columns=HISTORY_COLUMNS,
+    table = [{"changed_at": f"{r['changed_at']:%Y-%m-%d %H:%M:%S}",
+              "action": r["action"] + (" (forced)" if r["forced"] else ""),
+              "actor": r["actor"],
+              "from": f"{r['old_id']} {r['old_mode']}" if r["old_id"] else "",
+              "to": f"{r['new_id']} {r['new_mode']}", "mx": ", ".join(r["new_mx"]),
+              "reason": r["reason"]} for r in rows]
+    echo(render_rows(table, chosen, columns=HISTORY_COLUMNS,
                      title=f"Changes of the hosted policy of {domain}"), nl=False)

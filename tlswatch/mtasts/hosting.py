@@ -146,7 +146,8 @@ def apply_change(settings: Settings, store: Store, domain: str, new_policy: Host
         new_policy.revision = old.revision + 1
         new_policy.history = [*old.history, {"id": old.id, "mode": old.mode,
                                              "max_age": old.max_age, "until": _now()}]
-    change = PolicyChange(domain, action, actor, reason, old, new_policy, now_utc(), forced)
+    change = PolicyChange(domain, action, actor, reason, old, new_policy,
+                          now_utc().replace(microsecond=0), forced)
     with store.transaction():
         record_change(store, change)
         policies.save(new_policy)
