@@ -38,7 +38,10 @@ def _said(outcome: Outcome) -> str:
 @policy_app.command("rotate")
 def policy_rotate(ctx: typer.Context, domain: DomainArg, reason: ReasonOpt = "",
                   fmt: FormatOpt = None) -> None:
-    """Serve the same policy under a new id, so every sender fetches it again."""
+    """Serve the same policy under a new id.
+
+    Every sender that looks up _mta-sts fetches it again.
+    """
     _change(ctx, domain, "rotate", reason, fmt)
 
 
@@ -49,14 +52,17 @@ def policy_enforce(
                                         "does not advise it (recorded as forced).")] = False,
     fmt: FormatOpt = None,
 ) -> None:
-    """Move the policy from testing to enforce, when 'policy advise' advises it."""
+    """Move the policy from testing to enforce.
+
+    Refused unless 'policy advise' advises it (--force: recorded as forced).
+    """
     _change(ctx, domain, "enforce", reason, fmt, force)
 
 
 @policy_app.command("fallback")
 def policy_fallback(ctx: typer.Context, domain: DomainArg, reason: ReasonOpt = "",
                     fmt: FormatOpt = None) -> None:
-    """Go back from enforce to testing in an emergency, under a new id.
+    """Go back from enforce to testing, under a new id.
 
     Says until when senders that do not look again keep the enforce policy (its max_age).
     """
@@ -66,13 +72,19 @@ def policy_fallback(ctx: typer.Context, domain: DomainArg, reason: ReasonOpt = "
 @policy_app.command("apply-staged")
 def policy_apply_staged(ctx: typer.Context, domain: DomainArg, reason: ReasonOpt = "",
                         fmt: FormatOpt = None) -> None:
-    """Serve the policy the daily MX watcher staged (an MX its patterns did not cover)."""
+    """Serve the policy the MX watcher staged.
+
+    The daily MX watcher stages one when a live MX is not covered by the policy.
+    """
     _change(ctx, domain, "apply-staged", reason, fmt)
 
 
 @policy_app.command("history")
 def policy_history(ctx: typer.Context, domain: DomainArg, fmt: FormatOpt = None) -> None:
-    """Every change of the hosted policy: when, who, from what to what, and why."""
+    """Every change of the hosted policy.
+
+    When, who, from what to what, and why.
+    """
     from tlswatch.mtasts.changes import history
 
     settings = _state(ctx).settings
