@@ -88,7 +88,8 @@ def run_mx_watch(settings: Settings, now: datetime) -> list[Alert]:
     today = now.astimezone(UTC).date() if now.tzinfo else now.date()
     if settings.check_interval_hours <= 0:  # DNS is looked up when the daily checks run
         return []
-    if not exists(settings.db) or _done(settings, today):
+    if not PolicyStore(Path(settings.policy_dir)).domains() or not exists(settings.db) \
+            or _done(settings, today):  # nothing hosted: nothing to do, nothing recorded
         return []
     found = uncovered(settings)
     alerts: list[Alert] = []
