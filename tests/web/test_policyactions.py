@@ -97,3 +97,21 @@ def test_a_post_without_a_good_csrf_token_is_refused(hosting: Serve) -> None:
     assert served(hosting).headers["etag"] == before
     history = httpx.get(f"{hosting.http_url}/domains/pol.example/policy", auth=auth).text
     assert history.count("<td>init</td>") == 1 and "<td>rotate" not in history
+
+
+def test_enforce_from_the_dashboard_follows_the_advice_or_is_forced(hosting: Serve) -> None:
+    base = f"{hosting.http_url}/domains/pol.example/policy"
+    with httpx.Client(auth=("admin", PASSWORD), timeout=60) as client:
+        page = client.get(base)
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token is not None and 'id="policy-enforce"' in page.text
+        asked = client.post(f"{base}/enforce", data={"csrf": token.group(1), "force": "yes"})
+        assert asked.status_code == 200 and "Confirm: enforce" in asked.text  # confirm first
+        form = {"csrf": token.group(1), "confirm": "yes", "reason": "try"}
+        refused = client.post(f"{base}/enforce", data=form)
+        assert refused.status_code == 409
+        assert "policy enforce pol.example: refused: policy advise says: wait" in refused.text
+        forced = client.post(f"{base}/enforce", data={**form, "force": "yes"})
+        assert forced.status_code == 200
+        assert "enforce by <bdi>dashboard:admin</bdi> (forced)" in forced.text
+    assert "mode: enforce" in served(hosting).text
