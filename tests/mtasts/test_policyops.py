@@ -106,3 +106,13 @@ def test_apply_staged_without_a_staged_policy_says_so(cli: Cli) -> None:
     cli.json("policy", "init", "nostage.example", "--mx", "mx.nostage.example")
     out = cli("policy", "apply-staged", "nostage.example", code=1)
     assert "no staged policy since the last change" in out.stderr
+
+
+def test_a_policy_that_cannot_be_written_records_no_change(cli: Cli, tmp_path: Path) -> None:
+    cli.json("policy", "init", "ro.example", "--mx", "mx.ro.example")
+    folder = tmp_path / "policies"
+    (folder / "ro.example.tmp").mkdir()  # in the way of the file written first
+    out = cli("policy", "rotate", "ro.example", code=1)
+    assert f"{folder}/ro.example.json: cannot write the policy: Is a directory" in out.stderr
+    assert [c["action"] for c in cli.json("policy", "history", "ro.example")["changes"]] \
+        == ["init"]

@@ -150,7 +150,11 @@ def apply_change(settings: Settings, store: Store, domain: str, new_policy: Host
                           now_utc().replace(microsecond=0), forced)
     with store.transaction():
         record_change(store, change)
-        policies.save(new_policy)
+        try:
+            policies.save(new_policy)
+        except OSError as exc:  # the change is not recorded either
+            raise TlsWatchError(f"{policies.path(domain)}: cannot write the policy: "
+                                f"{exc.strerror or exc}") from None
     # The new policy is served from here on: what publishes its id hooks in here.
     return change
 
