@@ -79,6 +79,7 @@ WRITERS = {
     "cluster.py": "records what the once-a-day work of several nodes did (cluster_days)",
     "policyfetches.py": "stores the policy fetches 'serve' recorded (in its loader process)",
     "mtasts/dnsupdate.py": "records how publishing each policy id by DNS update went",
+    "mtasts/hosting.py": "records each change of a hosted policy, with who and why",
     "mtasts/acme.py": "records the certificates ACME issued, their challenges, back-off, alerts",
 }
 

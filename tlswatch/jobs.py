@@ -337,10 +337,12 @@ def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetim
     from tlswatch.mtasts.acme import renew_certificates  # it records through this module
     from tlswatch.mtasts.dnsupdate import publish_due
     from tlswatch.mtasts.monitor import run_checks  # it records through this module
+    from tlswatch.mtasts.mxwatch import run_mx_watch
 
     tasks: list[tuple[str, Callable[[Settings, datetime], object]]] = [
         ("daily summary", run_schedule),
         ("mta-sts checks", run_checks),
+        ("mx watch", run_mx_watch),
         ("daily prune", daily_prune),
         ("mta-sts id dns updates", publish_due),
         ("acme certificates", renew_certificates)]

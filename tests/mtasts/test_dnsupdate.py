@@ -26,7 +26,7 @@ from tests.serving import Serve
 from tlswatch.config import load_settings
 from tlswatch.errors import ConfigError
 from tlswatch.mtasts.dnsupdate import delegation_records, publish_due
-from tlswatch.mtasts.hosting import HostedPolicy, write_policy
+from tlswatch.mtasts.hosting import HostedPolicy, apply_change, writing
 from tlswatch.store import Store
 
 DOMAIN = "customer.example"
@@ -181,13 +181,16 @@ def test_serve_publishes_what_failed(cli: Cli, named: bind.Named, tmp_path: Path
     assert named.txt(TARGET) == [f"v=STSv1; id={policy_id};"]
 
 
-def test_the_one_writer_publishes(cli: Cli, named: bind.Named, tmp_path: Path) -> None:
+def test_every_change_publishes_once_written(cli: Cli, named: bind.Named, tmp_path: Path) -> None:
     settings = load_settings(db=cli.db)
     policy = HostedPolicy(DOMAIN, "testing", [f"mx1.{DOMAIN}"], 86400)
-    write_policy(settings, policy)
+    with writing(settings) as store:
+        apply_change(settings, store, DOMAIN, policy, "test", "first", action="init")
+        assert named.txt(TARGET) != [f"v=STSv1; id={policy.id};"]  # not before it is served
     assert named.txt(TARGET) == [f"v=STSv1; id={policy.id};"]
     policy = HostedPolicy(DOMAIN, "enforce", [f"mx1.{DOMAIN}"], 604800)
-    write_policy(settings, policy)
+    with writing(settings) as store:
+        apply_change(settings, store, DOMAIN, policy, "test", "second", action="enforce")
     assert named.txt(TARGET) == [f"v=STSv1; id={policy.id};"]
     assert delegation_records(settings, "Other.Example") == [
         {"name": "_mta-sts.other.example", "type": "CNAME",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tlswatch.analytics.alerts import CHECK_KINDS, KINDS, STS_PROBLEMS, AlertRules
+from tlswatch.analytics.alerts import CHECK_KINDS, KINDS, STS_PROBLEMS, WATCH_KINDS, AlertRules
 
 
 def describe(rules: AlertRules, *, check_cert_days: int | None = None
@@ -36,4 +36,8 @@ def describe(rules: AlertRules, *, check_cert_days: int | None = None
             "check_tlsrpt_rua": "the _smtp._tls record is missing, or does not list this "
                                 "deployment first (Microsoft sends only to the first rua)",
         })
+    kinds += WATCH_KINDS
+    when["policy_mx_not_covered"] = ("the daily MX watcher finds a live MX of a hosted domain "
+                                     "that the policy's mx patterns do not cover (it stages "
+                                     "an updated policy: policy apply-staged)")
     return [{"kind": kind, "when": when.get(kind, "")} for kind in kinds]

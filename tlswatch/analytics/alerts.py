@@ -24,11 +24,15 @@ STS_PROBLEMS = ("sts-policy-fetch-error", "sts-webpki-invalid", "sts-policy-inva
 # record that is missing or does not list this deployment first.
 CHECK_KINDS = ("check_new_error", "check_cert_expiring", "check_sts_id_stale",
                "check_tlsrpt_rua")
+# Raised by the daily MX watcher (tlswatch.mtasts.mxwatch): a live MX that the hosted
+# policy does not cover.
+WATCH_KINDS = ("policy_mx_not_covered",)
 KINDS = ("new_result_type", "low_success_rate", "failure_spike", "reporter_silent",
          "sts_policy_problem", "conflicting_duplicate")  # what evaluate() finds in reports
 MORE = "more_alerts"  # one a day, counting the alerts beyond max_alerts_per_day
 # Which alerts a day's cap keeps first: what breaks mail for every sender before the rest.
-PRIORITY = ("sts_policy_problem", "check_cert_expiring", "acme_renewal_failing",
+PRIORITY = ("sts_policy_problem", "policy_mx_not_covered", "check_cert_expiring",
+            "acme_renewal_failing",
             "check_sts_id_stale",
             "low_success_rate", "check_new_error", "failure_spike", "new_result_type",
             "check_tlsrpt_rua", "conflicting_duplicate", "reporter_silent")

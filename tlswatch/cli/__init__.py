@@ -16,6 +16,7 @@ from tlswatch.cli import (
     moving,
     mtasts,
     onboarding,
+    policyops,
     quarantine,
     reading,
     rollups,
@@ -25,7 +26,7 @@ from tlswatch.cli import (
 from tlswatch.cli.base import app, plain_help
 
 __all__ = ["app", "checks", "dnsupdates", "fetches", "ingesting", "main", "moving", "mtasts",
-           "onboarding", "quarantine", "reading", "rollups", "serving", "upkeep"]
+           "onboarding", "policyops", "quarantine", "reading", "rollups", "serving", "upkeep"]
 
 plain_help(app)  # after every command module above has registered its commands
 

@@ -169,6 +169,7 @@ def policy_init(
     mx: Annotated[list[str], typer.Option("--mx", help="MX host or *.pattern (repeat).")],
     mode: Annotated[str, typer.Option(help="testing, enforce or none.")] = "testing",
     max_age: Annotated[int, typer.Option(help="Seconds senders cache the policy.")] = 86400,
+    reason: Annotated[str, typer.Option(help="Why: kept in 'policy history'.")] = "",
     fmt: FormatOpt = None,
 ) -> None:
     """Write the hosted policy; print the DNS records to publish.
@@ -179,30 +180,27 @@ def policy_init(
 
     settings = _state(ctx).settings
     with _errors():
-        policy = init_policy(settings, domain, mx=mx, mode=mode, max_age=max_age)
+        policy = init_policy(settings, domain, mx=mx, mode=mode, max_age=max_age,
+                             reason=reason)
     _print_policy(policy, settings, fmt)
 
 
 @policy_app.command("retire")
 def policy_retire(ctx: typer.Context, domain: DomainArg,
-                  fmt: FormatOpt = None) -> None:
+                  reason: Annotated[str, typer.Option(help="Why: kept in 'policy history'.")]
+                  = "", fmt: FormatOpt = None) -> None:
     """Serve mode none; say when the old policy expires.
 
     The policy gets a new id; the records can go once the old max_age has passed
     (RFC 8461 section 8).
     """
-    from tlswatch.mtasts.dnsupdate import delegation
-    from tlswatch.mtasts.hosting import retire_policy
+    from tlswatch.mtasts.changes import retire
+    from tlswatch.mtasts.hosting import os_actor
 
     settings = _state(ctx).settings
     with _errors():
-        policy, expires = retire_policy(settings, domain)
-        publish = "" if delegation(settings) else "Publish the new id now. "
-    _print_policy(policy, settings, fmt, note=(
-        f"{publish}Senders may keep the old policy until "
-        f"{expires:%Y-%m-%d %H:%M} UTC (its max_age); after that remove the _mta-sts "
-        f"record, the mta-sts host and this policy ({settings.policy_dir}/{policy.domain}"
-        ".json)."))
+        outcome = retire(settings, domain, actor=os_actor(), reason=reason)
+    _print_policy(outcome.change.new, settings, fmt, note=outcome.note)
 
 
 @policy_app.command("status")

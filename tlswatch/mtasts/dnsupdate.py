@@ -38,7 +38,6 @@ from tlswatch.config import Settings
 from tlswatch.durable import fsync_path
 from tlswatch.errors import ConfigError, StoreError, TlsWatchError
 from tlswatch.mtasts.hosting import HostedPolicy, PolicyStore, policy_domain
-from tlswatch.mtasts.policy import policy_id
 from tlswatch.store import Store, dnsupdates, exists, now_utc
 
 log = logging.getLogger(__name__)
@@ -226,8 +225,10 @@ def served(settings: Settings, policy: HostedPolicy) -> str:
                 f"{host}:{port}; it answers the file once it runs)")
     except httpx.HTTPError as exc:
         raise DnsUpdateError(f"'serve' at {url} did not answer for {name}: {exc}") from None
-    got = policy_id(reply.text) if reply.status_code == 200 else None
-    if got != policy.id:
+    # The served policy's id is its ETag (the content alone does not give it: a change
+    # that brings back an earlier text gets a new id).
+    got = reply.headers.get("etag", "").strip('"') or None if reply.status_code == 200 else None
+    if got != policy.id or reply.text.replace("\r\n", "\n") != policy.text.replace("\r\n", "\n"):
         what = f"id {got}" if got else f"HTTP {reply.status_code}"
         raise DnsUpdateError(
             f"'serve' at {host}:{port} answers {what} for {name}, not the new policy (id "

@@ -5,9 +5,13 @@ advice from the stored reports on when to move from testing to enforce.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -18,6 +22,7 @@ from tlswatch.config import Settings
 from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.errors import NotFoundError, TlsWatchError
 from tlswatch.mtasts.policy import MAX_AGE_LIMIT, covered_by, parse_policy, policy_id, render_policy
+from tlswatch.store import Store, now_utc
 
 BLOCKING_PREFIXES = ("sts-", "certificate-", "starttls-")
 
@@ -31,6 +36,7 @@ class HostedPolicy:
     updated_at: str = ""
     retired: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    revision: int = 0  # changes made by apply_change; part of the id (see policy_id)
 
     @property
     def text(self) -> str:
@@ -38,7 +44,7 @@ class HostedPolicy:
 
     @property
     def id(self) -> str:
-        return policy_id(self.text)
+        return policy_id(self.text, self.revision)
 
 
 class PolicyStore:
@@ -109,49 +115,135 @@ def _is_canonical(name: str) -> bool:
         return False
 
 
-def init_policy(settings: Settings, domain: str, *, mx: list[str], mode: str, max_age: int
-                ) -> HostedPolicy:
+@dataclass(frozen=True)
+class PolicyChange:
+    """One change of a hosted policy, as recorded in ``policy_changes``."""
+
+    domain: str
+    action: str
+    actor: str
+    reason: str
+    old: HostedPolicy | None
+    new: HostedPolicy
+    at: datetime
+    forced: bool = False
+
+
+def apply_change(settings: Settings, store: Store, domain: str, new_policy: HostedPolicy,
+                 actor: str, reason: str, *, action: str, forced: bool = False
+                 ) -> PolicyChange:
+    """The one way a hosted policy changes (init, rotate, enforce, fallback, retire,
+    apply-staged): the new policy is written to ``policy_dir``, served from then on, and
+    the change is recorded in ``policy_changes`` in the same transaction (a file that
+    cannot be written records nothing).  Its revision is the old one's plus one, so its
+    id was never served before, even when the content was (RFC 8461 section 3.1: senders
+    refetch only when the id differs from the one they cached)."""
+    domain = policy_domain(domain)
+    problems = parse_policy(new_policy.text).errors
+    if problems:
+        raise TlsWatchError(f"{domain}: " + "; ".join(p.message for p in problems))
+    policies = PolicyStore(Path(settings.policy_dir))
+    old = policies.find(domain)
+    new_policy.domain = domain
+    if old is not None:
+        new_policy.revision = old.revision + 1
+        new_policy.history = [*old.history, {"id": old.id, "mode": old.mode,
+                                             "max_age": old.max_age, "until": _now()}]
+    change = PolicyChange(domain, action, actor, reason, old, new_policy,
+                          now_utc().replace(microsecond=0), forced)
+    with store.transaction():
+        record_change(store, change)
+        try:
+            policies.save(new_policy)
+        except OSError as exc:  # the change is not recorded either
+            raise TlsWatchError(f"{policies.path(domain)}: cannot write the policy: "
+                                f"{exc.strerror or exc}") from None
+    # The new policy is served from here on: its id is published once the store is closed.
+    pending = _changed.get()
+    if pending is not None:
+        pending.append(new_policy)
+    else:
+        _publish(settings, new_policy)
+    return change
+
+
+def record_change(store: Store, change: PolicyChange) -> None:
+    """One row of ``policy_changes`` (also the MX watcher's staged policies)."""
+    old, new = change.old, change.new
+    store.execute("""
+        INSERT INTO policy_changes (change_pk, changed_at, domain, action, actor, reason,
+            forced, old_id, old_mode, old_mx, old_max_age, new_id, new_mode, new_mx,
+            new_max_age, revision)
+        VALUES (nextval('policy_changes_seq'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    """, [change.at, change.domain, change.action, change.actor, change.reason, change.forced,
+          old.id if old else None, old.mode if old else None, old.mx if old else None,
+          old.max_age if old else None, new.id, new.mode, new.mx, new.max_age, new.revision])
+
+
+def os_actor() -> str:
+    """Who runs a command: the operating-system user, as the change history names them."""
+    try:
+        return f"os:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"os:uid {os.getuid()}"
+
+
+# The policies changed inside one ``writing`` block, published once its store is closed.
+_changed: ContextVar[list[HostedPolicy] | None] = ContextVar("_changed", default=None)
+
+
+@contextmanager
+def writing(settings: Settings) -> Iterator[Store]:
+    """The store for a policy change.  When the block ends well, the store is closed and the
+    new id of each policy changed in it is published (by DNS update, where ``_mta-sts`` is
+    delegated to this deployment): the policy is served first, then its id is announced."""
+    changed: list[HostedPolicy] = []
+    token = _changed.set(changed)
+    try:
+        with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
+            yield store
+    finally:
+        _changed.reset(token)
+    for policy in changed:
+        _publish(settings, policy)
+
+
+def _publish(settings: Settings, policy: HostedPolicy) -> None:
+    from tlswatch.mtasts.dnsupdate import publish_change  # never raises: failures are recorded
+
+    publish_change(settings, policy)
+
+
+def init_policy(settings: Settings, domain: str, *, mx: list[str], mode: str, max_age: int,
+                actor: str = "", reason: str = "") -> HostedPolicy:
+    """Write the domain's policy; the same content as the one served changes nothing."""
     domain = policy_domain(domain)
     if mode not in ("testing", "enforce", "none"):
         raise TlsWatchError(f"mode must be testing, enforce or none, got {mode!r}")
     if not 0 <= max_age <= MAX_AGE_LIMIT:
         raise TlsWatchError(f"max-age must be 0..{MAX_AGE_LIMIT} seconds, got {max_age}")
-    store = PolicyStore(Path(settings.policy_dir))
-    old = store.find(domain)
     policy = HostedPolicy(domain, mode, [m.lower().rstrip(".") for m in mx], max_age)
-    problems = parse_policy(policy.text).errors
-    if problems:
-        raise TlsWatchError(f"{domain}: " + "; ".join(p.message for p in problems))
-    if old is not None:
-        policy.history = [*old.history, {"id": old.id, "mode": old.mode,
-                                         "max_age": old.max_age, "until": _now()}]
-    write_policy(settings, policy)
-    return policy
+    old = PolicyStore(Path(settings.policy_dir)).find(domain)
+    if old is not None and old.text == policy.text and old.retired is None:
+        return old
+    with writing(settings) as store:
+        return apply_change(settings, store, domain, policy, actor or os_actor(),
+                            reason or "policy init", action="init").new
 
 
-def retire_policy(settings: Settings, domain: str) -> tuple[HostedPolicy, datetime]:
+def retire_policy(settings: Settings, domain: str, *, actor: str = "", reason: str = ""
+                  ) -> tuple[PolicyChange, datetime]:
     """Serve mode none with a new id (RFC 8461 section 8); say when the old one expires."""
-    store = PolicyStore(Path(settings.policy_dir))
-    old = store.get(domain)
-    retired = HostedPolicy(old.domain, "none", old.mx, old.max_age,
-                           history=[*old.history, {"id": old.id, "mode": old.mode,
-                                                   "max_age": old.max_age, "until": _now()}])
+    old = PolicyStore(Path(settings.policy_dir)).get(domain)
+    retired = HostedPolicy(old.domain, "none", old.mx, old.max_age)
     expires = datetime.now(UTC) + timedelta(seconds=old.max_age)
     retired.retired = {"old_id": old.id, "old_max_age": old.max_age,
                        "records_can_go_after": expires.isoformat(timespec="seconds")}
-    write_policy(settings, retired)
-    return retired, expires
+    with writing(settings) as store:
+        change = apply_change(settings, store, domain, retired, actor or os_actor(),
+                              reason or "policy retire", action="retire")
+    return change, expires
 
-
-def write_policy(settings: Settings, policy: HostedPolicy) -> None:
-    """The one writer of hosted policies: every change goes through here.  'serve' answers
-    the new file from its next request; only then is the new id published in DNS, where
-    the domain's ``_mta-sts`` is delegated to this deployment (a failure is recorded and
-    tried again, never raised)."""
-    from tlswatch.mtasts.dnsupdate import publish_change
-
-    PolicyStore(Path(settings.policy_dir)).save(policy)
-    publish_change(settings, policy)
 
 
 def records(settings: Settings, policy: HostedPolicy) -> list[dict[str, str]]:

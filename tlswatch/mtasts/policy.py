@@ -117,6 +117,11 @@ def render_policy(mode: str, mx: list[str], max_age: int) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-def policy_id(text: str) -> str:
-    """An id that changes whenever the policy's content changes (1-32 letters/digits)."""
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def policy_id(text: str, revision: int = 0) -> str:
+    """An id that changes whenever the policy's content changes (1-32 letters/digits).
+
+    ``revision`` counts the changes of a hosted policy, so a change that keeps (or goes
+    back to) a content already served still gets an id never used before; revision 0 is
+    the content alone, the id every policy had before revisions were counted."""
+    salt = f"\nrevision: {revision}" if revision else ""
+    return hashlib.sha256((text + salt).encode()).hexdigest()[:20]

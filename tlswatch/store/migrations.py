@@ -336,6 +336,34 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
         },
     ),
     (
+        "0015_policy_changes",
+        # Every change of a hosted MTA-STS policy (init, rotate, enforce, fallback, retire,
+        # apply-staged) with who made it, when, from what to what and why; and the policies
+        # the MX watcher stages (action 'stage': new_* is the staged policy, not served).
+        """
+        CREATE SEQUENCE policy_changes_seq;
+        CREATE TABLE policy_changes (
+            change_pk BIGINT PRIMARY KEY,
+            changed_at TIMESTAMP NOT NULL,
+            domain VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            actor VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            forced BOOLEAN NOT NULL,
+            old_id VARCHAR,
+            old_mode VARCHAR,
+            old_mx VARCHAR[],
+            old_max_age INTEGER,
+            new_id VARCHAR NOT NULL,
+            new_mode VARCHAR NOT NULL,
+            new_mx VARCHAR[] NOT NULL,
+            new_max_age INTEGER NOT NULL,
+            revision INTEGER NOT NULL
+        );
+        CREATE INDEX policy_changes_domain ON policy_changes (domain, change_pk);
+        """,
+    ),
+    (
         "0016_dns_updates",
         # Where the publication of each hosted policy's id by DNS update stands, one row
         # per domain (see tlswatch.mtasts.dnsupdate): the id last tried, published or

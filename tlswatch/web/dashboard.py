@@ -48,6 +48,7 @@ from tlswatch.store import Store
 from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
 from tlswatch.web.csrf import HEADER as CSRF_HEADER
 from tlswatch.web.csrf import CsrfTokens
+from tlswatch.web.policyactions import PolicyActions
 from tlswatch.web.refused import RefusedPages
 from tlswatch.web.window import Window, WindowError, parse_window
 
@@ -71,10 +72,11 @@ class Dashboard:
         self.options = options
         self.csrf = CsrfTokens()
         self.intake = Intake(spool, options)
+        self.policy = PolicyActions(settings, self.csrf)
 
     def routes(self) -> list[Route]:
         return [Route("/", self.overview), Route("/domains/{domain}", self.domain),
-                Route("/domains/{domain}/checks", self.checks),
+                Route("/domains/{domain}/checks", self.checks), *self.policy.routes(),
                 Route("/reports", self.reports), Route("/reports/{ident}", self.report),
                 Route("/reports/{ident}/raw.json", self.raw_report),
                 Route("/alerts", self.alerts), *RefusedPages(self.settings).routes(),
@@ -226,8 +228,11 @@ class Dashboard:
             return await self.checks(request, note=f"No reports for {name} from {start} to "
                                      f"{end}.", missing=missing)
         charts = {k: data.pop(k) for k in ("rate_chart", "failure_chart")}
-        return self._page(request, "domain.html", data, **charts, window=window,
+        panel = self.policy.panel(request, name)  # the hosted policy's action forms
+        page = self._page(request, "domain.html", data, **charts, **panel, window=window,
                           period=f"{start} .. {end}")
+        return self.policy.with_session(request, page, panel["csrf_session"]) \
+            if panel["hosted"] else page
 
     async def checks(self, request: Request, note: str = "", missing: str = "") -> Response:
         """The history of a domain's MTA-STS/TLS-RPT checks, newest first (also the domain

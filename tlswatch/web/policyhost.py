@@ -57,4 +57,6 @@ class PolicyHost:
         if hosted is None:
             return PlainTextResponse(f"no policy for {PREFIX}{domain}\n", status_code=404)
         # The policy's lines end in CRLF; text/plain as RFC 8461 section 3.2 asks.
-        return Response(hosted.text, media_type="text/plain")
+        # The ETag is the policy's id: what the _mta-sts TXT record must name.
+        return Response(hosted.text, media_type="text/plain",
+                        headers={"ETag": f'"{hosted.id}"'})
