@@ -198,3 +198,9 @@ def test_the_empty_alerts_page_says_when_the_rules_run(tmp_path: Path) -> None:
         assert "expires within 14 days (setting check_cert_days)" in page
         assert "each domain every 24.0 hours" in page
         assert all(r["when"] for r in data["rules"]), data["rules"]
+        assert "acme_renewal_failing" not in {r["kind"] for r in data["rules"]}  # ACME off
+    acme = create_app(settings.replace(acme_directory="https://127.0.0.1:14000/dir"),
+                      Spool(settings.spool), Metrics())
+    data = asyncio.run(get("/alerts?format=json", acme)).json()
+    assert {"kind": "acme_renewal_failing", "when": "a certificate obtained by ACME expires "
+            "within 14 days and its renewal failed (setting acme_alert_days)"} in data["rules"]

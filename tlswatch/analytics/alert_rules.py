@@ -5,8 +5,8 @@ from __future__ import annotations
 from tlswatch.analytics.alerts import CHECK_KINDS, KINDS, STS_PROBLEMS, WATCH_KINDS, AlertRules
 
 
-def describe(rules: AlertRules, *, check_cert_days: int | None = None
-             ) -> list[dict[str, str]]:
+def describe(rules: AlertRules, *, check_cert_days: int | None = None,
+             acme_alert_days: int | None = None) -> list[dict[str, str]]:
     """One {kind, when} per alert kind, in the order of ``KINDS``; then the kinds of the
     daily MTA-STS/TLS-RPT checks when they run (``check_cert_days`` given)."""
     when = {
@@ -40,4 +40,9 @@ def describe(rules: AlertRules, *, check_cert_days: int | None = None
     when["policy_mx_not_covered"] = ("the daily MX watcher finds a live MX of a hosted domain "
                                      "that the policy's mx patterns do not cover (it stages "
                                      "an updated policy: policy apply-staged)")
+    if acme_alert_days is not None:
+        kinds += ("acme_renewal_failing",)
+        when["acme_renewal_failing"] = (f"a certificate obtained by ACME expires within "
+                                        f"{acme_alert_days} days and its renewal failed "
+                                        "(setting acme_alert_days)")
     return [{"kind": kind, "when": when.get(kind, "")} for kind in kinds]

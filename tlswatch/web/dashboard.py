@@ -314,7 +314,8 @@ class Dashboard:
                                                      ("webhook", bool(s.webhook_url))) if on]}
         return self._page(request, "alerts.html", {
             "alerts": rows, "schedule": schedule, "rules": describe_rules(
-                rules(s), check_cert_days=s.check_cert_days if s.check_interval_hours else None)},
+                rules(s), check_cert_days=s.check_cert_days if s.check_interval_hours else None,
+                acme_alert_days=s.acme_alert_days if s.acme_directory else None)},
             period="")
 
     async def upload(self, request: Request) -> Response:
