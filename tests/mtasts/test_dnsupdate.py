@@ -152,6 +152,10 @@ def test_a_refused_key_is_recorded_and_tried_again_with_back_off(
     second = row(cli.db)
     assert second["attempts"] == 2
     assert second["next_attempt"] - second["attempted_at"] == timedelta(seconds=120)
+    alerts = cli.json("alerts")
+    assert [(a["policy_domain"], a["kind"]) for a in alerts] == [(DOMAIN, "dns_update_failing")]
+    assert "still not published at " in alerts[0]["message"]
+    assert "after 2 tries: " in alerts[0]["message"] and TARGET in alerts[0]["message"]
     # The key is put right; 'policy publish' does not wait for the back-off.
     monkeypatch.setenv("TEST_TSIG_SECRET", bind.SECRET)
     done = cli("policy", "publish", DOMAIN, "--format", "table")

@@ -6,7 +6,8 @@ from tlswatch.analytics.alerts import CHECK_KINDS, KINDS, STS_PROBLEMS, WATCH_KI
 
 
 def describe(rules: AlertRules, *, check_cert_days: int | None = None,
-             acme_alert_days: int | None = None) -> list[dict[str, str]]:
+             acme_alert_days: int | None = None, dns_updates: bool = False
+             ) -> list[dict[str, str]]:
     """One {kind, when} per alert kind, in the order of ``KINDS``; then the kinds of the
     daily MTA-STS/TLS-RPT checks when they run (``check_cert_days`` given)."""
     when = {
@@ -45,4 +46,9 @@ def describe(rules: AlertRules, *, check_cert_days: int | None = None,
         when["acme_renewal_failing"] = (f"a certificate obtained by ACME expires within "
                                         f"{acme_alert_days} days and its renewal failed "
                                         "(setting acme_alert_days)")
+    if dns_updates:
+        kinds += ("dns_update_failing",)
+        when["dns_update_failing"] = ("the DNS update publishing a hosted policy's new id "
+                                      "failed again when 'serve' retried it (setting "
+                                      "dns_update_zone)")
     return [{"kind": kind, "when": when.get(kind, "")} for kind in kinds]

@@ -32,7 +32,7 @@ KINDS = ("new_result_type", "low_success_rate", "failure_spike", "reporter_silen
 MORE = "more_alerts"  # one a day, counting the alerts beyond max_alerts_per_day
 # Which alerts a day's cap keeps first: what breaks mail for every sender before the rest.
 PRIORITY = ("sts_policy_problem", "policy_mx_not_covered", "check_cert_expiring",
-            "acme_renewal_failing",
+            "acme_renewal_failing", "dns_update_failing",
             "check_sts_id_stale",
             "low_success_rate", "check_new_error", "failure_spike", "new_result_type",
             "check_tlsrpt_rua", "conflicting_duplicate", "reporter_silent")

@@ -297,7 +297,34 @@ def publish_due(settings: Settings, now: datetime) -> list[Publication]:
     done = publish(settings, found, due[:PER_ROUND])
     for failed in (p for p in done if p.error):
         log.warning("%s", failed.describe())
+    _alert(settings, [p for p in done if p.error and p.attempts >= 2], now)
     return done
+
+
+ALERT_KIND = "dns_update_failing"
+
+
+def _alert(settings: Settings, failing: list[Publication], now: datetime) -> None:
+    """An id whose update failed again when 'serve' tried it: senders keep the old policy
+    until it is published (one alert a day per domain)."""
+    if not failing:
+        return
+    from tlswatch.analytics.alerts import Alert
+    from tlswatch.jobs import record  # jobs imports this module's caller
+
+    alerts = [Alert(p.domain, ALERT_KIND, now.date(), (
+        f"The id {p.policy_id} of the policy served for {p.domain} is still not published at "
+        f"{p.target} after {p.attempts} tries: {' '.join(str(p.error).split())}. Senders "
+        "keep the previous policy until it is; 'tlswatch policy status' shows where it "
+        "stands, 'tlswatch policy publish' tries again at once."),
+        {"policy_id": p.policy_id, "target": p.target, "attempts": p.attempts,
+         "error": p.error}) for p in failing]
+    try:
+        with Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
+            record(store, settings, alerts)
+    except StoreError as exc:
+        log.warning("the alert about %d unpublished id(s) was not recorded: %s",
+                    len(alerts), exc)
 
 
 def publish_domain(settings: Settings, domain: str) -> Publication:

@@ -315,7 +315,8 @@ class Dashboard:
         return self._page(request, "alerts.html", {
             "alerts": rows, "schedule": schedule, "rules": describe_rules(
                 rules(s), check_cert_days=s.check_cert_days if s.check_interval_hours else None,
-                acme_alert_days=s.acme_alert_days if s.acme_directory else None)},
+                acme_alert_days=s.acme_alert_days if s.acme_directory else None,
+                dns_updates=bool(s.dns_update_zone))},
             period="")
 
     async def upload(self, request: Request) -> Response:
