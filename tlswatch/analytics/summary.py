@@ -16,7 +16,7 @@ from tlswatch.analytics.queries import (
     session_totals,
 )
 from tlswatch.analytics.reasons import explain_reason
-from tlswatch.analytics.render import safe_text
+from tlswatch.analytics.render import line_text
 from tlswatch.store import Store
 
 TOP_N = 5
@@ -266,9 +266,10 @@ def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
                      f"{'s' if d.failed_sessions != 1 else ''} the summaries give.)")
     if len(d.failure_sources) > max_causes:
         parts.append(f"More causes: tlswatch failures --domain {d.policy_domain}.")
-    # Report values are untrusted: no control or bidi character reaches a terminal, a page
-    # or a chat as itself (our own words have none).
-    return safe_text(" ".join(parts))
+    # Report values are untrusted: no line break, control or bidi character reaches a
+    # terminal, a page or a chat as itself (our own words have none), so a paragraph is
+    # always one line.
+    return line_text(" ".join(parts))
 
 
 def _reason(code: str | None, domain: str) -> str:
