@@ -177,6 +177,8 @@ def _previous_period(store: Store, filters: Filters) -> dict[str, Any] | None:
     if since is None or until is None or (filters.since is None and filters.until is None):
         return None  # the whole history was asked for: nothing comes before it
     length = (until - since).days + 1
+    if (since - date.min).days < length:
+        return None  # a period that long does not fit before it (nor could reports be there)
     prev = filters.with_dates(since - timedelta(days=length), since - timedelta(days=1))
     out: dict[str, Any] = {r["policy_domain"]: r for r in session_totals(store, prev)}
     out["__period__"] = (prev.since, prev.until)
