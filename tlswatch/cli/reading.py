@@ -145,7 +145,7 @@ def failures(
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
         rows = failure_groups(store, filters, dims, limit=limit, details=True)
-        notes = pruned_notes(store, since=filters.since)
+        notes = pruned_notes(store, since=filters.since, until=filters.until)
     echo(listing(rows, _format(fmt), columns=FAILURE_COLUMNS, title="Failed sessions",
                  nothing=nothing_matched("failed sessions", filters)), nl=False)
     if "failure_details" in notes:
