@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import VALID, Cli, detail, make_report, policy, write_json
 from tlswatch.store import Store
@@ -102,3 +105,40 @@ def test_a_lake_that_cannot_be_written_is_one_clear_line(cli: Cli, tmp_path: Pat
     refused = cli("export", "lake", "--out", str(in_the_way), code=1)
     assert refused.stderr.startswith(f"tlswatch: {in_the_way}: lake not written: ")
     assert "Traceback" not in refused.stderr + refused.stdout
+
+
+def _schemas(lake: Path) -> dict[str, pa.Schema]:
+    """Each table's Parquet schema (every file of a table must have the same one)."""
+    found: dict[str, pa.Schema] = {}
+    for path in sorted(lake.rglob("*.parquet")):
+        table = path.relative_to(lake).parts[0]
+        schema = pq.read_schema(path).remove_metadata()
+        assert found.setdefault(table, schema) == schema, (path, schema, found[table])
+    return found
+
+
+def test_both_engines_write_the_same_schema(tmp_path: Path, pg_url: str) -> None:
+    duck, pg = Cli(tmp_path / "lake.duckdb"), Cli(pg_url)  # type: ignore[arg-type]
+    for cli, name in ((duck, "duck"), (pg, "pg")):
+        cli("ingest", str(VALID))
+        cli.json("export", "lake", "--out", str(tmp_path / name))
+    duck_schemas, pg_schemas = _schemas(tmp_path / "duck"), _schemas(tmp_path / "pg")
+    assert set(duck_schemas) == set(pg_schemas)
+    for table, schema in duck_schemas.items():
+        assert schema == pg_schemas[table], (table, schema, pg_schemas[table])
+        assert not [f.name for f in schema if pa.types.is_decimal(f.type)], (table, schema)
+    # Files from both engines read as one frame with integer counts (not objects).
+    files = [next((tmp_path / name / "rollup_days").rglob("*.parquet")) for name in ("duck", "pg")]
+    frame = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    assert frame["failed_sessions"].dtype.kind == "i", frame.dtypes
+
+
+@pytest.mark.duckdb_only
+def test_a_count_past_64_bits_is_refused_not_wrapped(cli: Cli, db: Path,
+                                                     tmp_path: Path) -> None:
+    cli("ingest", str(VALID))
+    with duckdb.connect(str(db)) as con:  # a store written before counts were bounded
+        con.execute("UPDATE rollup_days SET failed_sessions = 10::DECIMAL(38,0) ^ 20")
+    refused = cli("export", "lake", "--out", str(tmp_path / "lake"), code=1)
+    assert "rollup_days, day 20" in refused.stderr
+    assert "failed_sessions does not fit a 64-bit integer" in refused.stderr

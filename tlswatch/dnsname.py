@@ -2,7 +2,8 @@
 
 A name from a report, a URL, a Host header or a command line may become part of a file
 path, a URL or a DNS query, so it is held to the host-name grammar (RFC 1123 labels of
-letters, digits and hyphens; internationalised names as their A-labels) and nothing else.
+letters, digits and hyphens; internationalised names as their A-labels; the last label not
+all digits, RFC 1123 s2.1, so no IPv4 address literal passes) and nothing else.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def parse_domain(text: str) -> str:
         if not _LABEL.match(label):
             raise BadDomain(f"not a DNS host name: {text[:80]!r} (labels are letters, digits "
                             "and inner hyphens, 1 to 63 long)")
+    if name.rpartition(".")[2].isdigit():  # 1.2.3.4, 127.1: no top-level label is numeric
+        raise BadDomain(f"not a DNS host name: {text[:80]!r} is an IP address literal (a "
+                        "host name's last label is not all digits)")
     return name
 
 

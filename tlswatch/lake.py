@@ -109,8 +109,8 @@ def _export_days(store: Store, out: Path, table: str, columns: list[Column],
         if known.get(day.isoformat()) == stamp:
             done.days_unchanged += 1
             continue
-        data = store.arrow(f"SELECT {', '.join(names)} FROM {table} WHERE day = ? "
-                           f"ORDER BY {order}", [day])
+        data = _portable(store.arrow(f"SELECT {', '.join(names)} FROM {table} WHERE day = ? "
+                                     f"ORDER BY {order}", [day]), f"{table}, day {day}")
         _write_parquet(out / table / f"day={day.isoformat()}" / "part-0.parquet", data)
         known[day.isoformat()] = stamp
         done.days_written += 1
@@ -120,9 +120,26 @@ def _export_days(store: Store, out: Path, table: str, columns: list[Column],
 
 def _export_whole(store: Store, out: Path, table: str, columns: list[Column]) -> LakeTable:
     names = ", ".join(c.name for c in columns)
-    data = store.arrow(f"SELECT {names} FROM {table} ORDER BY {_order(columns)}")
+    data = _portable(store.arrow(f"SELECT {names} FROM {table} ORDER BY {_order(columns)}"),
+                     table)
     _write_parquet(out / table / "part-0.parquet", data)
     return LakeTable(table, days_written=0, rows_written=data.num_rows)
+
+
+def _portable(data: pa.Table, where: str) -> pa.Table:
+    """``data`` with the same Arrow types from either engine: an integral decimal (DuckDB's
+    sums of session counts, DECIMAL(38,0)) becomes int64, as PostgreSQL's rows already are,
+    so one dataset never mixes the two.  Counts are bounded at ingest, far below 2**63; a
+    value that does not fit is an ExportError, never a wrapped number."""
+    for i, column in enumerate(data.schema):
+        if pa.types.is_decimal(column.type) and column.type.scale == 0:
+            try:
+                cast = data.column(i).cast(pa.int64(), safe=True)
+            except pa.ArrowInvalid:
+                raise ExportError(f"{where}: a value of column {column.name} does not fit a "
+                                  "64-bit integer; lake not written") from None
+            data = data.set_column(i, pa.field(column.name, pa.int64(), column.nullable), cast)
+    return data
 
 
 def _order(columns: Iterable[Column]) -> str:

@@ -199,3 +199,29 @@ def test_a_prune_by_root_keeps_the_owner_of_the_database(
     assert cli.json("prune")["compacted"] is True
     after = db.stat()
     assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (65534, 65534, 0o640)
+
+
+def test_the_pruned_notice_only_where_something_was_pruned(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _reports(tmp_path / "new", RECENT, 2)
+    cli.json("ingest", str(tmp_path / "new"))
+    monkeypatch.setenv("TLSWATCH_DETAIL_KEEP_DAYS", "100")
+    monkeypatch.setenv("TLSWATCH_RAW_KEEP_DAYS", "150")
+    monkeypatch.setenv("TLSWATCH_SPOOL", str(tmp_path / "spool"))
+    assert cli.json("prune")["removed"]["failure_details"] == 0
+    for args in (("failures",), ("report", "show", f"{RECENT}-1"),
+                 ("export", "daily", "--out", str(tmp_path / "out"), "--date",
+                  RECENT.isoformat())):
+        assert "pruned" not in cli(*args, "--format", "json").stderr, args
+
+    _reports(tmp_path / "old", OLD, 1)  # late reports of an old day, then a prune
+    cli.json("ingest", str(tmp_path / "old"))
+    assert cli.json("prune")["removed"]["failure_details"] == 4
+    notice = "failure details of report days before"
+    assert notice in cli("failures", "--format", "json").stderr
+    assert notice in cli("failures", "--until", OLD.isoformat(), "--format", "json").stderr
+    for since, until in ((OLD - timedelta(days=30), OLD - timedelta(days=1)),
+                         (OLD + timedelta(days=1), TODAY - timedelta(days=101))):
+        quiet = cli("failures", "--since", since.isoformat(), "--until", until.isoformat(),
+                    "--format", "json")
+        assert notice not in quiet.stderr, (since, until)

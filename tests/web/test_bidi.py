@@ -18,3 +18,12 @@ def test_names_inside_sentences_and_lists_are_isolated(server: Serve) -> None:
     domain = httpx.get(f"{base}/domains/evil.example").text
     assert "<b><bdi>certificate-expired</bdi></b>" in domain
     assert "<bdi>Evil &lt;script&gt;alert(&#39;org&#39;)&lt;/script&gt; Ltd</bdi>" in domain
+
+
+def test_names_in_the_domain_tables_are_isolated(server: Serve) -> None:
+    domain = httpx.get(f"{server.http_url}/domains/evil.example").text
+    orgs = domain[domain.index('<table id="orgs">'):]
+    assert "<tr><td><bdi>Evil &lt;script&gt;alert(&#39;org&#39;)&lt;/script&gt; Ltd</bdi></td>" \
+        in orgs[:orgs.index("</table>")]
+    mx = domain[domain.index('<table id="mx">'):]
+    assert "<tr><td><bdi>" in mx[:mx.index("</table>")]

@@ -135,7 +135,8 @@ def _new_result_types(store: Store, first: date, last: date) -> list[Alert]:
         domain = _plain(r["policy_domain"])
         out.append(Alert(r["policy_domain"], "new_result_type", r["first_day"],
                          f"{domain}: first report of {_plain(r['result_type'])}: "
-                         f"{', '.join(short_org(o) for o in r['orgs'])} saw {r['failed']:,} "
+                         f"{', '.join(_plain(short_org(o)) for o in r['orgs'])} saw "
+                         f"{r['failed']:,} "
                          f"session(s) fail{hosts}. "
                          f"{_sentence(explain(r['result_type'], domain=domain).fix)}",
                          {"result_type": r["result_type"], "failed_sessions": r["failed"]}))
@@ -237,7 +238,8 @@ def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
         if quiet >= rules.silent_days and r["days"] >= rules.daily_min:
             out.append(Alert(r["policy_domain"], "reporter_silent",
                              r["last"] + timedelta(days=1),
-                             f"{_plain(r['policy_domain'])}: {short_org(r['organization_name'])} "
+                             f"{_plain(r['policy_domain'])}: "
+                             f"{_plain(short_org(r['organization_name']))} "
                              f"sent reports daily but none since {r['last']} ({quiet} days): "
                              "check that the _smtp._tls record and the rua address or "
                              "endpoint still work.",

@@ -67,6 +67,14 @@ def safe_text(text: str) -> str:
     return _CANDIDATE.sub(_escape_unprintable, text)
 
 
+def line_text(text: str) -> str:
+    """``text`` as one line: ``safe_text``, and newline and tab shown escaped too (``\\x0a``,
+    ``\\x09``), like every other line break (CR, VT, FF, NEL, U+2028, U+2029).  For a
+    report value inside a sentence or a one-line paragraph: a sender cannot start a line
+    that looks like one of ours."""
+    return safe_text(text).replace("\n", "\\x0a").replace("\t", "\\x09")
+
+
 class SafeFormatter(logging.Formatter):
     """Log lines are terminal output too: a logged report value is shown ``safe_text``."""
 
@@ -108,8 +116,9 @@ def to_json(data: Any) -> str:
 
 
 def cell_text(value: Any) -> str:
-    """A value as one line of text (lists joined, dicts as key=value), runs of white space
-    as one space and every other unprintable character escaped (``safe_text``)."""
+    """A value as one line of text (lists joined, dicts as key=value): a line break shown
+    escaped (``\\x0a``), runs of other white space as one space and every other unprintable
+    character escaped (``safe_text``)."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -120,7 +129,7 @@ def cell_text(value: Any) -> str:
         return "; ".join(f"{cell_text(k)}={cell_text(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return "; ".join(cell_text(v) for v in value)
-    return " ".join(safe_text(str(value)).split())
+    return " ".join(safe_text(str(value)).replace("\n", "\\x0a").split())
 
 
 def csv_safe(value: Any) -> Any:

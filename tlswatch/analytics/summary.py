@@ -16,7 +16,7 @@ from tlswatch.analytics.queries import (
     session_totals,
 )
 from tlswatch.analytics.reasons import explain_reason
-from tlswatch.analytics.render import safe_text
+from tlswatch.analytics.render import line_text
 from tlswatch.store import Store
 
 TOP_N = 5
@@ -177,6 +177,8 @@ def _previous_period(store: Store, filters: Filters) -> dict[str, Any] | None:
     if since is None or until is None or (filters.since is None and filters.until is None):
         return None  # the whole history was asked for: nothing comes before it
     length = (until - since).days + 1
+    if (since - date.min).days < length:
+        return None  # a period that long does not fit before it (nor could reports be there)
     prev = filters.with_dates(since - timedelta(days=length), since - timedelta(days=1))
     out: dict[str, Any] = {r["policy_domain"]: r for r in session_totals(store, prev)}
     out["__period__"] = (prev.since, prev.until)
@@ -266,9 +268,10 @@ def paragraph(d: DomainSummary, *, max_causes: int = 3) -> str:
                      f"{'s' if d.failed_sessions != 1 else ''} the summaries give.)")
     if len(d.failure_sources) > max_causes:
         parts.append(f"More causes: tlswatch failures --domain {d.policy_domain}.")
-    # Report values are untrusted: no control or bidi character reaches a terminal, a page
-    # or a chat as itself (our own words have none).
-    return safe_text(" ".join(parts))
+    # Report values are untrusted: no line break, control or bidi character reaches a
+    # terminal, a page or a chat as itself (our own words have none), so a paragraph is
+    # always one line.
+    return line_text(" ".join(parts))
 
 
 def _reason(code: str | None, domain: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -143,19 +143,61 @@ def listing(rows: Sequence[dict[str, Any]], fmt: Format, *, columns: Sequence[st
     return (md_text(nothing) if fmt is Format.markdown else nothing) + "\n"
 
 
-def _day(value: str | None) -> date | None:
+MAX_ROWS = 1_000_000  # the most rows a listing's --limit asks for
+# The days a date option takes: none before the Unix epoch (no report is that old), and
+# the last one a day short of the last date Python can hold, so the day after it exists.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9999, 12, 30)
+
+
+def _day(value: str | None, option: str | None = None) -> date | None:
+    """``value`` as a date from FIRST_DAY to LAST_DAY, or a usage error (exit 2) naming
+    ``option`` and the value."""
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date like 2026-11-27") from None
+        raise typer.BadParameter(f"{value!r} is not a date like 2026-11-27",
+                                 param_hint=option) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise typer.BadParameter(f"{value!r} is out of range: a day from {FIRST_DAY} to "
+                                 f"{LAST_DAY}", param_hint=option)
+    return day
+
+
+def day_option(param: typer.CallbackParam, value: str | None) -> str | None:
+    """Check a date option as it is parsed, so its error names it (``_day`` converts)."""
+    _day(value, f"'{param.opts[0]}'")
+    return value
+
+
+def in_range(low: float, high: float) -> Callable[[typer.CallbackParam, Any], Any]:
+    """A callback for a numeric option: a value outside ``low``..``high`` is a usage error
+    (exit 2) naming the option, the value and the range, before any query sees it."""
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value!r} is out of range: {low:,} to {high:,}",
+                                     param_hint=f"'{param.opts[0]}'")
+        return value
+    return check
+
+
+def _dates(since: str | None, until: str | None) -> tuple[date | None, date | None]:
+    """``--since`` and ``--until`` as dates; since after until is a usage error."""
+    first, last = _day(since, "'--since'"), _day(until, "'--until'")
+    if first is not None and last is not None and first > last:
+        raise typer.BadParameter(f"--since {first} is after --until {last}; swap them",
+                                 param_hint="'--since' / '--until'")
+    return first, last
 
 
 FormatOpt = Annotated[RowFormat | None, typer.Option(
     "--format", "-f", help="table, json, csv or markdown (table on a terminal, else json).")]
-SinceOpt = Annotated[str | None, typer.Option(help="First report day (UTC), inclusive.")]
-UntilOpt = Annotated[str | None, typer.Option(help="Last report day (UTC), inclusive.")]
+SinceOpt = Annotated[str | None, typer.Option(help="First report day (UTC), inclusive.",
+                                              callback=day_option)]
+UntilOpt = Annotated[str | None, typer.Option(help="Last report day (UTC), inclusive.",
+                                              callback=day_option)]
 DomainOpt = Annotated[list[str] | None, typer.Option("--domain", "-d", help="Policy domain.")]
 OrgOpt = Annotated[list[str] | None, typer.Option("--org", help="Reporting organisation.")]
 

@@ -8,14 +8,25 @@ import typer
 
 from tlswatch.analytics.checks import COLUMNS, check_history
 from tlswatch.analytics.render import Format, render_rows, to_json
-from tlswatch.cli.base import FormatOpt, _day, _errors, _format, _read_store, _state, app, echo
+from tlswatch.cli.base import (
+    FormatOpt,
+    _day,
+    _errors,
+    _format,
+    _read_store,
+    _state,
+    app,
+    day_option,
+    echo,
+)
 
 
 @app.command("checks")
 def checks_command(
     ctx: typer.Context,
     domain: Annotated[str | None, typer.Argument(help="Only this domain.")] = None,
-    since: Annotated[str | None, typer.Option(help="First day (UTC) of runs shown.")] = None,
+    since: Annotated[str | None, typer.Option(help="First day (UTC) of runs shown.",
+                                                   callback=day_option)] = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Show the history of the MTA-STS and TLS-RPT checks.
@@ -25,7 +36,7 @@ def checks_command(
     """
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
-        runs = check_history(store, domain=domain, since=_day(since))
+        runs = check_history(store, domain=domain, since=_day(since, "'--since'"))
     chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json({"runs": runs}))

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from tlswatch.cli.base import FormatOpt, _day, _errors, _format, _read_store, _state, echo, listing
+from tlswatch.cli.base import (
+    MAX_ROWS,
+    FormatOpt,
+    _dates,
+    _errors,
+    _format,
+    _read_store,
+    _state,
+    day_option,
+    echo,
+    in_range,
+    listing,
+)
 from tlswatch.cli.mtasts import DomainArg, policy_app
 
 
@@ -16,10 +28,14 @@ def policy_fetches(
     ctx: typer.Context,
     domain: DomainArg,
     since: Annotated[str | None, typer.Option(help="First day (UTC), inclusive (default: 7 "
-                                                   "days ago).")] = None,
+                                                   "days ago).",
+                                              callback=day_option)] = None,
     until: Annotated[str | None, typer.Option(help="Last day (UTC), inclusive (default: "
-                                                   "today).")] = None,
-    limit: Annotated[int, typer.Option(help="Most fetches listed, newest first.")] = 1000,
+                                                   "today).",
+                                              callback=day_option)] = None,
+    limit: Annotated[int, typer.Option(help="Most fetches listed, newest first (1 to "
+                                                 "1,000,000).",
+                                                 callback=in_range(1, MAX_ROWS))] = 1000,
     fmt: FormatOpt = None,
 ) -> None:
     """List the fetches of the domain's hosted policy, newest first.
@@ -32,8 +48,9 @@ def policy_fetches(
     from tlswatch.analytics.senders import SenderMap
 
     settings = _state(ctx).settings
-    last = _day(until) or datetime.now(UTC).date()
-    first = _day(since) or last - timedelta(days=6)
+    first, last = _dates(since, until)
+    last = last or datetime.now(UTC).date()
+    first = first or last - timedelta(days=6)
     with _errors(), _read_store(settings) as store:
         rows = fetch_rows(store, SenderMap(settings), domain, since=first, until=last,
                           limit=limit)

@@ -17,6 +17,7 @@ from tlswatch.cli.base import (
     _state,
     app,
     echo,
+    in_range,
 )
 from tlswatch.config import Settings
 from tlswatch.dnsname import BadDomain, is_domain, parse_domain
@@ -37,12 +38,15 @@ def check_command(
     ca_bundle: Annotated[Path | None, typer.Option(help="CA certificates to trust (PEM; "
                                                         "default: check_ca_bundle).")] = None,
     https_port: Annotated[int | None, typer.Option(help="Port of the policy host (default: "
-                                                        "check_https_port, 443).")] = None,
+                                                        "check_https_port, 443).",
+                                                   callback=in_range(1, 65535))] = None,
     smtp_port: Annotated[int | None, typer.Option(help="Port of the MX hosts (default: "
-                                                       "check_smtp_port, 25).")] = None,
+                                                       "check_smtp_port, 25).",
+                                                  callback=in_range(1, 65535))] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds for each lookup or "
-                                                       "connection (default: check_timeout)."
-                                                  )] = None,
+                                                       "connection, 0.001 to 3600 (default: "
+                                                       "check_timeout).",
+                                                  callback=in_range(0.001, 3600))] = None,
     record: Annotated[bool, typer.Option("--record", help="Store the run in the check "
                                          "history and raise its alerts, as 'serve' does "
                                          "daily.")] = False,
@@ -237,7 +241,8 @@ BLOCKER_COLUMNS = ("result_type", "receiving_mx_hostname", "receiving_ip", "repo
 
 @policy_app.command("advise")
 def policy_advise(ctx: typer.Context, domain: DomainArg,
-                  days: Annotated[int, typer.Option(help="Days of reports to read.")] = 14,
+                  days: Annotated[int, typer.Option(help="Days of reports to read (1 to 3,660).",
+                                                    callback=in_range(1, 3660))] = 14,
                   fmt: FormatOpt = None) -> None:
     """Advise whether to move from testing to enforce.
 

@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from tlswatch.analytics.render import Format, render_rows, to_json
-from tlswatch.cli.base import FormatOpt, _day, _errors, _format, _only, _state, app, echo
+from tlswatch.cli.base import (
+    FormatOpt,
+    _dates,
+    _errors,
+    _format,
+    _only,
+    _state,
+    app,
+    day_option,
+    echo,
+    in_range,
+)
 from tlswatch.quarantine import Filters, Refusal, delete, details, list_refused, retry, show
 
 quarantine_app = typer.Typer(
@@ -18,8 +29,10 @@ quarantine_app = typer.Typer(
     invoke_without_command=True)
 app.add_typer(quarantine_app, name="quarantine")
 
-SinceOpt = Annotated[str | None, typer.Option(help="Refused on or after this day (UTC).")]
-UntilOpt = Annotated[str | None, typer.Option(help="Refused on or before this day (UTC).")]
+SinceOpt = Annotated[str | None, typer.Option(help="Refused on or after this day (UTC).",
+                                              callback=day_option)]
+UntilOpt = Annotated[str | None, typer.Option(help="Refused on or before this day (UTC).",
+                                              callback=day_option)]
 ReasonOpt = Annotated[str | None, typer.Option(help="Only reasons containing this text.")]
 COLUMNS = ["id", "received_at", "via", "source", "size", "reason"]
 NOTHING = "no refused inputs"
@@ -27,7 +40,7 @@ NOTHING = "no refused inputs"
 
 def _filters(since: str | None, until: str | None, reason: str | None,
              older_than: float | None = None) -> Filters:
-    return Filters(since=_day(since), until=_day(until), reason=reason,
+    return Filters(*_dates(since, until), reason=reason,
                    older_than_days=older_than)
 
 
@@ -157,7 +170,8 @@ def delete_cmd(
     idents: Annotated[list[str] | None, typer.Argument(metavar="ID...",
                                                         help="Ids from the listing.")] = None,
     older_than: Annotated[float | None, typer.Option(
-        "--older-than", metavar="DAYS", help="Every refused input older than DAYS days.")]
+        "--older-than", metavar="DAYS", help="Every refused input older than DAYS days (0 to "
+        "36,500).", callback=in_range(0, 36500))]
     = None,
 ) -> None:
     """Remove refused inputs (their spool files and database rows)."""

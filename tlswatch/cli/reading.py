@@ -17,18 +17,22 @@ from tlswatch.analytics.reports import list_reports, show_report
 from tlswatch.analytics.retention import pruned_notes
 from tlswatch.analytics.summary import Summary, paragraph, percent, summarize
 from tlswatch.cli.base import (
+    MAX_ROWS,
     DomainOpt,
     FormatOpt,
     OrgOpt,
     SinceOpt,
     UntilOpt,
+    _dates,
     _day,
     _errors,
     _format,
     _read_store,
     _state,
     app,
+    day_option,
     echo,
+    in_range,
     listing,
     nothing_matched,
     report_app,
@@ -65,7 +69,7 @@ def summary(
     With the change against the previous period of the same length.
     """
     settings = _state(ctx).settings
-    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
+    filters = Filters(*_dates(since, until), domains=tuple(domain or ()))
     with _errors(), _read_store(settings) as store:
         result = summarize(store, filters)
     width = min(shutil.get_terminal_size().columns, TEXT_WIDTH) if sys.stdout.isatty() else None
@@ -124,7 +128,8 @@ def failures(
     sending_ip: Annotated[list[str] | None, typer.Option(help="Sending MTA IP.")] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    limit: Annotated[int, typer.Option(help="Most rows to show (1 to 1,000,000).",
+                                        callback=in_range(1, MAX_ROWS))] = 100,
     fmt: FormatOpt = None,
 ) -> None:
     """Failed sessions grouped by domain, reporter, type, MX and IP.
@@ -133,14 +138,14 @@ def failures(
     IP and sending IP, with up to three failure reason codes.
     """
     settings = _state(ctx).settings
-    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
+    filters = Filters(*_dates(since, until), domains=tuple(domain or ()),
                       organizations=tuple(org or ()), result_types=tuple(result_type or ()),
                       mx_hosts=tuple(mx or ()), sending_ips=tuple(sending_ip or ()))
     dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
         rows = failure_groups(store, filters, dims, limit=limit, details=True)
-        notes = pruned_notes(store, since=filters.since)
+        notes = pruned_notes(store, since=filters.since, until=filters.until)
     echo(listing(rows, _format(fmt), columns=FAILURE_COLUMNS, title="Failed sessions",
                  nothing=nothing_matched("failed sessions", filters)), nl=False)
     if "failure_details" in notes:
@@ -154,12 +159,13 @@ def reports(
     org: OrgOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    limit: Annotated[int, typer.Option(help="Most rows to show (1 to 1,000,000).",
+                                        callback=in_range(1, MAX_ROWS))] = 100,
     fmt: FormatOpt = None,
 ) -> None:
     """List stored reports, newest first."""
     settings = _state(ctx).settings
-    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
+    filters = Filters(*_dates(since, until), domains=tuple(domain or ()),
                       organizations=tuple(org or ()))
     with _errors(), _read_store(settings) as store:
         rows = list_reports(store, filters, limit=limit)
@@ -226,7 +232,8 @@ def export_daily_command(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Folder for the files.")],
     day: Annotated[str | None, typer.Option("--date", help="UTC report day (default: "
-                                                           "yesterday).")] = None,
+                                                           "yesterday).",
+                                            callback=day_option)] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, "
                                                           "json, parquet.")] =
         "md,html,csv,json,parquet",
@@ -244,7 +251,7 @@ def export_daily_command(
     from tlswatch.exports import export_daily
 
     settings = _state(ctx).settings
-    chosen = _day(day) or (datetime.now(UTC).date() - timedelta(days=1))
+    chosen = _day(day, "'--date'") or (datetime.now(UTC).date() - timedelta(days=1))
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     failed: list[jobs.Delivery] = []
     if send and not (settings.webhook_url or (settings.mail_smtp and (
@@ -297,7 +304,7 @@ def alerts(
 
     settings = _state(ctx).settings
     failed: list[jobs.Delivery] = []
-    filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
+    filters = Filters(*_dates(since, until), domains=tuple(domain or ()))
     with _errors():
         if check:
             failed = jobs.check_and_send(settings, datetime.now(UTC).date())

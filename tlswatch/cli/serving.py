@@ -17,6 +17,7 @@ from tlswatch.cli.base import (
     _state,
     app,
     echo,
+    in_range,
 )
 from tlswatch.config import Settings, load_settings
 from tlswatch.ingest.loader import IngestResult
@@ -84,7 +85,7 @@ def fetch_imap(
     user: Annotated[str, typer.Option(help="Login name.")],
     password_env: Annotated[str, typer.Option(help="Environment variable holding the "
                                                    "password.")],
-    port: Annotated[int, typer.Option(help="IMAPS port.")] = 993,
+    port: Annotated[int, typer.Option(help="IMAPS port.", callback=in_range(1, 65535))] = 993,
     folder: Annotated[str, typer.Option(help="Folder to read.")] = "INBOX",
     archive_folder: Annotated[str, typer.Option(help="Where processed reports go.")] =
         "Processed",

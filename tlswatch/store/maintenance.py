@@ -109,11 +109,12 @@ def _record(store: Store, kind: str, *, before: date, keep_days: int, removed: i
 
 
 def pruned_before(store: Store) -> dict[str, dict[str, Any]]:
-    """kind -> {before_day, keep_days, pruned_at}: what retention pruning removed so far."""
+    """kind -> {before_day, keep_days, pruned_at, removed}: what retention pruning removed
+    so far (``removed``: rows, over every prune)."""
     if not _has_table(store, "retention"):
         return {}
     return {r.pop("kind"): r for r in store.rows(
-        "SELECT kind, before_day, keep_days, pruned_at FROM retention")}
+        "SELECT kind, before_day, keep_days, pruned_at, removed FROM retention")}
 
 
 def uncompacted(store: Store) -> tuple[int, int]:
