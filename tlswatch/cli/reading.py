@@ -21,6 +21,7 @@ from tlswatch.cli.base import (
     FormatOpt,
     OrgOpt,
     SinceOpt,
+    TenantScopeOpt,
     UntilOpt,
     _day,
     _errors,
@@ -32,6 +33,7 @@ from tlswatch.cli.base import (
     listing,
     nothing_matched,
     report_app,
+    tenant_filters,
 )
 from tlswatch.config import describe
 
@@ -59,6 +61,7 @@ def summary(
     until: UntilOpt = None,
     fmt: Annotated[Format | None, typer.Option(
         "--format", "-f", help="table, text, json, csv or markdown.")] = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Sessions, success rate and failure causes per domain.
 
@@ -67,7 +70,7 @@ def summary(
     settings = _state(ctx).settings
     filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
     with _errors(), _read_store(settings) as store:
-        result = summarize(store, filters)
+        result = summarize(store, tenant_filters(store, filters, tenant))
     width = min(shutil.get_terminal_size().columns, TEXT_WIDTH) if sys.stdout.isatty() else None
     echo(render_summary(result, _format(fmt), nothing=nothing_matched("reports", filters),
                         width=width), nl=False)
@@ -126,6 +129,7 @@ def failures(
     until: UntilOpt = None,
     limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Failed sessions grouped by domain, reporter, type, MX and IP.
 
@@ -139,7 +143,8 @@ def failures(
     dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
-        rows = failure_groups(store, filters, dims, limit=limit, details=True)
+        rows = failure_groups(store, tenant_filters(store, filters, tenant), dims, limit=limit,
+                              details=True)
         notes = pruned_notes(store, since=filters.since)
     echo(listing(rows, _format(fmt), columns=FAILURE_COLUMNS, title="Failed sessions",
                  nothing=nothing_matched("failed sessions", filters)), nl=False)
@@ -156,13 +161,14 @@ def reports(
     until: UntilOpt = None,
     limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """List stored reports, newest first."""
     settings = _state(ctx).settings
     filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()),
                       organizations=tuple(org or ()))
     with _errors(), _read_store(settings) as store:
-        rows = list_reports(store, filters, limit=limit)
+        rows = list_reports(store, tenant_filters(store, filters, tenant), limit=limit)
     echo(listing(rows, _format(fmt), columns=REPORT_COLUMNS, title="Reports",
                  nothing=nothing_matched("reports", filters)), nl=False)
 
@@ -173,6 +179,7 @@ def report_show(
     ident: Annotated[str, typer.Argument(metavar="ID", help="The id from 'tlswatch reports' "
                                                              "or the report-id.")],
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Show one report, as stored and as received.
 
@@ -180,7 +187,8 @@ def report_show(
     """
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
-        data = show_report(store, ident)
+        data = show_report(store, ident,
+                           scope=tenant_filters(store, Filters(), tenant).scope)
     chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json(data))
@@ -233,6 +241,7 @@ def export_daily_command(
     send: Annotated[bool, typer.Option("--send/--no-send", help="Also mail/post the summary "
                                        "and the day's new alerts now; exit 1 if a delivery "
                                        "failed (it stays queued for 'serve').")] = False,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Write one day's summary files.
 
@@ -251,6 +260,9 @@ def export_daily_command(
             settings.mail_to or settings.mail_to_domains))):  # cron would hear nothing
         raise typer.BadParameter("nothing to send with: set mail_smtp and mail_to (or "
                                  "mail_to_domains), or webhook_url", param_hint="--send")
+    if send and tenant:
+        raise typer.BadParameter("--send delivers the whole summary; write a tenant's files "
+                                 "without it", param_hint="--tenant")
     with _errors():
         try:
             if send:
@@ -258,7 +270,8 @@ def export_daily_command(
                     settings.replace(export_formats=tuple(wanted)), chosen, out)
             else:
                 with _read_store(settings) as store:
-                    written = export_daily(store, chosen, out, wanted)
+                    written = export_daily(store, chosen, out, wanted, scope=tenant_filters(
+                        store, Filters(), tenant).scope)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--format") from None
     for path in written:
@@ -283,6 +296,7 @@ def alerts(
                                          "daily summaries) instead: delivered, pending, "
                                          "failed, with attempts and errors.")] = False,
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """The alert history, or the outbox of deliveries.
 
@@ -298,11 +312,15 @@ def alerts(
     settings = _state(ctx).settings
     failed: list[jobs.Delivery] = []
     filters = Filters(since=_day(since), until=_day(until), domains=tuple(domain or ()))
+    if outbox and tenant:
+        raise typer.BadParameter("the outbox lists every delivery; it takes no --tenant",
+                                 param_hint="--tenant")
     with _errors():
         if check:
             failed = jobs.check_and_send(settings, datetime.now(UTC).date())
         with _read_store(settings) as store:
-            rows = history.outbox(store) if outbox else history.history(store, filters)
+            rows = history.outbox(store) if outbox else history.history(
+                store, tenant_filters(store, filters, tenant))
     if outbox:
         out = listing(rows, _format(fmt), columns=OUTBOX_COLUMNS, title="Outbox",
                       nothing="No deliveries in the outbox.")
