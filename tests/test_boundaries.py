@@ -77,6 +77,7 @@ WRITERS = {
     "upkeep.py": "prunes what is past its retention (prune, and daily in 'serve')",
     "backup.py": "applies a restored backup's pending migrations",
     "cluster.py": "records what the once-a-day work of several nodes did (cluster_days)",
+    "tenants/registry.py": "adds and removes tenants, their domains, users and tokens",
 }
 
 

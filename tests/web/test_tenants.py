@@ -9,7 +9,6 @@ import os
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -63,7 +62,8 @@ def client(server: Serve, **auth: object) -> httpx.Client:
 def b_pages(ids: dict[str, str]) -> list[str]:
     b = ids["id-b"]
     return [f"/domains/b.example?since={YESTERDAY}&until={YESTERDAY}", "/domains/b.example",
-            "/domains/b.example/checks", f"/reports/{b}", "/reports/rid-b", f"/reports/{b}/raw.json"]
+            "/domains/b.example/checks", f"/reports/{b}", "/reports/rid-b",
+            f"/reports/{b}/raw.json"]
 
 
 def test_tenant_a_gets_404_for_everything_of_tenant_b(provider: tuple[Serve, dict[str, str]]

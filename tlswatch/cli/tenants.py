@@ -10,7 +10,16 @@ from typing import Annotated, Any
 import typer
 
 from tlswatch.analytics.render import Format, render_rows, to_json
-from tlswatch.cli.base import FormatOpt, _errors, _format, _state, app, echo, listing
+from tlswatch.cli.base import (
+    FormatOpt,
+    _errors,
+    _format,
+    _read_store,
+    _state,
+    app,
+    echo,
+    listing,
+)
 from tlswatch.cli.mtasts import record_warnings
 from tlswatch.config import Settings
 from tlswatch.store import Store
@@ -36,7 +45,14 @@ RoleOpt = Annotated[str, typer.Option("--role", help="admin (may change things) 
 @contextmanager
 def _writing(ctx: typer.Context) -> Iterator[Store]:
     settings = _state(ctx).settings
-    with _errors(), Store.open(settings.db, lock_timeout=settings.lock_timeout) as store:
+    with _errors(), registry.open_for_changes(settings.db,
+                                              lock_timeout=settings.lock_timeout) as store:
+        yield store
+
+
+@contextmanager
+def _reading(ctx: typer.Context) -> Iterator[Store]:
+    with _errors(), _read_store(_state(ctx).settings) as store:
         yield store
 
 
@@ -48,7 +64,10 @@ def _list(rows: list[dict[str, Any]], fmt: FormatOpt, *, title: str, nothing: st
 @tenant_app.command("add")
 def tenant_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="TENANT")]
                ) -> None:
-    """Add a tenant; from then on only domains a tenant owns are accepted."""
+    """Add a tenant.
+
+    From then on (provider mode) only reports for domains a tenant owns are accepted.
+    """
     with _writing(ctx) as store:
         registry.add_tenant(store, name)
     echo(f"tenant {name} added; give it domains with 'tlswatch domain add DOMAIN "
@@ -57,8 +76,8 @@ def tenant_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="
 
 @tenant_app.command("list")
 def tenant_list(ctx: typer.Context, fmt: FormatOpt = None) -> None:
-    """The tenants, with how many domains, users and tokens each has."""
-    with _writing(ctx) as store:
+    """List the tenants, with their domains, users and tokens."""
+    with _reading(ctx) as store:
         rows = registry.list_tenants(store)
     _list(rows, fmt, title="Tenants", nothing="No tenants: this is a single-tenant set-up.")
 
@@ -66,7 +85,10 @@ def tenant_list(ctx: typer.Context, fmt: FormatOpt = None) -> None:
 @tenant_app.command("remove")
 def tenant_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="TENANT")]
                   ) -> None:
-    """Remove a tenant that owns no domain, with its users and tokens."""
+    """Remove a tenant (with its users and tokens).
+
+    A tenant that still owns a domain is refused.
+    """
     with _writing(ctx) as store:
         gone = registry.remove_tenant(store, name)
     echo(f"tenant {name} removed, with {gone['users']} user(s) and {gone['tokens']} token(s)")
@@ -100,8 +122,8 @@ def user_add(
 
 @user_app.command("list")
 def user_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt = None) -> None:
-    """The users, their tenant and role."""
-    with _writing(ctx) as store:
+    """List the users, their tenant and role."""
+    with _reading(ctx) as store:
         rows = accounts.list_users(store, tenant)
     _list(rows, fmt, title="Users", nothing="No users.")
 
@@ -109,7 +131,10 @@ def user_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt = 
 @user_app.command("remove")
 def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="USER")]
                 ) -> None:
-    """Remove a user (a dashboard that checked its password keeps it up to a minute)."""
+    """Remove a user.
+
+    A dashboard that checked its password accepts it for up to a minute more.
+    """
     with _writing(ctx) as store:
         tenant = accounts.remove_user(store, name)
     echo(f"user {name} removed from tenant {tenant}")
@@ -118,8 +143,10 @@ def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar=
 @token_app.command("add")
 def token_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME")],
               tenant: TenantOpt, role: RoleOpt) -> None:
-    """Make an API token for a tenant and print it: it is shown this once (only its
-    SHA-256 is stored)."""
+    """Make an API token for a tenant and print it.
+
+    It is shown this once: only its SHA-256 is stored.
+    """
     with _writing(ctx) as store:
         token = accounts.add_token(store, name, tenant=tenant, role=role)
     echo(token)
@@ -128,8 +155,8 @@ def token_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="N
 
 @token_app.command("list")
 def token_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt = None) -> None:
-    """The tokens (names, roles, dates; never the tokens)."""
-    with _writing(ctx) as store:
+    """List the tokens (names, roles, dates; never the tokens)."""
+    with _reading(ctx) as store:
         rows = accounts.list_tokens(store, tenant)
     _list(rows, fmt, title="API tokens", nothing="No API tokens.")
 
@@ -153,7 +180,7 @@ def domain_add(
         "testing",
     fmt: FormatOpt = None,
 ) -> None:
-    """Give a domain to a tenant; print the DNS records the tenant publishes.
+    """Give a domain to a tenant; print the DNS records to publish.
 
     Its reports land in the tenant's view from now on.
     """
@@ -191,8 +218,8 @@ def print_records(settings: Settings, data: dict[str, Any], fmt: FormatOpt) -> N
 
 @domain_app.command("list")
 def domain_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt = None) -> None:
-    """The domains tenants own."""
-    with _writing(ctx) as store:
+    """List the domains tenants own."""
+    with _reading(ctx) as store:
         rows = registry.list_domains(store, tenant)
     _list(rows, fmt, title="Domains", nothing="No domain is owned by a tenant.")
 
@@ -200,7 +227,10 @@ def domain_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt 
 @domain_app.command("remove")
 def domain_remove(ctx: typer.Context, domain: Annotated[str, typer.Argument(metavar="DOMAIN")]
                   ) -> None:
-    """Take a domain from its tenant (its stored reports stay; new ones are quarantined)."""
+    """Take a domain from its tenant.
+
+    Its stored reports stay; new ones are quarantined.
+    """
     with _writing(ctx) as store:
         owner = registry.remove_domain(store, domain)
     echo(f"{domain} no longer owned by tenant {owner}")

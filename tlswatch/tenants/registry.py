@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tlswatch.dnsname import BadDomain, parse_domain
@@ -139,3 +140,9 @@ def accepted(store: Store, options: Options) -> Options:
         "SELECT domain FROM tenant_domains ORDER BY domain"))
     return replace(options, domains=(owned | options.domains) or NOBODY,
                    refused_hint="no tenant owns it: 'tlswatch domain add'")
+
+
+def open_for_changes(db: str | Path, *, lock_timeout: float) -> Store:
+    """The store, writable, for a change to tenants, users, tokens or domains (waiting up to
+    ``lock_timeout`` while 'serve' loads a batch)."""
+    return Store.open(db, lock_timeout=lock_timeout)
