@@ -21,7 +21,7 @@ NOBODY = frozenset({""})
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def tenant_name(text: str) -> str:
