@@ -336,11 +336,13 @@ def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetim
     """The tasks the worker runs every 30 s or so; each one decides itself what is due
     (keeping its own record of what it did), so a restart or a missed day is caught up."""
     from tlswatch.mtasts.monitor import run_checks  # it records through this module
+    from tlswatch.tenants.usage import record_uses
 
     tasks: list[tuple[str, Callable[[Settings, datetime], object]]] = [
         ("daily summary", run_schedule),
         ("mta-sts checks", run_checks),
-        ("daily prune", daily_prune)]
+        ("daily prune", daily_prune),
+        ("token uses", record_uses)]
     # Nodes sharing one PostgreSQL take turns: each task runs on one node at a time.
     return [(name, once_per_cluster(name, task)) for name, task in tasks]
 

@@ -4,6 +4,7 @@ exist); a viewer cannot POST; the single-tenant login still sees everything."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ import pytest
 
 from tests.conftest import detail, make_report, policy, write_json
 from tests.serving import CLI, Serve
+from tlswatch.config import load_settings
+from tlswatch.tenants.usage import record_uses
 
 OPERATOR = "operator-token-0123456789"
 PASSWORD = "alice's long password"
@@ -129,3 +132,17 @@ def test_a_viewer_cannot_post_an_admin_can_for_its_own_domains(
         assert other.status_code == 400
         assert other.json()["message"] == ("r.json: not one of our domains: b.example "
                                            "(tenant 'a' does not own it)")
+
+
+def test_a_token_login_is_recorded_as_its_last_use(provider: tuple[Serve, dict[str, str]]
+                                                   ) -> None:
+    """The dashboard leaves a mark in the spool; the worker's task copies it to the table."""
+    server, ids = provider
+    with client(server, headers={"Authorization": f"Bearer {ids['viewer']}"}) as c:
+        assert c.get("/").status_code == 200
+    mark = server.spool / "token-uses" / hashlib.sha256(ids["viewer"].encode()).hexdigest()
+    settings = load_settings(server.config)
+    record_uses(settings, datetime.now(UTC))  # as 'serve' does every 30 s (it may have already)
+    assert not mark.exists()
+    tokens = {t["name"]: t for t in json.loads(run(server, "token", "list", "--format", "json"))}
+    assert tokens["ci"]["last_used_at"] is not None

@@ -28,9 +28,10 @@ from starlette.types import Scope as AsgiScope
 
 from tlswatch.config import Settings
 from tlswatch.store import Store
-from tlswatch.tenants.accounts import password_login, token_login
+from tlswatch.tenants.accounts import password_login, token_digest, token_login
 from tlswatch.tenants.registry import scope_for
 from tlswatch.tenants.scope import EVERYTHING, Scope
+from tlswatch.tenants.usage import note_use
 from tlswatch.web.proxy import Client, ClientView, ForwardingError, HostCheck
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Guard:
         self.settings = settings
         self._cache_key = secrets.token_bytes(32)
         self._passwords: dict[bytes, tuple[float, str, str]] = {}  # -> (until, tenant, role)
+        self._noted: dict[str, float] = {}  # token digest -> when to note its use again
 
     def _logged_in(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -120,7 +122,10 @@ class Guard:
             with Store.open(self.settings.db, read_only=True,
                             lock_timeout=self.settings.lock_timeout) as store:
                 if kind == "token":
-                    return token_login(store, name)
+                    found = token_login(store, name)
+                    if found is not None:
+                        self._note_use(name)
+                    return found
                 cached = self._passwords.get(key)
                 if cached and cached[0] > time.monotonic():
                     return scope_for(store, cached[1], cached[2])
@@ -132,6 +137,17 @@ class Guard:
         except Exception as exc:  # no database yet, or no tenant tables: no tenant login
             log.info("login: tenant credentials not checked: %s", exc)
             return None
+
+    def _note_use(self, token: str) -> None:
+        """Leave the mark that 'serve' turns into the token's last_used_at (once a minute)."""
+        digest = token_digest(token)
+        if self._noted.get(digest, 0.0) > time.monotonic():
+            return
+        self._noted[digest] = time.monotonic() + 60
+        try:
+            note_use(self.settings.spool, digest)
+        except OSError as exc:
+            log.warning("login: could not note the use of token %s...: %s", digest[:8], exc)
 
     async def _scope(self, request: Request, client: Client) -> Scope | None:
         """What the request may see, or None: it must log in."""
