@@ -37,6 +37,8 @@ from tlswatch.web.proxy import Client, ClientView, ForwardingError, HostCheck
 log = logging.getLogger(__name__)
 SCOPE_KEY = "tlswatch.scope"  # the ASGI scope key holding the request's Scope
 READING = ("GET", "HEAD")  # what a viewer may do
+# Figures of every domain: for the operator; a tenant gets 404, as for a page that is not.
+OPERATOR_PATHS = ("/metrics",)
 PASSWORD_CACHE_SECONDS = 60.0  # a checked password is not checked again (scrypt) for this long
 
 # Senders, health checks and MTA-STS policy fetches never log in.
@@ -188,6 +190,8 @@ class Guard:
                 f"refused: {scope['method']} {scope['path']}: a viewer of tenant "
                 f"{seen.tenant!r} reads only; an admin of the tenant can do this",
                 status_code=403)
+        if not seen.everything and scope["path"].startswith(OPERATOR_PATHS):
+            return scope, PlainTextResponse("Not Found", status_code=404)
         return {**scope, SCOPE_KEY: seen}, None
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
