@@ -29,16 +29,17 @@ def note_use(spool: Path, digest: str) -> None:
     (folder / digest).touch()
 
 
-def record_uses(settings: Settings, now: datetime) -> int:
-    """Copy the marks into the database; return how many tokens were updated."""
+def record_uses(settings: Settings, now: datetime) -> list[str]:
+    """Copy the marks into the database; return the digests of the tokens marked (none:
+    nothing was due)."""
     folder = Path(settings.spool) / FOLDER
     try:
         marks = [(entry.name, entry.stat().st_mtime_ns) for entry in os.scandir(folder)
                  if _DIGEST.fullmatch(entry.name)]
     except FileNotFoundError:
-        return 0
+        return []
     if not marks:
-        return 0
+        return []
     with open_for_changes(settings.db, lock_timeout=settings.lock_timeout) as store, \
             store.transaction():
         for digest, stamp in marks:  # a few tokens per round, at most one row each
@@ -53,4 +54,4 @@ def record_uses(settings: Settings, now: datetime) -> int:
         except FileNotFoundError:
             pass
     log.debug("token uses: %d recorded at %s", len(marks), now)
-    return len(marks)
+    return [digest for digest, _ in marks]
