@@ -114,7 +114,11 @@ def test_tokens_and_passwords_are_never_stored(cli: Cli, db: Path | str,
     refused = cli("user", "add", "bob", "--tenant", "a", "--role", "owner", "--password-env",
                   "ALICE_PW", code=1)
     assert "role 'owner': must be admin or viewer" in refused.stderr
+    asked = cli("user", "add", "carol", "--tenant", "a", "--role", "viewer",
+                input=b"carol's passphrase\ncarol's passphrase\n")  # asked twice, not shown
+    assert "carol's passphrase" not in asked.stdout
     with Store.open(db) as store:
+        assert password_login(store, "carol", "carol's passphrase") is not None
         stored = [str(v) for table in ("api_tokens", "users")
                   for row in store.rows(f"SELECT * FROM {table}") for v in row.values()]
         assert not any(token in v or "correct horse" in v for v in stored)
@@ -136,4 +140,4 @@ def test_tokens_and_passwords_are_never_stored(cli: Cli, db: Path | str,
     with Store.open(db) as store:
         assert token_login(store, token) is None
     removed = cli("tenant", "remove", "a").stdout
-    assert "with 1 user(s) and 0 token(s)" in removed
+    assert "with 2 user(s) and 0 token(s)" in removed
