@@ -81,6 +81,7 @@ WRITERS = {
     "mtasts/dnsupdate.py": "records how publishing each policy id by DNS update went",
     "mtasts/hosting.py": "records each change of a hosted policy, with who and why",
     "mtasts/acme.py": "records the certificates ACME issued, their challenges, back-off, alerts",
+    "tenants/registry.py": "adds and removes tenants, their domains, users and tokens",
 }
 
 

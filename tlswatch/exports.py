@@ -30,6 +30,7 @@ from tlswatch.render.charts import hbars
 from tlswatch.render.html import render
 from tlswatch.schemas import RFC8460_RESULT_TYPES
 from tlswatch.store import Store
+from tlswatch.tenants.scope import EVERYTHING, Scope
 
 FORMATS = ("md", "html", "csv", "json", "parquet")
 # The CSV's columns, the same every day: the totals, then one column per result type of the
@@ -55,19 +56,19 @@ class Daily:
         return self.summary.domains
 
 
-def daily(store: Store, day: date) -> Daily:
+def daily(store: Store, day: date, *, scope: Scope = EVERYTHING) -> Daily:
     """The summary of one UTC report day, compared with the day before."""
-    return Daily(day, summarize(store, Filters(since=day, until=day)))
+    return Daily(day, summarize(store, Filters(since=day, until=day, scope=scope)))
 
 
 def file_name(day: date, fmt: str) -> str:
     return f"tlswatch-summary-{day.isoformat()}.{fmt}"
 
 
-def export_daily(store: Store, day: date, out: Path, formats: Sequence[str] = FORMATS
-                 ) -> list[Path]:
+def export_daily(store: Store, day: date, out: Path, formats: Sequence[str] = FORMATS, *,
+                 scope: Scope = EVERYTHING) -> list[Path]:
     """Write the day's files into ``out``; return their paths."""
-    return write_daily(daily(store, day), out, formats)
+    return write_daily(daily(store, day, scope=scope), out, formats)
 
 
 def write_daily(report: Daily, out: Path, formats: Sequence[str] = FORMATS) -> list[Path]:

@@ -338,6 +338,7 @@ def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetim
     from tlswatch.mtasts.dnsupdate import publish_due
     from tlswatch.mtasts.monitor import run_checks  # it records through this module
     from tlswatch.mtasts.mxwatch import run_mx_watch
+    from tlswatch.tenants.usage import record_uses
 
     tasks: list[tuple[str, Callable[[Settings, datetime], object]]] = [
         ("daily summary", run_schedule),
@@ -345,7 +346,8 @@ def scheduled(settings: Settings) -> list[tuple[str, Callable[[Settings, datetim
         ("mx watch", run_mx_watch),
         ("daily prune", daily_prune),
         ("mta-sts id dns updates", publish_due),
-        ("acme certificates", renew_certificates)]
+        ("acme certificates", renew_certificates),
+        ("token uses", record_uses)]
     # Nodes sharing one PostgreSQL take turns: each task runs on one node at a time.
     return [(name, once_per_cluster(name, task)) for name, task in tasks]
 

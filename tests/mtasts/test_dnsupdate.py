@@ -249,3 +249,12 @@ def test_status_follows_the_cname_to_the_published_id(cli: Cli, named: bind.Name
     assert other[0]["message"] == ("_mta-sts.elsewhere.example is a CNAME to "
                                    "elsewhere.example.other-provider.example., not to "
                                    f"elsewhere.example.{bind.PROVIDER_ZONE}.")
+
+
+def test_domain_add_prints_the_delegation_before_any_policy(cli: Cli) -> None:
+    cli("tenant", "add", "acme")
+    out = cli.json("domain", "add", "New.Example", "--tenant", "acme")
+    assert {"name": "_mta-sts.new.example", "type": "CNAME",
+            "value": f"new.example.{bind.PROVIDER_ZONE}."} in out["records"]
+    assert not any(r["type"] == "TXT" and r["name"] == "_mta-sts.new.example"
+                   for r in out["records"])

@@ -17,6 +17,7 @@ from tlswatch.analytics.queries import Filters
 from tlswatch.analytics.summary import percent
 from tlswatch.analytics.summary import short_org as _short_org
 from tlswatch.store import Store
+from tlswatch.tenants.scope import EVERYTHING, Scope
 
 STS_PROBLEMS = ("sts-policy-fetch-error", "sts-webpki-invalid", "sts-policy-invalid")
 # Raised by the daily MTA-STS/TLS-RPT check (tlswatch.mtasts.monitor), each once per
@@ -289,9 +290,14 @@ def history(store: Store, filters: Filters) -> list[dict[str, Any]]:
     """, params)
 
 
-def last_report_day(store: Store) -> date | None:
-    day: date | None = store.rows("SELECT max(day) AS d FROM reports")[0]["d"]
-    return day
+def last_report_day(store: Store, scope: Scope = EVERYTHING) -> date | None:
+    if scope.everything:
+        day: date | None = store.rows("SELECT max(day) AS d FROM reports")[0]["d"]
+        return day
+    where, params = Filters(scope=scope).where(failure_rows=False)
+    scoped: date | None = store.rows(f"SELECT max(day) AS d FROM rollup_days{where}",
+                                     params)[0]["d"]
+    return scoped
 
 
 def outbox(store: Store) -> list[dict[str, Any]]:

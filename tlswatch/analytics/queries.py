@@ -10,11 +10,12 @@ every query here is one filtered scan, and all figures come from one consistent 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
 from tlswatch.store import Store
+from tlswatch.tenants.scope import EVERYTHING, Scope
 
 FAILURE_DIMENSIONS = (
     "policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
@@ -34,6 +35,7 @@ class Filters:
     mx_hosts: tuple[str, ...] = ()
     sending_ips: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    scope: Scope = EVERYTHING  # a tenant's view: only the domains it owns
 
     def day_clauses(self) -> tuple[list[str], list[Any]]:
         """The conditions on the report day (inclusive) and their parameters."""
@@ -60,11 +62,19 @@ class Filters:
             if values:
                 clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 params.extend(values)
+        _scoped(clauses, params, *self.scope.clause("policy_domain"))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def with_dates(self, since: date | None, until: date | None) -> Filters:
-        return Filters(since, until, self.domains, self.organizations, self.result_types,
-                       self.mx_hosts, self.sending_ips)
+        return replace(self, since=since, until=until, extra={})
+
+
+def _scoped(clauses: list[str], params: list[Any], clause: str | None,
+            values: list[str]) -> None:
+    """Add a scope's condition (see ``Scope.clause``), if it has one."""
+    if clause is not None:
+        clauses.append(clause)
+        params.extend(values)
 
 
 def session_totals(store: Store, filters: Filters) -> list[dict[str, Any]]:
@@ -192,6 +202,10 @@ def rollup_where(filters: Filters) -> tuple[str, list[Any]]:
             clauses.append(f"{column} IN (SELECT name_id FROM names WHERE value IN "
                            f"({', '.join('?' for _ in values)}))")
             params.extend(values)
+    clause, names = filters.scope.clause("value")
+    if clause is not None:
+        _scoped(clauses, params, f"domain_id IN (SELECT name_id FROM names WHERE {clause})",
+                names)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

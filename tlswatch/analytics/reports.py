@@ -11,6 +11,7 @@ from tlswatch.analytics.reasons import explain_reason
 from tlswatch.analytics.retention import pruned_notes
 from tlswatch.errors import NotFoundError
 from tlswatch.store import Store
+from tlswatch.tenants.scope import EVERYTHING, Scope
 
 
 def list_reports(store: Store, filters: Filters, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -35,14 +36,19 @@ def list_reports(store: Store, filters: Filters, *, limit: int = 100) -> list[di
     """, params)
 
 
-def find_report(store: Store, ident: str) -> int:
-    """The stored key of a report named by its number (``id``) or its report-id."""
+def find_report(store: Store, ident: str, *, scope: Scope = EVERYTHING) -> int:
+    """The stored key of a report named by its number (``id``) or its report-id.
+
+    A tenant's ``scope`` finds only reports whose every policy domain it owns: another
+    tenant's report is "no report", exactly as one that does not exist."""
+    visible, params = _visible(scope)
     if ident.isdigit():
-        rows = store.rows("SELECT report_pk FROM reports WHERE report_pk = ?", [int(ident)])
+        rows = store.rows(f"SELECT report_pk FROM reports WHERE report_pk = ?{visible}",
+                          [int(ident), *params])
         if rows:
             return int(rows[0]["report_pk"])
-    rows = store.rows("SELECT report_pk, organization_name FROM reports WHERE report_id = ?",
-                      [ident])
+    rows = store.rows("SELECT report_pk, organization_name FROM reports WHERE report_id = ?"
+                      f"{visible} ORDER BY report_pk", [ident, *params])
     if len(rows) == 1:
         return int(rows[0]["report_pk"])
     if len(rows) > 1:
@@ -52,10 +58,19 @@ def find_report(store: Store, ident: str) -> int:
     raise NotFoundError(f"no report with id or report-id {ident!r}")
 
 
-def show_report(store: Store, ident: str) -> dict[str, Any]:
+def _visible(scope: Scope) -> tuple[str, list[str]]:
+    """A condition on ``reports``: every policy domain of the report is in ``scope``."""
+    clause, names = scope.clause("p.policy_domain")
+    if clause is None:
+        return "", []
+    return (f" AND NOT EXISTS (SELECT 1 FROM policies p WHERE p.report_pk = reports.report_pk "
+            f"AND NOT ({clause}))"), names
+
+
+def show_report(store: Store, ident: str, *, scope: Scope = EVERYTHING) -> dict[str, Any]:
     """One report: its stored fields, policies (with the counting rule that applied), failure
     details in the sender's order, warnings, and the report exactly as received."""
-    pk = find_report(store, ident)
+    pk = find_report(store, ident, scope=scope)
     report, policies = _report_and_policies(store, pk)
     _attach(policies, store.rows(_DETAILS, [pk]))
     raw = raw_report(store, pk)
@@ -76,11 +91,11 @@ _DETAILS = """
 
 
 def report_page(store: Store, ident: str, *, page: int = 1, per_page: int = DETAILS_PER_PAGE,
-                raw_bytes: int = RAW_SHOWN_BYTES) -> dict[str, Any]:
+                raw_bytes: int = RAW_SHOWN_BYTES, scope: Scope = EVERYTHING) -> dict[str, Any]:
     """One report for a page: like ``show_report``, but one page of its failure details
     and at most ``raw_bytes`` of the report as received: a report with 200,000 failure
     details still makes a small page."""
-    pk = find_report(store, ident)
+    pk = find_report(store, ident, scope=scope)
     report, policies = _report_and_policies(store, pk)
     total = store.rows("SELECT count(*) AS n FROM failure_details WHERE report_pk = ?",
                        [pk])[0]["n"]

@@ -23,6 +23,7 @@ from tlswatch.cli import (
     serving,
     upkeep,
 )
+from tlswatch.cli import tenants as tenants  # provider mode: tenant, user, token, domain
 from tlswatch.cli.base import app, plain_help
 
 __all__ = ["app", "checks", "dnsupdates", "fetches", "ingesting", "main", "moving", "mtasts",

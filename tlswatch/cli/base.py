@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -214,3 +214,14 @@ def plain_help(typer_app: typer.Typer) -> None:
 
 def _read_store(settings: Settings) -> Store:
     return Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout)
+
+
+TenantScopeOpt = Annotated[str | None, typer.Option(
+    "--tenant", help="Only the domains this tenant owns (provider mode).")]
+
+
+def tenant_filters(store: Store, filters: Filters, tenant: str | None) -> Filters:
+    """``filters`` kept to ``tenant``'s domains (None: every domain)."""
+    from tlswatch.tenants.registry import scope_for
+
+    return filters if tenant is None else replace(filters, scope=scope_for(store, tenant))

@@ -19,7 +19,8 @@ def domain_group() -> typer.Typer:
     for group in app.registered_groups:
         if group.name == "domain" and group.typer_instance is not None:
             return group.typer_instance
-    created = typer.Typer(help="The domains this deployment hosts.", no_args_is_help=True)
+    created = typer.Typer(help="Domains, the tenants that own them, and their onboarding.",
+                          no_args_is_help=True)
     app.add_typer(created, name="domain")
     return created
 

@@ -22,6 +22,7 @@ from tlswatch.cli.base import (
     FormatOpt,
     OrgOpt,
     SinceOpt,
+    TenantScopeOpt,
     UntilOpt,
     _dates,
     _day,
@@ -36,6 +37,7 @@ from tlswatch.cli.base import (
     listing,
     nothing_matched,
     report_app,
+    tenant_filters,
 )
 from tlswatch.config import describe
 
@@ -63,6 +65,7 @@ def summary(
     until: UntilOpt = None,
     fmt: Annotated[Format | None, typer.Option(
         "--format", "-f", help="table, text, json, csv or markdown.")] = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Sessions, success rate and failure causes per domain.
 
@@ -71,7 +74,7 @@ def summary(
     settings = _state(ctx).settings
     filters = Filters(*_dates(since, until), domains=tuple(domain or ()))
     with _errors(), _read_store(settings) as store:
-        result = summarize(store, filters)
+        result = summarize(store, tenant_filters(store, filters, tenant))
     width = min(shutil.get_terminal_size().columns, TEXT_WIDTH) if sys.stdout.isatty() else None
     echo(render_summary(result, _format(fmt), nothing=nothing_matched("reports", filters),
                         width=width), nl=False)
@@ -131,6 +134,7 @@ def failures(
     limit: Annotated[int, typer.Option(help="Most rows to show (1 to 1,000,000).",
                                         callback=in_range(1, MAX_ROWS))] = 100,
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Failed sessions grouped by domain, reporter, type, MX and IP.
 
@@ -144,7 +148,8 @@ def failures(
     dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
             "receiving_ip", "sending_mta_ip")
     with _errors(), _read_store(settings) as store:
-        rows = failure_groups(store, filters, dims, limit=limit, details=True)
+        rows = failure_groups(store, tenant_filters(store, filters, tenant), dims, limit=limit,
+                              details=True)
         notes = pruned_notes(store, since=filters.since, until=filters.until)
     echo(listing(rows, _format(fmt), columns=FAILURE_COLUMNS, title="Failed sessions",
                  nothing=nothing_matched("failed sessions", filters)), nl=False)
@@ -162,13 +167,14 @@ def reports(
     limit: Annotated[int, typer.Option(help="Most rows to show (1 to 1,000,000).",
                                         callback=in_range(1, MAX_ROWS))] = 100,
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """List stored reports, newest first."""
     settings = _state(ctx).settings
     filters = Filters(*_dates(since, until), domains=tuple(domain or ()),
                       organizations=tuple(org or ()))
     with _errors(), _read_store(settings) as store:
-        rows = list_reports(store, filters, limit=limit)
+        rows = list_reports(store, tenant_filters(store, filters, tenant), limit=limit)
     echo(listing(rows, _format(fmt), columns=REPORT_COLUMNS, title="Reports",
                  nothing=nothing_matched("reports", filters)), nl=False)
 
@@ -179,6 +185,7 @@ def report_show(
     ident: Annotated[str, typer.Argument(metavar="ID", help="The id from 'tlswatch reports' "
                                                              "or the report-id.")],
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Show one report, as stored and as received.
 
@@ -186,7 +193,8 @@ def report_show(
     """
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
-        data = show_report(store, ident)
+        data = show_report(store, ident,
+                           scope=tenant_filters(store, Filters(), tenant).scope)
     chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json(data))
@@ -240,6 +248,7 @@ def export_daily_command(
     send: Annotated[bool, typer.Option("--send/--no-send", help="Also mail/post the summary "
                                        "and the day's new alerts now; exit 1 if a delivery "
                                        "failed (it stays queued for 'serve').")] = False,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """Write one day's summary files.
 
@@ -258,6 +267,9 @@ def export_daily_command(
             settings.mail_to or settings.mail_to_domains))):  # cron would hear nothing
         raise typer.BadParameter("nothing to send with: set mail_smtp and mail_to (or "
                                  "mail_to_domains), or webhook_url", param_hint="--send")
+    if send and tenant:
+        raise typer.BadParameter("--send delivers the whole summary; write a tenant's files "
+                                 "without it", param_hint="--tenant")
     with _errors():
         try:
             if send:
@@ -265,7 +277,8 @@ def export_daily_command(
                     settings.replace(export_formats=tuple(wanted)), chosen, out)
             else:
                 with _read_store(settings) as store:
-                    written = export_daily(store, chosen, out, wanted)
+                    written = export_daily(store, chosen, out, wanted, scope=tenant_filters(
+                        store, Filters(), tenant).scope)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--format") from None
     for path in written:
@@ -290,6 +303,7 @@ def alerts(
                                          "daily summaries) instead: delivered, pending, "
                                          "failed, with attempts and errors.")] = False,
     fmt: FormatOpt = None,
+    tenant: TenantScopeOpt = None,
 ) -> None:
     """The alert history, or the outbox of deliveries.
 
@@ -305,11 +319,15 @@ def alerts(
     settings = _state(ctx).settings
     failed: list[jobs.Delivery] = []
     filters = Filters(*_dates(since, until), domains=tuple(domain or ()))
+    if outbox and tenant:
+        raise typer.BadParameter("the outbox lists every delivery; it takes no --tenant",
+                                 param_hint="--tenant")
     with _errors():
         if check:
             failed = jobs.check_and_send(settings, datetime.now(UTC).date())
         with _read_store(settings) as store:
-            rows = history.outbox(store) if outbox else history.history(store, filters)
+            rows = history.outbox(store) if outbox else history.history(
+                store, tenant_filters(store, filters, tenant))
     if outbox:
         out = listing(rows, _format(fmt), columns=OUTBOX_COLUMNS, title="Outbox",
                       nothing="No deliveries in the outbox.")

@@ -48,6 +48,7 @@ from tlswatch.ingest.rows import (
 from tlswatch.ingest.sources import Input, Item
 from tlswatch.ingest.spool import Entry, Spool
 from tlswatch.store import Store, now_utc, rollups
+from tlswatch.tenants.registry import accepted
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTI
     With ``workers`` > 1, inputs past the first chunk are prepared in that many worker
     processes while this process writes; small ingests never start a worker.
     """
+    options = accepted(store, options)  # provider mode: the domains tenants own
     loader = Loader(store, options=options, batch_size=batch_size,
                     max_batch_bytes=max_batch_bytes)
     # Parsed reports hold no reference cycles; the cyclic collector scanning the growing

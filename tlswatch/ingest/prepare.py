@@ -54,6 +54,7 @@ class Options:
     dkim: str = "record"  # record | require
     dns_timeout: float = 5.0
     dnsfunc: DnsFunc | None = None  # tests answer key lookups here (workers=1 then)
+    refused_hint: str = "setting 'domains'"  # why a stranger's domain is refused
 
 
 DEFAULT_OPTIONS = Options()
@@ -87,7 +88,7 @@ def check(item: Input, options: Options = DEFAULT_OPTIONS) -> tuple[list[str], l
     for doc in documents:
         try:
             valid = validate(doc)
-            _check_domains(valid, options.domains)
+            _check_domains(valid, options.domains, options.refused_hint)
             ids.append(valid.report.report_id)
         except ReportError as exc:
             reasons.append(exc.detail)
@@ -132,7 +133,7 @@ def _prepare_input(item: Input, options: Options) -> Outcome:
     for doc in documents:
         try:
             valid = validate(doc)
-            _check_domains(valid, options.domains)
+            _check_domains(valid, options.domains, options.refused_hint)
             good.append(_flatten(valid, item.via, signature))
         except ReportError as exc:
             bad.append(Quarantined(exc.source, exc.detail, item.data))
@@ -156,7 +157,8 @@ def is_ours(domain: str, domains: frozenset[str]) -> bool:
     return any(f"*.{'.'.join(labels[i:])}" in domains for i in range(1, len(labels)))
 
 
-def _check_domains(valid: ValidReport, domains: frozenset[str]) -> None:
+def _check_domains(valid: ValidReport, domains: frozenset[str],
+                   hint: str = "setting 'domains'") -> None:
     if not domains:
         return
     # Entries no source attributes are kept (a refusal would lose them), not a stranger's.
@@ -164,7 +166,7 @@ def _check_domains(valid: ValidReport, domains: frozenset[str]) -> None:
                        if not is_ours(d, domains))
     if strangers:
         raise ReportError(valid.source, f"not one of our domains: {', '.join(strangers)} "
-                          "(setting 'domains')")
+                          f"({hint})")
 
 
 def prepare_chunk(items: list[Item], options: Options) -> list[Outcome]:

@@ -288,6 +288,38 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
         """,
     ),
     (
+        "0011_tenants",
+        # Provider mode: tenants own domains (a domain in no row belongs to the default
+        # single tenant); users and API tokens belong to a tenant with a role.  Passwords
+        # are scrypt hashes, tokens their SHA-256: the database never holds either.
+        """
+        CREATE TABLE tenants (
+            tenant VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE tenant_domains (
+            domain VARCHAR PRIMARY KEY,
+            tenant VARCHAR NOT NULL,
+            added_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE users (
+            name VARCHAR PRIMARY KEY,
+            tenant VARCHAR NOT NULL,
+            role VARCHAR NOT NULL,
+            password_hash VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE api_tokens (
+            token_sha256 VARCHAR PRIMARY KEY,
+            tenant VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            role VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            last_used_at TIMESTAMP
+        );
+        """,
+    ),
+    (
         "0013_acme",
         # Certificates obtained by ACME for the hosted mta-sts.<domain> names (name = the
         # host name), kept here so every node serves the same ones; the HTTP-01 answers

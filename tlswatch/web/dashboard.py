@@ -12,6 +12,7 @@ import gzip
 import io
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -45,9 +46,11 @@ from tlswatch.mtasts.onboarding import onboarding, stored_records
 from tlswatch.render.charts import rate_chart, sparkline, stacked_bars
 from tlswatch.render.html import render
 from tlswatch.store import Store
+from tlswatch.tenants.registry import NOBODY
 from tlswatch.web.csrf import COOKIE as CSRF_COOKIE
 from tlswatch.web.csrf import HEADER as CSRF_HEADER
 from tlswatch.web.csrf import CsrfTokens
+from tlswatch.web.guard import scope_of
 from tlswatch.web.policyactions import PolicyActions
 from tlswatch.web.refused import RefusedPages
 from tlswatch.web.window import Window, WindowError, parse_window
@@ -111,7 +114,7 @@ class Dashboard:
                               max_days=self.settings.web_max_days)
         if window.chosen:
             return window
-        newest = await self._read(last_report_day)
+        newest = await self._read(last_report_day, scope_of(request))
         if newest is not None and newest < window.since:
             return window.ending(newest, f"No reports in the {window.days} days up to today: "
                                  f"these are the {window.days} days up to the newest report "
@@ -131,9 +134,10 @@ class Dashboard:
         except WindowError as problem:
             return self._bad_window(request, problem)
         start, end, days = window.since, window.until, window.days
+        scope = scope_of(request)
 
         def build(store: Store) -> list[dict[str, Any]]:
-            filters = Filters(since=start, until=end)
+            filters = Filters(since=start, until=end, scope=scope)
             summary = summarize(store, filters)
             by_domain: dict[str, dict[date, dict[str, Any]]] = {}
             for r in daily_sessions(store, filters):  # once, not once per domain
@@ -172,9 +176,10 @@ class Dashboard:
         except WindowError as problem:
             return self._bad_window(request, problem)
         start, end, days = window.since, window.until, window.days
+        scope = scope_of(request)  # another tenant's domain is one without reports
 
         def build(store: Store) -> dict[str, Any] | None:
-            filters = Filters(since=start, until=end, domains=(name,))
+            filters = Filters(since=start, until=end, domains=(name,), scope=scope)
             summary = summarize(store, filters)
             if not summary.domains:
                 return None
@@ -238,8 +243,11 @@ class Dashboard:
         """The history of a domain's MTA-STS/TLS-RPT checks, newest first (also the domain
         page of a domain without reports: 404 unless it was checked)."""
         name = request.path_params["domain"].lower()
-        found = await self._read(lambda s: (last_check(s, name), check_history(s, domain=name)))
+        found = await self._read(lambda s: (last_check(s, name), check_history(s, domain=name))) \
+            if scope_of(request).allows(name) else None
         last, runs = found or (None, [])
+        if not scope_of(request).allows(name):  # as a domain without reports or checks
+            note = note or f"No reports for {name}."
         if note and last is None:
             return HTMLResponse(missing or render("error.html", title=name, window=None,
                                                   period="", message=note), status_code=404)
@@ -258,7 +266,8 @@ class Dashboard:
 
         filters = Filters(since=day(form["since"]), until=day(form["until"]),
                           domains=(form["domain"],) if form["domain"] else (),
-                          organizations=(form["org"],) if form["org"] else ())
+                          organizations=(form["org"],) if form["org"] else (),
+                          scope=scope_of(request))
         rows = await self._read(lambda s: list_reports(s, filters, limit=500)) or []
         return self._page(request, "reports.html", {"filters": form, "reports": rows},
                           period="")
@@ -267,7 +276,8 @@ class Dashboard:
         ident = request.path_params["ident"]
         page = _page_number(request.query_params.get("page", "1"))
         try:
-            data = await self._read(lambda s: report_page(s, ident, page=page))
+            data = await self._read(lambda s: report_page(s, ident, page=page,
+                                                          scope=scope_of(request)))
         except NotFoundError as exc:
             return HTMLResponse(str(exc).replace("<", "&lt;"), status_code=404)
         if data is None:
@@ -281,7 +291,7 @@ class Dashboard:
         ident = request.path_params["ident"]
 
         def read(store: Store) -> tuple[int, bytes | None]:
-            pk = find_report(store, ident)
+            pk = find_report(store, ident, scope=scope_of(request))
             return pk, raw_report(store, pk)
 
         try:
@@ -306,7 +316,8 @@ class Dashboard:
 
     async def alerts(self, request: Request) -> Response:
         """The recorded alerts (newest 500), when the rules run and which are in force."""
-        rows = await self._read(lambda s: history(s, Filters())[:500]) or []
+        rows = await self._read(lambda s: history(s, Filters(scope=scope_of(request)))[:500]) \
+            or []
         s = self.settings
         schedule = {"after_load": True, "daily_at": s.export_time if s.export_dir else None,
                     "checks_every": s.check_interval_hours or None,
@@ -334,7 +345,8 @@ class Dashboard:
             else:
                 data = await upload.read(self.settings.max_input_bytes + 1)
                 message, ok, status = await self._accept_upload(upload.filename or "upload",
-                                                                data, _client(request))
+                                                                data, _client(request),
+                                                                self._intake(request))
         token = self.csrf.issue(session)
         if request.query_params.get("format") == "json":
             response: Response = JSONResponse({"ok": ok, "message": message, "csrf": token},
@@ -362,15 +374,24 @@ class Dashboard:
                                 status_code=413)
         return None
 
-    async def _accept_upload(self, filename: str, data: bytes,
-                             client: str) -> tuple[str, bool, int]:
+    def _intake(self, request: Request) -> Intake:
+        """A tenant's admin uploads reports for the tenant's domains only."""
+        scope = scope_of(request)
+        if scope.domains is None:
+            return self.intake
+        return Intake(self.spool, replace(self.options, domains=scope.domains or NOBODY,
+                                          refused_hint=f"tenant {scope.tenant!r} does not "
+                                                       "own it"))
+
+    async def _accept_upload(self, filename: str, data: bytes, client: str,
+                             intake: Intake) -> tuple[str, bool, int]:
         if len(data) > self.settings.max_input_bytes:
             log.info("upload: answered 413 to %s: %r is over the limit", client, filename)
             return f"{filename}: over the limit of {self.settings.max_input_bytes:,} bytes", \
                 False, 413
         meta = {"via": "upload", "filename": filename, "peer": client,
                 "received_at": datetime.now(UTC).isoformat()}
-        outcome = await asyncio.to_thread(self.intake.accept, data, meta, source=filename,
+        outcome = await asyncio.to_thread(intake.accept, data, meta, source=filename,
                                           via="upload", filename=filename)
         if isinstance(outcome, Unavailable):
             return "cannot store the report now; try again later", False, 503

@@ -1,21 +1,46 @@
 """The door of the ASGI app, as plain ASGI (Starlette's BaseHTTPMiddleware cost the report
 receiver a quarter of its rate): the Host check, the client behind a trusted proxy, the
-login, and the security headers on every answer."""
+login, and the security headers on every answer.
+
+Who logged in decides what a request sees: the single-tenant logins (``web_token``,
+``web_user``) and a loopback client that needs no login see everything; a tenant's user or
+API token sees only the tenant's domains (``Scope``, passed to the pages in the ASGI scope
+under ``SCOPE_KEY``).  A viewer's request that would change something (any method but GET
+and HEAD) is refused here, in one place, for every page."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import hmac
 import ipaddress
+import logging
 import os
+import secrets
+import time
+from dataclasses import replace
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from tlswatch.config import Settings
+from tlswatch.store import Store
+from tlswatch.tenants.accounts import password_login, token_digest, token_login
+from tlswatch.tenants.registry import scope_for
+from tlswatch.tenants.scope import EVERYTHING, Scope
+from tlswatch.tenants.usage import note_use
 from tlswatch.web.proxy import Client, ClientView, ForwardingError, HostCheck
+
+log = logging.getLogger(__name__)
+SCOPE_KEY = "tlswatch.scope"  # the ASGI scope key holding the request's Scope
+READING = ("GET", "HEAD")  # what a viewer may do
+# Figures of every domain: for the operator; a tenant gets 404, as for a page that is not.
+OPERATOR_PATHS = ("/metrics",)
+PASSWORD_CACHE_SECONDS = 60.0  # a checked password is not checked again (scrypt) for this long
 
 # Senders, health checks and MTA-STS policy fetches never log in.
 OPEN_PATHS = ("/v1/reports", "/healthz", "/.well-known/mta-sts.txt",
@@ -56,6 +81,10 @@ class Guard:
         self.user = settings.web_user
         self.password = os.environ.get(settings.web_password_env, "") \
             if settings.web_password_env else ""
+        self.settings = settings
+        self._cache_key = secrets.token_bytes(32)
+        self._passwords: dict[bytes, tuple[float, str, str]] = {}  # -> (until, tenant, role)
+        self._noted: dict[str, float] = {}  # token digest -> when to note its use again
 
     def _logged_in(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -74,10 +103,72 @@ class Guard:
                 hmac.compare_digest(password, self.password)
         return False
 
+    def _offered(self, request: Request) -> tuple[str, str, str] | None:
+        """The credentials a request offers: ("token", token, "") or ("user", name,
+        password); None when it offers none."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value:
+            return "token", value, ""
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return "user", user, password
+        cookie = request.cookies.get("tlswatch_token", "")
+        return ("token", cookie, "") if cookie else None
+
+    def _tenant_scope(self, offered: tuple[str, str, str]) -> Scope | None:
+        """The scope of a tenant's token or user (a blocking store read), or None."""
+        kind, name, password = offered
+        key = hmac.new(self._cache_key, f"{name}\0{password}".encode(),
+                       hashlib.sha256).digest()
+        try:
+            with Store.open(self.settings.db, read_only=True,
+                            lock_timeout=self.settings.lock_timeout) as store:
+                if kind == "token":
+                    found = token_login(store, name)
+                    if found is not None:
+                        self._note_use(name)
+                    return found
+                cached = self._passwords.get(key)
+                if cached and cached[0] > time.monotonic():
+                    return replace(scope_for(store, cached[1], cached[2]), who=f"user:{name}")
+                found = password_login(store, name, password)
+                if found is not None and found.tenant is not None:
+                    self._passwords[key] = (time.monotonic() + PASSWORD_CACHE_SECONDS,
+                                            found.tenant, found.role)
+                return replace(found, who=f"user:{name}") if found is not None else None
+        except Exception as exc:  # no database yet, or no tenant tables: no tenant login
+            log.info("login: tenant credentials not checked: %s", exc)
+            return None
+
+    def _note_use(self, token: str) -> None:
+        """Leave the mark that 'serve' turns into the token's last_used_at (once a minute)."""
+        digest = token_digest(token)
+        if self._noted.get(digest, 0.0) > time.monotonic():
+            return
+        self._noted[digest] = time.monotonic() + 60
+        try:
+            note_use(self.settings.spool, digest)
+        except OSError as exc:
+            log.warning("login: could not note the use of token %s...: %s", digest[:8], exc)
+
+    async def _scope(self, request: Request, client: Client) -> Scope | None:
+        """What the request may see, or None: it must log in."""
+        if self._logged_in(request):
+            return EVERYTHING
+        offered = self._offered(request)
+        if offered is not None:
+            found = await asyncio.to_thread(self._tenant_scope, offered)
+            if found is not None:
+                return found
+        return None if self._needs_login(client) else EVERYTHING
+
     def _needs_login(self, client: Client) -> bool:
         return self.mode == "always" or (self.mode == "loopback" and not client.loopback)
 
-    def _refusal(self, scope: Scope) -> tuple[Scope, Response | None]:
+    async def _refusal(self, scope: AsgiScope) -> tuple[AsgiScope, Response | None]:
         """The scope with the real client, or the answer that refuses the request."""
         host = next((value.decode("latin-1") for name, value in scope["headers"]
                      if name == b"host"), None)
@@ -91,14 +182,23 @@ class Guard:
         except ForwardingError as exc:
             return scope, PlainTextResponse(f"refused: {exc}", status_code=400)
         scope = self.view.rewrite(scope, client)
-        if not scope["path"].startswith(OPEN_PATHS) and self._needs_login(client) and \
-                not self._logged_in(Request(scope)):
+        if scope["path"].startswith(OPEN_PATHS):
+            return scope, None
+        seen = await self._scope(Request(scope), client)
+        if seen is None:
             return scope, PlainTextResponse(
                 "login required", status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="tlswatch"'})
-        return scope, None
+        if seen.role != "admin" and scope["method"] not in READING:
+            return scope, PlainTextResponse(
+                f"refused: {scope['method']} {scope['path']}: a viewer of tenant "
+                f"{seen.tenant!r} reads only; an admin of the tenant can do this",
+                status_code=403)
+        if not seen.everything and scope["path"].startswith(OPERATOR_PATHS):
+            return scope, PlainTextResponse("Not Found", status_code=404)
+        return {**scope, SCOPE_KEY: seen}, None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -110,8 +210,15 @@ class Guard:
                     headers.setdefault(key, value)
             await send(message)
 
-        scope, refusal = self._refusal(scope)
+        scope, refusal = await self._refusal(scope)
         if refusal is not None:
             await refusal(scope, receive, with_headers)
             return
         await self.app(scope, receive, with_headers)
+
+
+def scope_of(request: Request) -> Scope:
+    """What the logged-in user or token may see (everything without the guard)."""
+    found = request.scope.get(SCOPE_KEY, EVERYTHING)
+    assert isinstance(found, Scope)
+    return found

@@ -29,6 +29,7 @@ from tlswatch.mtasts.hosting import PolicyStore
 from tlswatch.render.html import render
 from tlswatch.store import Store
 from tlswatch.web.csrf import COOKIE, CsrfTokens
+from tlswatch.web.guard import scope_of
 
 WHAT = {  # what each action does, said on its button's confirmation page
     "rotate": "serve the same policy under a new id, so every sender fetches it again",
@@ -60,6 +61,9 @@ def web_actor(request: Request, settings: Settings) -> str:
         if hmac.compare_digest(user, settings.web_user) and \
                 hmac.compare_digest(given, password):
             return f"dashboard:{user}"
+    seen = scope_of(request)
+    if seen.tenant is not None:
+        return f"tenant {seen.tenant}, {seen.who or 'login'}"
     client = request.client.host if request.client else "unknown"
     return f"dashboard:no login ({client})"
 
@@ -96,7 +100,7 @@ class PolicyActions:
         """The hosted policy, the staged one, its history and the action forms."""
         name = request.path_params["domain"].lower()
         panel = self.panel(request, name)
-        if panel["hosted"] is None:
+        if panel["hosted"] is None or not scope_of(request).allows(name):
             return self._answer(f"{name}: no policy is hosted here", 404)
 
         def read(store: Store) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -127,7 +131,7 @@ class PolicyActions:
         if problem:
             return self._answer(f"refused: policy {action} of {name}: {problem}; reload the "
                                 "page and try again", 403)
-        if self.policies.hosted(name) is None:
+        if self.policies.hosted(name) is None or not scope_of(request).allows(name):
             return self._answer(f"{name}: no policy is hosted here", 404)
         reason = str(form.get("reason", ""))[:500]
         force = form.get("force") == "yes"

@@ -20,6 +20,7 @@ from tlswatch.config import Settings
 from tlswatch.errors import NotFoundError
 from tlswatch.quarantine import Filters, details, list_refused
 from tlswatch.render.html import render
+from tlswatch.web.guard import scope_of
 from tlswatch.web.window import WindowError, day_param
 
 LISTED = 500  # entries on the page, the newest
@@ -42,7 +43,9 @@ class RefusedPages:
         except WindowError as exc:
             return _bad_request(request, str(exc))
         filters = Filters(since=since, until=until, reason=q.get("reason") or None)
-        entries = await asyncio.to_thread(list_refused, self.settings, filters)
+        # Refused inputs belong to no tenant: a tenant's users see none of them.
+        entries = await asyncio.to_thread(list_refused, self.settings, filters) \
+            if scope_of(request).everything else []
         shown = entries[-LISTED:]  # the newest; the command lists them all
         return _page(request, "refused.html", {"entries": [e.as_dict() for e in shown],
                                                "total": len(entries)})
@@ -50,6 +53,9 @@ class RefusedPages:
     async def entry(self, request: Request) -> Response:
         ident = request.path_params["ident"]
         try:
+            if not scope_of(request).everything:
+                raise NotFoundError(f"{ident!r}: no refused input with this id; "
+                                    "'tlswatch quarantine' lists them")
             data = await asyncio.to_thread(details, self.settings, ident,
                                            max_chars=SHOWN_CHARS)
         except NotFoundError as exc:
