@@ -229,7 +229,7 @@ def _set_sequence(store: Store, name: str, last: int | None) -> None:
         store.execute("SELECT setval(?, ?)", [name, int(last)])
 
 
-def copy_between(src: str, dst: str, *, lock_timeout: float = 10.0,
+def copy_between(src: str | Path, dst: str | Path, *, lock_timeout: float = 10.0,
                  progress: Callable[[TableCopy], None] | None = None) -> list[TableCopy]:
     """Open the source read-only and the (new, empty) destination, and copy."""
     if str(location(src)) == str(location(dst)) or (
