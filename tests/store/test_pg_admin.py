@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import Cli
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import Cli, make_report, write_json
+from tlswatch.cli import app
+from tlswatch.dburl import DatabaseUrl
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_reports"
 
@@ -20,3 +25,46 @@ def test_quarantine_lists_shows_and_deletes_on_postgresql(pg_url: str) -> None:
     assert "not-json.json" in shown.stdout
     cli("quarantine", "delete", entries[0]["id"])
     assert cli.json("quarantine") == []
+
+
+SPECIAL = "p@ss:w/rd#?&%=x"  # a password that was not percent-encoded
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    (f"postgresql://u:{SPECIAL}@/db?host=/tmp/none", "postgresql://u:***@/db?host=/tmp/none"),
+    ("postgresql:///db?host=/tmp/none", "postgresql:///db?host=/tmp/none"),
+    ("postgresql://u@h/db?password=a&b#c&sslmode=require",
+     "postgresql://u@h/db?password=***&sslmode=require"),
+])
+def test_the_shown_url_hides_the_whole_password(url: str, shown: str) -> None:
+    assert str(DatabaseUrl(url)) == shown
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("postgresql://u:ab%zzSECRET@/db?host=/tmp/none", "invalid percent-encoded token"),
+    ("postgresql://u:SECRET@[::1/db", "IPv6"),
+    ("postgresql://u:SECRET@/db?host=/tmp/none&sslmode=bogus", 'invalid sslmode value: "bogus"'),
+])
+def test_a_malformed_url_is_a_lasting_error_without_the_password(tmp_path: Path, url: str,
+                                                                 words: str) -> None:
+    write_json(tmp_path / "r.json", make_report())
+    out = Cli(url)("ingest", str(tmp_path / "r.json"), code=1)  # not 75: retrying won't help
+    assert words in out.stderr and "cannot connect to PostgreSQL with this URL" in out.stderr
+    assert "SECRET" not in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_keyword_connection_string_is_refused_unechoed(tmp_path: Path) -> None:
+    dsn = "host=/tmp/none dbname=x user=u password=SECRET"
+    out = CliRunner().invoke(app, ["--db", dsn, "summary"], catch_exceptions=False)
+    assert out.exit_code == 1
+    assert "keyword connection string" in out.stderr and "postgresql://" in out.stderr
+    assert "SECRET" not in out.stdout + out.stderr
+    assert not list(Path.cwd().glob("*SECRET*"))
+
+
+def test_a_server_away_is_temporary(tmp_path: Path) -> None:
+    write_json(tmp_path / "r.json", make_report())
+    url = f"postgresql:///db?host={tmp_path}"  # no server on this socket folder
+    out = Cli(url)("ingest", str(tmp_path / "r.json"), code=75)
+    assert f"postgresql:///db?host={tmp_path}: cannot reach PostgreSQL now" in out.stderr
