@@ -27,7 +27,7 @@ from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
 from tlswatch.dburl import DatabaseUrl
-from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
+from tlswatch.errors import StoreError, StoreLockedError, StoreRowError, StoreWriteError
 
 Params = Sequence[Any] | dict[str, Any]
 
@@ -299,12 +299,19 @@ class Postgres:
             pgsql.Identifier(table),
             pgsql.SQL(", ").join(pgsql.Identifier(c) for c in data.column_names))
         columns = [column.to_pylist() for column in data.columns]
+        written = 0  # rows handed to COPY: a row psycopg cannot send is the next one
         try:
             with self.con.cursor() as cur, cur.copy(statement) as copy:
                 for row in zip(*columns, strict=True):
                     copy.write_row(row)
+                    written += 1
         except psycopg.OperationalError as exc:
             raise self.failure(exc) or exc from exc
+        except psycopg.Error as exc:  # a value PostgreSQL cannot hold: which row
+            line = re.search(r"\bline (\d+)", exc.diag.context or "") \
+                if isinstance(exc, psycopg.DatabaseError) else None
+            raise StoreRowError(table, int(line.group(1)) - 1 if line else written,
+                                _clean(exc, self.where)) from exc
 
     def _run_sql(self, statement: pgsql.Composed) -> None:
         try:
