@@ -4,6 +4,7 @@ concern."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,16 @@ def test_a_server_away_is_temporary(tmp_path: Path) -> None:
     url = f"postgresql:///db?host={tmp_path}"  # no server on this socket folder
     out = Cli(url)("ingest", str(tmp_path / "r.json"), code=75)
     assert f"postgresql:///db?host={tmp_path}: cannot reach PostgreSQL now" in out.stderr
+
+
+def test_status_and_prune_show_the_postgresql_database_size(pg_url: str) -> None:
+    cli = Cli(pg_url)
+    cli("ingest", str(SAMPLES / "valid"), code=None)
+    table = cli("db", "status", "-f", "table").stdout
+    size = int(re.search(r"size\s*│?\s*([\d,]+) bytes", table).group(1).replace(",", ""))
+    assert size > 1_000_000  # a PostgreSQL database has its catalogs: several MB
+    assert cli.json("db", "status")["size_bytes"] > 1_000_000
+    pruned = cli("prune", "-f", "table").stdout
+    before, after = (int(n.replace(",", "")) for n in re.search(
+        r"([\d,]+) bytes, now ([\d,]+) bytes", pruned).groups())
+    assert before > 1_000_000 and after > 1_000_000
