@@ -256,7 +256,13 @@ def test_a_node_whose_store_is_gone_says_so_and_keeps_taking_reports(
     wait_for("/healthz tells the store is gone", lambda: httpx.get(
         f"{server.http_url}/healthz").json()["store"]["reachable"] is False)
     health = httpx.get(f"{server.http_url}/healthz")
-    assert health.status_code == 200 and "does not exist" in health.json()["store"]["error"]
+    assert health.status_code == 200 and "refused this node" in health.json()["store"]["error"]
+    # the reason names the database's user and socket: the node's log has it, /healthz not
+    socket = pg_url.split("host=")[1]
+    assert socket not in health.text and f"{pg_cluster.role}@" not in health.text
+    wait_for("the reason is logged", lambda: any(
+        "does not exist" in line and socket in line for line in server.output),
+        servers=[server])
     assert "tlswatch_store_up 0.0" in httpx.get(f"{server.http_url}/metrics").text
     # Acknowledged: they wait in this node's spool, none filed as failed (the database is
     # at fault, not they).
@@ -296,6 +302,7 @@ def test_a_node_starts_and_takes_reports_while_the_database_does_not_answer(
     assert post(server, "while-down") and server.incoming()
     health = httpx.get(f"{server.http_url}/healthz").json()
     assert health["status"] == "ok" and health["store"]["reachable"] is False
-    assert "cannot reach PostgreSQL now" in health["store"]["error"]
+    assert health["store"]["error"] == "the database server does not answer now"
+    assert str(tmp_path) not in json.dumps(health)
     assert server.stop() == 0
     assert any("receiving into the spool until it answers" in line for line in server.output)
