@@ -31,7 +31,7 @@ from tests.conftest import (
     write_json,
 )
 from tests.pg import Cluster
-from tests.serving import Serve
+from tests.serving import CLI, Serve
 from tests.test_delivery import Hook, webhook  # noqa: F401  (the fixture)
 from tlswatch import jobs
 from tlswatch.analytics.freshness import DayFigures
@@ -306,3 +306,21 @@ def test_a_node_starts_and_takes_reports_while_the_database_does_not_answer(
     assert str(tmp_path) not in json.dumps(health)
     assert server.stop() == 0
     assert any("receiving into the spool until it answers" in line for line in server.output)
+
+
+def test_a_second_serve_on_the_same_spool_is_refused(tmp_path: Path, pg_url: str,
+                                                     nodes: list[Serve]) -> None:
+    first = node(tmp_path / "a", pg_url, smtp="").start()
+    nodes.append(first)
+    second = node(tmp_path / "b", pg_url, smtp="", spool=str(first.spool))
+    assert first.proc is not None
+    done = subprocess.run([*CLI, "--config", str(second.config), "serve"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{first.spool}: another 'tlswatch serve' (pid {first.proc.pid} on " in done.stderr
+    assert post(first, "still-served")  # the first one goes on
+    assert first.stop() == 0
+    third = node(tmp_path / "c", pg_url, smtp="", spool=str(first.spool)).start()
+    nodes.append(third)  # once the first one stopped, the spool is free again
+    assert third.stop() == 0
