@@ -307,9 +307,8 @@ class Postgres:
                     written += 1
         except psycopg.OperationalError as exc:
             raise self.failure(exc) or exc from exc
-        except psycopg.Error as exc:  # a value PostgreSQL cannot hold: which row
-            line = re.search(r"\bline (\d+)", exc.diag.context or "") \
-                if isinstance(exc, psycopg.DatabaseError) else None
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:  # a row it cannot hold
+            line = re.search(r"\bline (\d+)", exc.diag.context or "")
             raise StoreRowError(table, int(line.group(1)) - 1 if line else written,
                                 _clean(exc, self.where)) from exc
 
