@@ -248,7 +248,8 @@ def test_backup_and_restore_of_a_postgresql_store(tmp_path: Path, pg_cluster: An
         original = summary(a)
         assert original["domains"]
 
-        b = place(tmp_path / "b", pg_cluster.url(second))
+        # the target needs a password (scram-sha-256): the restore logs in with it
+        b = place(tmp_path / "b", pg_cluster.url(second, user="tlswatch_pw:s3cret-pw"))
         tlswatch(b, "restore", str(tmp_path / "bk"))
         assert summary(b) == original
         refused = tlswatch(b, "restore", str(tmp_path / "bk"), "--force", code=1)

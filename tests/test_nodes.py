@@ -31,7 +31,7 @@ from tests.conftest import (
     write_json,
 )
 from tests.pg import Cluster
-from tests.serving import Serve
+from tests.serving import CLI, Serve
 from tests.test_delivery import Hook, webhook  # noqa: F401  (the fixture)
 from tlswatch import jobs
 from tlswatch.analytics.freshness import DayFigures
@@ -256,7 +256,13 @@ def test_a_node_whose_store_is_gone_says_so_and_keeps_taking_reports(
     wait_for("/healthz tells the store is gone", lambda: httpx.get(
         f"{server.http_url}/healthz").json()["store"]["reachable"] is False)
     health = httpx.get(f"{server.http_url}/healthz")
-    assert health.status_code == 200 and "does not exist" in health.json()["store"]["error"]
+    assert health.status_code == 200 and "refused this node" in health.json()["store"]["error"]
+    # the reason names the database's user and socket: the node's log has it, /healthz not
+    socket = pg_url.split("host=")[1]
+    assert socket not in health.text and f"{pg_cluster.role}@" not in health.text
+    wait_for("the reason is logged", lambda: any(
+        "does not exist" in line and socket in line for line in server.output),
+        servers=[server])
     assert "tlswatch_store_up 0.0" in httpx.get(f"{server.http_url}/metrics").text
     # Acknowledged: they wait in this node's spool, none filed as failed (the database is
     # at fault, not they).
@@ -296,6 +302,25 @@ def test_a_node_starts_and_takes_reports_while_the_database_does_not_answer(
     assert post(server, "while-down") and server.incoming()
     health = httpx.get(f"{server.http_url}/healthz").json()
     assert health["status"] == "ok" and health["store"]["reachable"] is False
-    assert "cannot reach PostgreSQL now" in health["store"]["error"]
+    assert health["store"]["error"] == "the database server does not answer now"
+    assert str(tmp_path) not in json.dumps(health)
     assert server.stop() == 0
     assert any("receiving into the spool until it answers" in line for line in server.output)
+
+
+def test_a_second_serve_on_the_same_spool_is_refused(tmp_path: Path, pg_url: str,
+                                                     nodes: list[Serve]) -> None:
+    first = node(tmp_path / "a", pg_url, smtp="").start()
+    nodes.append(first)
+    second = node(tmp_path / "b", pg_url, smtp="", spool=str(first.spool))
+    assert first.proc is not None
+    done = subprocess.run([*CLI, "--config", str(second.config), "serve"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{first.spool}: another 'tlswatch serve' (pid {first.proc.pid} on " in done.stderr
+    assert post(first, "still-served")  # the first one goes on
+    assert first.stop() == 0
+    third = node(tmp_path / "c", pg_url, smtp="", spool=str(first.spool)).start()
+    nodes.append(third)  # once the first one stopped, the spool is free again
+    assert third.stop() == 0

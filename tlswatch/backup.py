@@ -211,15 +211,16 @@ def _restore_into_postgresql(settings: Settings, src: Path, manifest: dict[str, 
     """Copy the backup's database into an empty PostgreSQL database (``db copy``)."""
     from tlswatch.store.copy import copy_between
 
+    target = location(settings.db)  # the URL itself (str() of it is the redacted text)
     try:
-        copy_between(str(src / DATABASE), str(settings.db), lock_timeout=settings.lock_timeout)
+        copy_between(str(src / DATABASE), target, lock_timeout=settings.lock_timeout)
     except StoreError as exc:
         if "is not empty" not in str(exc):
             raise
-        raise BackupError(f"{location(settings.db)}: restoring into PostgreSQL needs an empty "
+        raise BackupError(f"{target}: restoring into PostgreSQL needs an empty "
                           "database (--force does not empty one): create a new database, or "
                           "drop and create this one, and restore again") from None
-    return Done(location(settings.db), manifest, _restore_files(settings, src, manifest))
+    return Done(target, manifest, _restore_files(settings, src, manifest))
 
 
 def _restore_files(settings: Settings, src: Path, manifest: dict[str, Any]) -> list[str]:

@@ -133,26 +133,37 @@ class StoreProbe:
 
     Asked at most every ``every`` seconds, in a thread of its own after the first time, so
     a server that does not answer never holds up a health check (the answer given is the
-    last one known, with its age)."""
+    last one known, with its age).  /healthz answers anyone who asks: it tells only whether
+    the server is away or refused this node; the reason, which names the database's user,
+    host or socket, goes to the node's log (once per change)."""
 
     def __init__(self, settings: Settings, *, every: float = 5.0) -> None:
         self.settings = settings
         self.every = every
         self.lock = threading.Lock()
         self.error: str | None = "not asked yet"
+        self.detail: str | None = None  # the error's text, for the log only
         self.asked_at = float("-inf")  # monotonic
         self.asking = False
 
     def _ask(self) -> None:
+        error: str | None
+        detail: str | None
         try:
             with Store.open(self.settings.db, read_only=True, pending_ok=True,
                             lock_timeout=2.0) as store:
                 store.value("SELECT 1")
-            error = None
+            error = detail = None
+        except (StoreWriteError, StoreLockedError) as exc:
+            error, detail = "the database server does not answer now", str(exc)
         except StoreError as exc:
-            error = str(exc)
+            error, detail = ("the database refused this node or cannot be used (the reason "
+                             "is in the node's log)"), str(exc)
         with self.lock:
+            told, self.detail = self.detail, detail
             self.error, self.asked_at, self.asking = error, time.monotonic(), False
+        if detail is not None and detail != told:
+            log.warning("the store does not answer this node: %s", detail)
 
     def refresh(self) -> None:
         """Ask now (the first time) or in the background (when the answer is old)."""

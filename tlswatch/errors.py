@@ -37,6 +37,14 @@ class StoreError(TlsWatchError):
     """The database could not be used."""
 
 
+class StoreRowError(StoreError):
+    """A row the database cannot hold (``index``: its place in the batch written)."""
+
+    def __init__(self, table: str, index: int, reason: str) -> None:
+        self.table, self.index, self.reason = table, index, reason
+        super().__init__(f"table {table}, row {index + 1} of the batch: {reason}")
+
+
 class StoreLockedError(StoreError):
     """Another process holds the database's write lock and did not let go in time."""
 

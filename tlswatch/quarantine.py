@@ -38,7 +38,7 @@ from tlswatch.ingest.failed import remove as remove_failed
 from tlswatch.ingest.loader import load
 from tlswatch.ingest.prepare import Options, options_from
 from tlswatch.ingest.sources import Input
-from tlswatch.store import Store
+from tlswatch.store import Store, exists
 from tlswatch.store.quarantine import (
     delete_quarantine,
     quarantine_row,
@@ -296,7 +296,7 @@ def _failed_dir(settings: Settings) -> Path:
 
 
 def _db_rows(settings: Settings) -> list[dict[str, Any]]:
-    if not Path(settings.db).exists():
+    if not exists(settings.db):
         return []
     with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
         return quarantine_rows(store)

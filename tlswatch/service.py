@@ -46,6 +46,7 @@ from tlswatch.ingest.spool import Spool
 from tlswatch.logutil import install_repeat_filter
 from tlswatch.metrics import Metrics
 from tlswatch.reload import CertificateError, load_certificate, reload_settings
+from tlswatch.spoollock import spool_lock
 from tlswatch.stopsignal import StopSignal
 from tlswatch.store import Store
 from tlswatch.store.maintenance import refuse_newer, serving_mark
@@ -117,8 +118,8 @@ class Service:
 
     async def run(self, on_ready: Callable[[Listening], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT, marked as running for 'restore' (which refuses then),
-        on a database this version can use."""
-        with serving_mark(self.settings.db):
+        on a database this version can use, alone on its spool."""
+        with spool_lock(self.settings.spool), serving_mark(self.settings.db):
             try:
                 refuse_newer(self.settings.db, lock_timeout=self.settings.lock_timeout)
             except StoreWriteError as exc:  # PostgreSQL away: the loader checks when it is back

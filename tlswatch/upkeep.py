@@ -28,6 +28,7 @@ from tlswatch.store import Store, exists
 from tlswatch.store.maintenance import (
     Retention,
     compact,
+    database_size,
     file_size,
     last_run,
     mark_compacted,
@@ -73,7 +74,7 @@ def run_prune(settings: Settings, *, today: date, dry_run: bool = False,
     if not exists(db):  # a wrong --db or folder must not leave an empty database behind
         raise StoreError(f"{db}: no database here to prune; give the one 'serve' uses "
                          "(--db, or the setting db in --config)")
-    run = PruneRun(today, dry_run, size_before=_size(db))
+    run = PruneRun(today, dry_run, size_before=_size(db, settings.lock_timeout))
     with Store.open(db, read_only=dry_run, lock_timeout=settings.lock_timeout) as store:
         pruned = prune(store, retention(settings), today=today, dry_run=dry_run)
         since, left = (0, 0) if dry_run else uncompacted(store)
@@ -89,13 +90,17 @@ def run_prune(settings: Settings, *, today: date, dry_run: bool = False,
         run.compacted = after < before
         with Store.open(db, lock_timeout=settings.lock_timeout) as store:
             mark_compacted(store)
-    run.size_after = _size(db)
+    run.size_after = _size(db, settings.lock_timeout)
     return run
 
 
-def _size(db: Path | DatabaseUrl) -> int:
-    """The DuckDB file's bytes (0 on PostgreSQL: the server keeps the space)."""
-    return file_size(db) if isinstance(db, Path) else 0
+def _size(db: Path | DatabaseUrl, lock_timeout: float) -> int:
+    """The DuckDB file's bytes, or the PostgreSQL database's (which shrinks only as far as
+    autovacuum gives space back)."""
+    if isinstance(db, Path):
+        return file_size(db)
+    with Store.open(db, read_only=True, pending_ok=True, lock_timeout=lock_timeout) as store:
+        return database_size(store)
 
 
 def _prune_spool(settings: Settings, *, dry_run: bool) -> dict[str, int]:

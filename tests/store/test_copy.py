@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import Cli
+from tests.conftest import Cli, make_report, write_json
 from tests.pg import Cluster
 from tlswatch.cli import app
 from tlswatch.store import Store
@@ -119,3 +121,47 @@ def test_a_copy_cut_short_by_a_full_disk_leaves_no_store(tmp_path: Path) -> None
         assert out.exit_code == 1, out.output
         assert "copy.duckdb" in out.stderr
         assert list(disk.iterdir()) == []  # neither the store nor a part of it
+
+
+def test_a_failed_copy_into_postgresql_leaves_the_database_empty(tmp_path: Path,
+                                                                  pg_url: str) -> None:
+    """PostgreSQL text cannot hold NUL, which a DuckDB string can: the copy fails, names the
+    table and the row, and leaves no table behind (not even the migrations' record)."""
+    first = tmp_path / "first.duckdb"
+    report = make_report(rid="r-nul")
+    report["contact-info"] = "tls\u0000@tester.example"
+    write_json(tmp_path / "nul.json", report)
+    Cli(first)("ingest", str(tmp_path / "nul.json"))
+    out = CliRunner().invoke(app, ["db", "copy", str(first), pg_url])
+    assert out.exit_code == 1, out.output
+    assert "Traceback" not in out.output
+    assert "table reports" in out.stderr and "report_pk 1" in out.stderr, out.stderr
+    with Store.open(pg_url, read_only=True, pending_ok=True) as store:
+        assert not store.has_table("schema_migrations") and not tables(store)
+
+
+def test_a_copy_to_a_place_it_cannot_write_is_one_line(tmp_path: Path) -> None:
+    """A read-only mount (root writes anywhere else): one clear line, exit 1."""
+    first = tmp_path / "first.duckdb"
+    build(first)
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        out = CliRunner().invoke(app, ["db", "copy", str(first), str(mount / "x.duckdb")])
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert out.exit_code == 1, out.output
+    assert not isinstance(out.exception, OSError), out.exception
+    assert "x.duckdb" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_copy_into_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    first = tmp_path / "first.duckdb"
+    build(first)
+    out = CliRunner().invoke(app, ["db", "copy", str(first), str(tmp_path / "nope" / "x.duckdb")])
+    assert out.exit_code == 1 and "nope" in out.stderr and "does not exist" in out.stderr
+    assert not (tmp_path / "nope").exists()

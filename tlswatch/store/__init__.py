@@ -13,7 +13,7 @@ import gzip
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,12 @@ class Store:
 
     @classmethod
     def open(cls, path: Path | str, *, read_only: bool = False, lock_timeout: float = 10.0,
-             pending_ok: bool = False) -> Store:
+             pending_ok: bool = False, migrate: bool = True) -> Store:
         """Open (creating and migrating when writable), waiting for another writer's lock.
 
         A database written by a newer tlswatch (a migration this code does not know) is
-        refused; ``pending_ok`` lets a read-only open see a database not yet migrated."""
+        refused; ``pending_ok`` lets a read-only open see a database not yet migrated, and
+        ``migrate`` False a writable open leave the migrations to the caller."""
         where = location(path)
         db = (Postgres.connect(where, read_only=read_only, lock_timeout=lock_timeout)
               if isinstance(where, DatabaseUrl)
@@ -67,7 +68,7 @@ class Store:
             store._check_known()
             if read_only and not pending_ok:
                 store._check_migrated()
-            elif not read_only:
+            elif not read_only and migrate:
                 store.applied = store.migrate()
         except BaseException:
             db.close()  # or this process could not open the file differently later
@@ -84,12 +85,14 @@ class Store:
         self.close()
 
     # -- schema ---------------------------------------------------------------------------
-    def migrate(self) -> list[str]:
+    def migrate(self, *, within: bool = False) -> list[str]:
         """Apply the migrations not yet recorded; return their names.  Each one is applied
         under the write lock after looking again, so two processes starting at once on
-        one PostgreSQL database apply it once."""
+        one PostgreSQL database apply it once.  ``within``: all in the caller's transaction
+        (PostgreSQL: a failure after it undoes them too)."""
+        step = nullcontext if within else self.transaction
         if not self.has_table("schema_migrations"):
-            with self.transaction():
+            with step():
                 self.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                              "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
         done = {r["name"] for r in self.rows("SELECT name FROM schema_migrations")}
@@ -97,7 +100,7 @@ class Store:
         for name, sql in MIGRATIONS:
             if name in done:
                 continue
-            with self.transaction():
+            with step():
                 if self.value("SELECT count(*) FROM schema_migrations WHERE name = ?", [name]):
                     continue
                 self._db.script(migration_sql(sql, self.engine))

@@ -14,6 +14,7 @@ and ``_set_sequence``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 
 from tlswatch.dburl import is_url, location
 from tlswatch.durable import fsync_path
-from tlswatch.errors import StoreError
+from tlswatch.errors import StoreError, StoreRowError
 from tlswatch.store import Store
 
 BATCH_ROWS = 20_000
@@ -68,28 +69,61 @@ def tables(store: Store) -> dict[str, list[Column]]:
 
 def copy_store(src: Store, dst: Store, *, batch_rows: int = BATCH_ROWS,
                progress: Callable[[TableCopy], None] | None = None) -> list[TableCopy]:
-    """Copy every row of ``src`` into the empty ``dst`` (both already migrated alike), then
-    verify each table; raise StoreError when something does not match."""
-    layout = _same_layout(src, dst)
-    _refuse_non_empty(dst, layout)
-    copied: list[TableCopy] = []
-    # PostgreSQL: one transaction.  DuckDB holds a transaction's rows in memory, so a DuckDB
-    # destination (a file not yet in its place, see copy_between) commits batch by batch.
+    """Copy every row of ``src`` into the empty ``dst``, then verify each table; raise
+    StoreError when something does not match.  A PostgreSQL ``dst`` is migrated, filled and
+    verified in one transaction (open it with ``migrate=False``): a copy that fails leaves
+    the database as it was, without tables that would make it look like an empty store."""
+    # DuckDB holds a transaction's rows in memory, so a DuckDB destination (a file not yet
+    # in its place, see copy_between) is migrated at open and commits batch by batch.
     whole = dst.transaction() if dst.engine == "postgresql" else nullcontext()
+    with whole:
+        if dst.engine == "postgresql":
+            dst.migrate(within=True)
+        layout = _same_layout(src, dst)
+        _refuse_non_empty(dst, layout)
+        copied = _copy_rows(src, dst, layout, batch_rows)
+        _verify(src, dst, layout, copied, batch_rows, progress)
+    return copied
+
+
+def _copy_rows(src: Store, dst: Store, layout: dict[str, list[Column]],
+               batch_rows: int) -> list[TableCopy]:
+    copied: list[TableCopy] = []
     each = nullcontext if dst.engine == "postgresql" else dst.transaction
-    with src.transaction(), whole:  # one snapshot of the source, also while it is written
+    with src.transaction():  # one snapshot of the source, also while it is written
         if src.engine == "postgresql" and src.read_only:
             src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for table, columns in layout.items():
             digest = _Digest()
             for batch in _pages(src, table, columns, batch_rows):
                 digest.add(batch)
-                with each():
-                    dst.insert(table, batch)
+                try:
+                    with each():
+                        dst.insert(table, batch)
+                except StoreRowError as exc:
+                    raise StoreError(
+                        f"{dst.path}: {_which_row(table, columns, batch, exc.index)} of "
+                        f"{src.path} cannot be copied: {exc.reason}. Nothing was copied "
+                        "(the destination is left as it was)") from None
             copied.append(TableCopy(table, digest.rows, digest.hexdigest()))
         with each():
             for name, position in _sequences(src).items():
                 _set_sequence(dst, name, position)
+    return copied
+
+
+def _which_row(table: str, columns: list[Column], batch: pa.Table, index: int) -> str:
+    """``table reports, row report_pk 12``: the row by its key (or first column)."""
+    key = _page_key(columns) or columns[0]
+    if not 0 <= index < batch.num_rows:
+        return f"table {table}"
+    value = batch.column(key.name)[index].as_py()
+    return f"table {table}, row {key.name} {value if isinstance(value, int) else repr(value)}"
+
+
+def _verify(src: Store, dst: Store, layout: dict[str, list[Column]], copied: list[TableCopy],
+            batch_rows: int, progress: Callable[[TableCopy], None] | None) -> None:
+    """Read each table back from ``dst``: the same row count and checksum as copied."""
     for done in copied:
         again = _Digest()
         for batch in _pages(dst, done.table, layout[done.table], batch_rows):
@@ -103,7 +137,6 @@ def copy_store(src: Store, dst: Store, *, batch_rows: int = BATCH_ROWS,
     if _sequences(dst) != _sequences(src):
         raise StoreError(f"{dst.path}: the sequence positions differ from {src.path} after "
                          "the copy")
-    return copied
 
 
 def _same_layout(src: Store, dst: Store) -> dict[str, list[Column]]:
@@ -229,7 +262,7 @@ def _set_sequence(store: Store, name: str, last: int | None) -> None:
         store.execute("SELECT setval(?, ?)", [name, int(last)])
 
 
-def copy_between(src: str, dst: str, *, lock_timeout: float = 10.0,
+def copy_between(src: str | Path, dst: str | Path, *, lock_timeout: float = 10.0,
                  progress: Callable[[TableCopy], None] | None = None) -> list[TableCopy]:
     """Open the source read-only and the (new, empty) destination, and copy."""
     if str(location(src)) == str(location(dst)) or (
@@ -237,18 +270,31 @@ def copy_between(src: str, dst: str, *, lock_timeout: float = 10.0,
         raise StoreError(f"{location(src)}: the source and the destination are the same store")
     if is_url(dst):
         with (Store.open(src, read_only=True, lock_timeout=lock_timeout) as source,
-              Store.open(dst, lock_timeout=lock_timeout) as target):
+              Store.open(dst, lock_timeout=lock_timeout, migrate=False) as target):
             _limit_memory(source)
             return copy_store(source, target, progress=progress)
-    # A DuckDB destination is written beside its final name and put in place when complete
-    # and verified: a copy cut short leaves no file that looks like a store.
     final = Path(dst)
+    if not final.parent.is_dir():
+        raise StoreError(f"{final}: the folder {final.parent} does not exist; 'db copy' does "
+                         "not create folders: create it (with the owner and mode the store "
+                         "needs) and copy again")
+    try:
+        return _copy_to_file(src, final, lock_timeout=lock_timeout, progress=progress)
+    except OSError as exc:
+        raise StoreError(f"{final}: cannot write the copy here: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _copy_to_file(src: str | Path, final: Path, *, lock_timeout: float,
+                  progress: Callable[[TableCopy], None] | None) -> list[TableCopy]:
+    """A DuckDB destination is written beside its final name and put in place when complete
+    and verified: a copy cut short leaves no file that looks like a store."""
     if final.exists():
         with Store.open(final, lock_timeout=lock_timeout) as target:
             _refuse_non_empty(target, tables(target))
     part = final.with_name(f"{final.name}.copying")
-    for leftover in (part, part.with_name(part.name + ".wal")):
-        leftover.unlink(missing_ok=True)
+    leftovers = (part, part.with_name(part.name + ".wal"))
+    _remove(leftovers)
     try:
         with (Store.open(src, read_only=True, lock_timeout=lock_timeout) as source,
               Store.open(part, lock_timeout=lock_timeout) as target):
@@ -260,9 +306,15 @@ def copy_between(src: str, dst: str, *, lock_timeout: float = 10.0,
         os.replace(part, final)
         fsync_path(final.parent)
     finally:
-        part.unlink(missing_ok=True)
-        part.with_name(part.name + ".wal").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the error that stopped the copy is the news
+            _remove(leftovers)
     return done
+
+
+def _remove(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        if path.exists():
+            path.unlink()
 
 
 def _limit_memory(store: Store) -> None:

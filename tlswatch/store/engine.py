@@ -27,7 +27,7 @@ from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
 from tlswatch.dburl import DatabaseUrl
-from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
+from tlswatch.errors import StoreError, StoreLockedError, StoreRowError, StoreWriteError
 
 Params = Sequence[Any] | dict[str, Any]
 
@@ -220,7 +220,10 @@ class Postgres:
             reason = _clean(exc, url)
             if _refused(reason):
                 raise StoreError(f"{url}: PostgreSQL refused the connection: {reason}") from None
-            raise StoreWriteError(f"{url}: cannot reach PostgreSQL now: {reason}") from None
+            if _away(reason):
+                raise StoreWriteError(f"{url}: cannot reach PostgreSQL now: {reason}") from None
+            raise StoreError(f"{url}: cannot connect to PostgreSQL with this URL: {reason}. "
+                             "Correct the URL (a setting: retrying will not help)") from None
         for kind in ("json", "jsonb"):  # JSON columns read as text, as on DuckDB
             con.adapters.register_loader(kind, TextLoader)
         # Timestamps are naive UTC; lock waits end after lock_timeout like DuckDB's.
@@ -296,12 +299,18 @@ class Postgres:
             pgsql.Identifier(table),
             pgsql.SQL(", ").join(pgsql.Identifier(c) for c in data.column_names))
         columns = [column.to_pylist() for column in data.columns]
+        written = 0  # rows handed to COPY: a row psycopg cannot send is the next one
         try:
             with self.con.cursor() as cur, cur.copy(statement) as copy:
                 for row in zip(*columns, strict=True):
                     copy.write_row(row)
+                    written += 1
         except psycopg.OperationalError as exc:
             raise self.failure(exc) or exc from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:  # a row it cannot hold
+            line = re.search(r"\bline (\d+)", exc.diag.context or "")
+            raise StoreRowError(table, int(line.group(1)) - 1 if line else written,
+                                _clean(exc, self.where)) from exc
 
     def _run_sql(self, statement: pgsql.Composed) -> None:
         try:
@@ -364,9 +373,21 @@ def _special(described: Sequence[psycopg.Column]) -> list[int]:
 
 
 def _clean(exc: BaseException, url: DatabaseUrl) -> str:
-    """psycopg's message on one line, without the password should it repeat the URL."""
-    text = " ".join(str(exc).split())
-    return text.replace(url.secret, str(url))
+    """psycopg's message on one line, without the password: the URL is shown redacted, and
+    a quoted piece of the URL that the redacted form does not show (libpq quotes the token
+    it could not parse, a bad percent escape in the password say) as "***"."""
+    text = " ".join(str(exc).split()).replace(url.secret, str(url))
+    shown = str(url)
+
+    def hide(match: re.Match[str]) -> str:
+        inner = match.group(2)
+        if inner and inner not in shown and inner in url.secret:
+            return f"{match.group(1)}***{match.group(1)}"
+        return match.group(0)
+    return _QUOTED.sub(hide, text)
+
+
+_QUOTED = re.compile(r"""(["'])(.*?)\1""")
 
 
 def _refused(reason: str) -> bool:
@@ -374,5 +395,17 @@ def _refused(reason: str) -> bool:
     reason = reason.lower()
     return any(words in reason for words in (
         "authentication failed", "does not exist", "no password supplied",
-        "no pg_hba.conf entry", "permission denied", "invalid dsn", "invalid uri",
-        "invalid connection option", "invalid integer value", "password authentication"))
+        "no pg_hba.conf entry", "permission denied", "password authentication"))
+
+
+def _away(reason: str) -> bool:
+    """The server is not there now (down, starting, shutting down, full, unreachable): the
+    same connection succeeds later.  Anything else (a malformed URL, an unknown option or
+    value) is a setting to correct."""
+    reason = reason.lower()
+    return any(words in reason for words in (
+        "connection refused", "no such file or directory", "timeout expired", "timed out",
+        "the database system is", "too many clients", "remaining connection slots",
+        "server closed the connection", "connection reset", "no route to host",
+        "network is unreachable", "temporary failure in name resolution",
+        "could not receive data", "could not send data", "cannot connect now"))

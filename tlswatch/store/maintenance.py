@@ -144,6 +144,14 @@ def file_size(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}.wal")) if p.exists())
 
 
+def database_size(store: Store) -> int:
+    """The store's bytes: the DuckDB file and its log, or the PostgreSQL database's
+    (``pg_database_size``: tables, indexes and their free space)."""
+    if isinstance(store.path, Path):
+        return file_size(store.path)
+    return int(store.value("SELECT pg_database_size(current_database())"))
+
+
 def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
@@ -207,8 +215,9 @@ def status(path: Path | DatabaseUrl, *, lock_timeout: float) -> dict[str, Any]:
         days = store.rows("SELECT min(day) AS oldest, max(day) AS newest FROM reports")[0] \
             if _has_table(store, "reports") else {"oldest": None, "newest": None}
         pruned = pruned_before(store)
+        size = database_size(store)
     return {"path": str(path),
-            "size_bytes": file_size(path) if isinstance(path, Path) else None,
+            "size_bytes": size,
             "migrations": applied,
             "pending_migrations": [n for n, _ in MIGRATIONS if n not in done],
             "counts": counts, "oldest_report_day": days["oldest"],
