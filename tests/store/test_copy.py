@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -125,13 +126,14 @@ def test_a_copy_cut_short_by_a_full_disk_leaves_no_store(tmp_path: Path) -> None
 
 def test_a_failed_copy_into_postgresql_leaves_the_database_empty(tmp_path: Path,
                                                                   pg_url: str) -> None:
-    """PostgreSQL text cannot hold NUL, which a DuckDB string can: the copy fails, names the
-    table and the row, and leaves no table behind (not even the migrations' record)."""
+    """PostgreSQL text cannot hold NUL, which a DuckDB string can (ingest refuses it now, but
+    a store written by an older version may hold one): the copy fails, names the table and
+    the row, and leaves no table behind (not even the migrations' record)."""
     first = tmp_path / "first.duckdb"
-    report = make_report(rid="r-nul")
-    report["contact-info"] = "tls\u0000@tester.example"
-    write_json(tmp_path / "nul.json", report)
-    Cli(first)("ingest", str(tmp_path / "nul.json"))
+    write_json(tmp_path / "r.json", make_report(rid="r-nul"))
+    Cli(first)("ingest", str(tmp_path / "r.json"))
+    with duckdb.connect(str(first)) as con:
+        con.execute("UPDATE reports SET contact_info = 'tls' || chr(0) || '@tester.example'")
     out = CliRunner().invoke(app, ["db", "copy", str(first), pg_url])
     assert out.exit_code == 1, out.output
     assert "Traceback" not in out.output
