@@ -63,7 +63,7 @@ typecheck: $(STAMP)
 # The tests that run a second time with the store in PostgreSQL (the rest is about files,
 # processes and receivers, the same whatever the engine).
 PG_TESTS = tests/store tests/analytics tests/web tests/test_cli.py tests/test_exports.py \
-	tests/test_late_reports.py tests/test_lake.py
+	tests/test_late_reports.py tests/test_lake.py tests/test_tenants.py tests/mtasts/test_policyops.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
