@@ -100,7 +100,7 @@ def test_init_and_retire_publish_each_new_id_once_served(
         assert named.txt(TARGET) == [f"v=STSv1; id={first['id']};"]  # the stale ones gone
         assert named.ask(TARGET, "TXT")[1] == 300
         shown = cli("policy", "init", DOMAIN, "--mx", f"mx1.{DOMAIN}", "--mode", "enforce",
-                    "--format", "table")
+                    "--force", "--format", "table")
         enforce = cli.json("policy", "init", DOMAIN, "--mx", f"mx1.{DOMAIN}", "--mode",
                            "enforce")["id"]
         assert "Publish these DNS records once (this deployment publishes each new id " \

@@ -43,8 +43,16 @@ def test_init_prints_policy_and_records(cli: Cli) -> None:
                   "https://reports.example.net/v1/reports/example.com"}]
     again = cli.json("policy", "init", "example.com", "--mx", "mx1.example.com", "--mx",
                      "*.mx.example.com", "--mode", "testing", "--max-age", "86400")
+    refused = cli("policy", "init", "example.com", "--mx", "mx1.example.com", "--mode",
+                  "enforce", code=1)
+    assert "refused: a policy moves to enforce with 'tlswatch policy enforce example.com'" \
+        in refused.stderr
     changed = cli.json("policy", "init", "example.com", "--mx", "mx1.example.com",
-                       "--mode", "enforce", "--max-age", "86400")
+                       "--mode", "enforce", "--max-age", "86400", "--force")
+    history = cli.json("policy", "history", "example.com")["changes"]
+    assert (history[-1]["forced"], history[-1]["new_mode"]) == (True, "enforce")
+    assert cli("policy", "history", "nosuch.example", code=1).stderr.startswith(
+        "tlswatch: policy history nosuch.example: no hosted policy")
     assert again["id"] == out["id"] and changed["id"] != out["id"]
     bad = cli("policy", "init", "example.com", "--mx", "not a host", code=1)
     assert "not a host name" in bad.stderr
@@ -54,7 +62,7 @@ def test_published_policy_passes_check(w: World, tmp_path: Path, cli: Cli) -> No
     cert = w.ca.issue_cert("mta-sts.hosted.example")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "host.pem"))
     out = cli.json("policy", "init", "hosted.example", "--mx", "mx1.good.example",
-                   "--mode", "enforce", "--max-age", "604800")
+                   "--mode", "enforce", "--max-age", "604800", "--force")
     (tmp_path / "srv").mkdir()
     server = Serve(tmp_path / "srv", smtp="", policy_dir=str(tmp_path / "policies"),
                    tls_cert=str(tmp_path / "host.pem"), tls_key=str(tmp_path / "host.pem"))
@@ -136,10 +144,9 @@ def test_advise_reads_the_days_up_to_today_not_to_the_last_report(cli: Cli,
 def test_retire_serves_mode_none_with_a_new_id(cli: Cli) -> None:
     first = cli.json("policy", "init", "bye.example", "--mx", "mx.bye.example",
                      "--max-age", "86400")
-    text = cli("policy", "retire", "bye.example", "--format", "table").stdout
-    assert "mode: none" in text and "Senders may keep the old policy until" in text
     retired = json.loads(cli("policy", "retire", "bye.example", "--format", "json").stdout)
     assert retired["id"] != first["id"] and "mode: none" in retired["policy"]
+    assert "Senders may keep the old policy until" in retired["note"]
 
 
 def _tree(root: Path) -> list[str]:

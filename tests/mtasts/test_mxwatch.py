@@ -43,7 +43,7 @@ def test_an_uncovered_mx_stages_a_policy_and_alerts_once(w: World, tmp_path: Pat
     w.zone.add("watch.example", "MX", ("mx1.watch.example", 10), ("mx2.watch.example", 20))
     w.zone.add("fine.example", "MX", ("a.mx.fine.example", 10))
     served = init_policy(settings, "watch.example", mx=["mx1.watch.example"], mode="enforce",
-                         max_age=86400)
+                         max_age=86400, force=True)
     init_policy(settings, "fine.example", mx=["*.mx.fine.example"], mode="testing",
                 max_age=86400)
     now = datetime.now(UTC)

@@ -91,6 +91,11 @@ def test_history_names_who_when_what_and_why(cli: Cli, tmp_path: Path) -> None:
     cli.json("policy", "init", "hist.example", "--mx", "mx.hist.example")  # no change
     rotated = cli.json("policy", "rotate", "hist.example")
     retired = cli.json("policy", "retire", "hist.example", "--reason", "customer left")
+    again = cli("policy", "retire", "hist.example", code=1)
+    assert "policy retire hist.example: retired already; the records can go after" in \
+        again.stderr
+    long = cli("policy", "rotate", "hist.example", "--reason", "x" * 501, code=1)
+    assert "reason: at most 500 characters, got 501" in long.stderr
     changes = cli.json("policy", "history", "hist.example")["changes"]
     assert [c["action"] for c in changes] == ["init", "rotate", "retire"]
     assert {c["actor"] for c in changes} == {f"os:{getpass.getuser()}"}

@@ -174,6 +174,8 @@ def policy_init(
     mode: Annotated[str, typer.Option(help="testing, enforce or none.")] = "testing",
     max_age: Annotated[int, typer.Option(help="Seconds senders cache the policy.")] = 86400,
     reason: Annotated[str, typer.Option(help="Why: kept in 'policy history'.")] = "",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write --mode enforce without 'policy enforce's check.")] = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Write the hosted policy; print the DNS records to publish.
@@ -185,7 +187,7 @@ def policy_init(
     settings = _state(ctx).settings
     with _errors():
         policy = init_policy(settings, domain, mx=mx, mode=mode, max_age=max_age,
-                             reason=reason)
+                             reason=reason, force=force)
     _print_policy(policy, settings, fmt)
 
 

@@ -11,6 +11,7 @@ from tlswatch.analytics.render import Format, render_rows, to_json
 from tlswatch.cli.base import FormatOpt, _errors, _format, _read_store, _state, echo
 from tlswatch.cli.mtasts import DomainArg, _print_policy, policy_app
 from tlswatch.config import Settings
+from tlswatch.errors import NotFoundError
 from tlswatch.mtasts.changes import Outcome
 
 ReasonOpt = Annotated[str, typer.Option(help="Why: kept in 'policy history'.")]
@@ -90,6 +91,9 @@ def policy_history(ctx: typer.Context, domain: DomainArg, fmt: FormatOpt = None)
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
         rows = history(store, domain)
+        if not rows:
+            raise NotFoundError(f"policy history {domain}: no hosted policy of this domain "
+                                "has ever been written here ('tlswatch policy init')")
     chosen = _format(fmt)
     if chosen is Format.json:
         echo(to_json({"domain": domain, "changes": rows}))

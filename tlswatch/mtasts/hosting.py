@@ -129,6 +129,9 @@ class PolicyChange:
     forced: bool = False
 
 
+MAX_REASON = 500  # characters of a change's reason (the dashboard's form takes as many)
+
+
 def apply_change(settings: Settings, store: Store, domain: str, new_policy: HostedPolicy,
                  actor: str, reason: str, *, action: str, forced: bool = False
                  ) -> PolicyChange:
@@ -139,6 +142,8 @@ def apply_change(settings: Settings, store: Store, domain: str, new_policy: Host
     id was never served before, even when the content was (RFC 8461 section 3.1: senders
     refetch only when the id differs from the one they cached)."""
     domain = policy_domain(domain)
+    if len(reason) > MAX_REASON:
+        raise TlsWatchError(f"reason: at most {MAX_REASON} characters, got {len(reason):,}")
     problems = parse_policy(new_policy.text).errors
     if problems:
         raise TlsWatchError(f"{domain}: " + "; ".join(p.message for p in problems))
@@ -215,8 +220,10 @@ def _publish(settings: Settings, policy: HostedPolicy) -> None:
 
 
 def init_policy(settings: Settings, domain: str, *, mx: list[str], mode: str, max_age: int,
-                actor: str = "", reason: str = "") -> HostedPolicy:
-    """Write the domain's policy; the same content as the one served changes nothing."""
+                actor: str = "", reason: str = "", force: bool = False) -> HostedPolicy:
+    """Write the domain's policy; the same content as the one served changes nothing.  A
+    policy reaches enforce through ``policy enforce`` (checked against the reports), or
+    here only with ``force`` (recorded as forced)."""
     domain = policy_domain(domain)
     if mode not in ("testing", "enforce", "none"):
         raise TlsWatchError(f"mode must be testing, enforce or none, got {mode!r}")
@@ -226,15 +233,29 @@ def init_policy(settings: Settings, domain: str, *, mx: list[str], mode: str, ma
     old = PolicyStore(Path(settings.policy_dir)).find(domain)
     if old is not None and old.text == policy.text and old.retired is None:
         return old
+    newly_enforced = mode == "enforce" and (old is None or old.mode != "enforce")
+    if newly_enforced and not force:
+        raise TlsWatchError(
+            f"policy init {domain} --mode enforce: refused: a policy moves to enforce with "
+            f"'tlswatch policy enforce {domain}', which checks the stored reports first "
+            "(start in testing); add --force to write it anyway (recorded as forced)")
+    why = reason or "policy init"
+    if newly_enforced:
+        why += " (forced to enforce without the advice)"
     with writing(settings) as store:
-        return apply_change(settings, store, domain, policy, actor or os_actor(),
-                            reason or "policy init", action="init").new
+        return apply_change(settings, store, domain, policy, actor or os_actor(), why,
+                            action="init", forced=newly_enforced).new
 
 
 def retire_policy(settings: Settings, domain: str, *, actor: str = "", reason: str = ""
                   ) -> tuple[PolicyChange, datetime]:
     """Serve mode none with a new id (RFC 8461 section 8); say when the old one expires."""
     old = PolicyStore(Path(settings.policy_dir)).get(domain)
+    if old.retired is not None and old.mode == "none":
+        raise TlsWatchError(
+            f"policy retire {old.domain}: retired already; the records can go after "
+            f"{old.retired.get('records_can_go_after', '?')} (retiring again would restart "
+            "that wait)")
     retired = HostedPolicy(old.domain, "none", old.mx, old.max_age)
     expires = datetime.now(UTC) + timedelta(seconds=old.max_age)
     retired.retired = {"old_id": old.id, "old_max_age": old.max_age,
