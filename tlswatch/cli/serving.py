@@ -19,8 +19,6 @@ from tlswatch.cli.base import (
     echo,
 )
 from tlswatch.config import Settings, load_settings
-from tlswatch.ingest.loader import IngestResult
-from tlswatch.ingest.prepare import options_from
 
 
 @app.command()
@@ -95,10 +93,12 @@ def fetch_imap(
 
     Each report message is archived to --archive-folder once spooled.
     """
+
     import os
 
     from tlswatch.ingest.imap import Mailbox, fetch
-    from tlswatch.ingest.loader import drain
+    from tlswatch.ingest.loader import IngestResult, drain
+    from tlswatch.ingest.prepare import options_from
     from tlswatch.ingest.spool import Spool
 
     settings = _state(ctx).settings
