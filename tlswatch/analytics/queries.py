@@ -123,6 +123,8 @@ def failure_groups(
     each policy domain; ``details`` adds the number of reports, first and last day and up
     to three failure reason codes (from the rollup rows); ``example_code`` adds one reason code.
     """
+    if details and limit and not top_per_domain and not example_code:
+        return _top_detailed(store, filters, dimensions, limit)
     unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
     if unknown:
         raise ValueError(f"cannot group failures by {sorted(unknown)}")
@@ -171,6 +173,59 @@ def failure_groups(
         for row in rows:
             codes = row["failure_reason_codes"]
             row["failure_reason_codes"] = codes[:3] if codes else None
+    return rows
+
+
+def _top_detailed(store: Store, filters: Filters, dimensions: tuple[str, ...],
+                  limit: int) -> list[dict[str, Any]]:
+    """``failure_groups(..., limit=limit, details=True)`` without grouping every rollup row
+    twice: first the failed sessions of each group (ids only), which picks the groups that
+    can be among the first ``limit`` (those with at least the ``limit``-th largest figure,
+    ties included); then reports, days and reason codes of those groups alone."""
+    unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
+    if unknown:
+        raise ValueError(f"cannot group failures by {sorted(unknown)}")
+    dims = list(dict.fromkeys(dimensions))
+    keys = [_ID_COLUMN.get(d, d) for d in dims]
+    key_sql = ", ".join(keys)
+    where, params = rollup_where(filters)
+    if "policy_type" not in dims:
+        where = f"{where} AND counted" if where else " WHERE counted"
+    same = " AND ".join(f"x.{k} = t.{k}" for k in keys)
+    joins = "".join(f" LEFT JOIN names n{i} ON n{i}.name_id = g.{key}"
+                    for i, key in enumerate(keys) if key in _ID_COLUMN.values())
+    names = ", ".join(f"n{i}.value AS {dim}" if key in _ID_COLUMN.values() else f"g.{dim}"
+                      for i, (dim, key) in enumerate(zip(dims, keys, strict=True)))
+    rows = store.rows(f"""
+        WITH sums AS (
+            SELECT {key_sql}, sum(failed_sessions) AS failed_sessions
+            FROM rollup_failures{where} GROUP BY {key_sql}
+        ),
+        top AS (
+            SELECT s.* FROM sums s
+            WHERE s.failed_sessions >= (SELECT min(failed_sessions) FROM (
+                SELECT failed_sessions FROM sums ORDER BY failed_sessions DESC
+                LIMIT {int(limit)}) AS f)
+        ),
+        g AS (
+            SELECT {", ".join(f"t.{k}" for k in keys)},
+                   t.failed_sessions::DECIMAL(38,0) AS failed_sessions,
+                   CAST(sum(x.reports) AS BIGINT) AS reports, min(x.day) AS first_day,
+                   max(x.day) AS last_day,
+                   array_agg(DISTINCT x.failure_reason_code ORDER BY x.failure_reason_code)
+                       FILTER (WHERE x.failure_reason_code IS NOT NULL)
+                       AS failure_reason_codes
+            FROM top t JOIN (SELECT * FROM rollup_failures{where}) AS x ON {same}
+            GROUP BY {", ".join(f"t.{k}" for k in keys)}, t.failed_sessions
+        )
+        SELECT {names}, g.failed_sessions, g.reports, g.first_day, g.last_day,
+               g.failure_reason_codes
+        FROM g{joins}
+        ORDER BY g.failed_sessions DESC, {', '.join(dims)} LIMIT {int(limit)}
+    """, params + params)
+    for row in rows:
+        codes = row["failure_reason_codes"]
+        row["failure_reason_codes"] = codes[:3] if codes else None
     return rows
 
 

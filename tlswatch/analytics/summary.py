@@ -86,19 +86,28 @@ def rate(ok: int, failed: int) -> float | None:
     return round(ok / total, 6) if total else None
 
 
-def summarize(store: Store, filters: Filters | None = None) -> Summary:
-    """Everything ``tlswatch summary`` shows, for the filters' period and the one before it."""
+def summarize(store: Store, filters: Filters | None = None, *,
+              top_lists: bool = True) -> Summary:
+    """Everything ``tlswatch summary`` shows, for the filters' period and the one before it.
+
+    ``top_lists=False`` leaves out each domain's failure sources, sending IPs and delivery
+    impact (empty): the figures a list of domains shows, without reading the rollups per
+    receiving host and per sending IP, the largest."""
     filters = filters or Filters()
     totals = session_totals(store, filters)
     by_type = _by_domain(failure_groups(store, filters, ("policy_domain", "result_type")))
-    sources = _by_domain(failure_groups(
-        store, filters, ("policy_domain", "organization_name", "result_type",
-                         "receiving_mx_hostname", "receiving_ip"),
-        top_per_domain=TOP_N, example_code=True))
-    ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip"),
-                                    top_per_domain=TOP_N + 1))
+    sources: dict[str, list[dict[str, Any]]] = {}
+    ips: dict[str, list[dict[str, Any]]] = {}
+    impact: dict[str, dict[str, int]] = {}
+    if top_lists:
+        sources = _by_domain(failure_groups(
+            store, filters, ("policy_domain", "organization_name", "result_type",
+                             "receiving_mx_hostname", "receiving_ip"),
+            top_per_domain=TOP_N, example_code=True))
+        ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip"),
+                                        top_per_domain=TOP_N + 1))
+        impact = _delivery_impact(failed_by_policy(store, filters))
     previous = _previous_period(store, filters)
-    impact = _delivery_impact(failed_by_policy(store, filters))
     domains = []
     for row in totals:
         name = row["policy_domain"]
