@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from tlswatch.store import Store
@@ -134,6 +134,9 @@ def failure_groups(
     keys = [_ID_COLUMN.get(d, d) for d in dims]
     key_sql = ", ".join(keys)
     where, params = rollup_where(filters)
+    source = "rollup_failures" if details else rollup_table(filters, dims)
+    if set(dims) == {"policy_domain", "sending_mta_ip"} and not (details or example_code):
+        source, where, params = by_month_source(filters)
     if "policy_type" not in dims:
         where = f"{where} AND counted" if where else " WHERE counted"
     # Reports: each rollup row counts its reports once; a group spanning several rows of
@@ -162,7 +165,7 @@ def failure_groups(
         SELECT * FROM (
             SELECT {key_sql}, sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions{extra}
                    {rank}
-            FROM {"rollup_failures" if details else rollup_table(filters, dims)}{where}
+            FROM {source}{where}
             GROUP BY {key_sql}) AS r{keep}"""
     rows = store.rows(f"""
         SELECT {names}, g.failed_sessions{outs}
@@ -227,6 +230,58 @@ def _top_detailed(store: Store, filters: Filters, dimensions: tuple[str, ...],
         codes = row["failure_reason_codes"]
         row["failure_reason_codes"] = codes[:3] if codes else None
     return rows
+
+
+def by_month_source(filters: Filters) -> tuple[str, str, list[Any]]:
+    """FROM, WHERE and parameters for failed sessions per domain and sending IP: the
+    whole months of the period from ``rollup_ips``, the days at its ends from
+    ``rollup_failures`` (columns domain_id, sending_mta_ip_id, failed_sessions, counted)."""
+    if filters.organizations or filters.result_types or filters.mx_hosts or filters.sending_ips:
+        where, params = rollup_where(filters)
+        return "rollup_failures", where, params
+    first, last = whole_months(filters.since, filters.until)
+    if first is not None and last is not None and first > last:
+        where, params = rollup_where(filters)
+        return "rollup_failures", where, params
+    months, month_params = rollup_where(Filters(domains=filters.domains))
+    days, day_params = rollup_where(filters)
+    covered: list[str] = []  # the days the whole months hold
+    for clause, value, day_clause, day_value in (
+            ("month >= ?", first, "day >= ?", first),
+            ("month <= ?", last, "day < ?", _next_month(last) if last else None)):
+        if value is not None:
+            months = f"{months} AND {clause}" if months else f" WHERE {clause}"
+            month_params.append(value)
+            covered.append(day_clause)
+            day_params.append(day_value)
+    ends = f"NOT ({' AND '.join(covered)})" if covered else "false"
+    days = f"{days} AND {ends}" if days else f" WHERE {ends}"
+    return (f"""(SELECT domain_id, sending_mta_ip_id, failed_sessions, true AS counted
+                FROM rollup_ips{months}
+                UNION ALL
+                SELECT domain_id, sending_mta_ip_id, failed_sessions, counted
+                FROM rollup_failures{days}) AS u""", "", month_params + day_params)
+
+
+def whole_months(since: date | None, until: date | None) -> tuple[date | None, date | None]:
+    """The first and last month (their first days) that lie wholly in since..until (None:
+    unbounded on that side)."""
+    first = None if since is None else (
+        since if since.day == 1 else _next_month(since.replace(day=1)))
+    last = None
+    if until is not None:
+        last = until.replace(day=1)
+        if _next_month(last) != until + timedelta(days=1):
+            last = _previous_month(last)
+    return first, last
+
+
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _previous_month(month: date) -> date:
+    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
 
 
 def rollup_table(filters: Filters, dimensions: Sequence[str] = ()) -> str:
