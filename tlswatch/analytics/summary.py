@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -67,7 +68,7 @@ class Summary:
     domains: list[DomainSummary]
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = _plain_data(self)
         data["since"] = _iso(self.since)
         data["until"] = _iso(self.until)
         for domain in data["domains"]:
@@ -75,6 +76,23 @@ class Summary:
             if prev is not None:
                 prev["since"], prev["until"] = _iso(prev["since"]), _iso(prev["until"])
         return data
+
+
+_LEAVES = (str, int, float, bool, type(None), date)
+
+
+def _plain_data(value: Any) -> Any:
+    """``dataclasses.asdict`` for a summary, without its deep copy of every string and
+    number (a thousand domains' summary spent most of its time there)."""
+    if isinstance(value, _LEAVES):
+        return value
+    if isinstance(value, list):
+        return [_plain_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_data(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain_data(getattr(value, f.name)) for f in fields(value)}
+    return copy.deepcopy(value)  # what asdict makes of any other value
 
 
 def _iso(value: date | None) -> str | None:
