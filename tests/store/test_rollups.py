@@ -157,3 +157,20 @@ def test_sending_ips_of_any_period_equal_the_details(cli: Cli, db: Path | str,
         got = failure_groups(store, one, ("policy_domain", "sending_mta_ip"), top_per_domain=50)
         assert got == [r for r in _ips_from_details(store, month, TODAY)
                        if r["policy_domain"] == "post.example"]
+
+
+def test_the_first_failure_groups_are_those_of_the_whole_list(cli: Cli, db: Path | str,
+                                                              tmp_path: Path) -> None:
+    """`failures --limit N` picks its groups by failed sessions first: the same rows, ties
+    included, as the whole list cut at N."""
+    _load_varied(cli, tmp_path)
+    dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
+            "receiving_ip", "sending_mta_ip")
+    with Store.open(db, read_only=True) as store:
+        for filters in (Filters(), Filters(since=TODAY - timedelta(days=30)),
+                        Filters(domains=("post.example",))):
+            whole = failure_groups(store, filters, dims, details=True)
+            assert len(whole) > 2
+            for n in range(1, len(whole) + 2):
+                assert failure_groups(store, filters, dims, limit=n, details=True) \
+                    == whole[:n], (filters, n)
