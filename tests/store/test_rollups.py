@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import VALID, Cli, detail, make_report, policy, write_json
 from tests.ingest.test_poison import keys, mail
+from tlswatch.analytics import queries
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.ingest.loader import load
 from tlswatch.ingest.prepare import Options
@@ -159,10 +160,14 @@ def test_sending_ips_of_any_period_equal_the_details(cli: Cli, db: Path | str,
                        if r["policy_domain"] == "post.example"]
 
 
-def test_the_first_failure_groups_are_those_of_the_whole_list(cli: Cli, db: Path | str,
-                                                              tmp_path: Path) -> None:
-    """`failures --limit N` picks its groups by failed sessions first: the same rows, ties
+@pytest.mark.parametrize("per_pass", [queries.GROUPS_PER_PASS, 3])
+def test_the_first_failure_groups_are_those_of_the_whole_list(
+        cli: Cli, db: Path | str, tmp_path: Path, per_pass: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`failures --limit N` picks its groups by failed sessions first, summing a large
+    rollup in several passes (here: a pass per 3 rollup rows): the same rows, ties
     included, as the whole list cut at N."""
+    monkeypatch.setattr(queries, "GROUPS_PER_PASS", per_pass)
     _load_varied(cli, tmp_path)
     dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
             "receiving_ip", "sending_mta_ip")
