@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="build the store here and keep it")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
+          f"{os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.duckdb"
         if not path.exists():
@@ -106,6 +107,7 @@ def main() -> None:
             print(f"  {label:<40} median {statistics.median(times):7.0f} ms, peak RSS "
                   f"{max(r for _, r in results)} MB (runs "
                   f"{', '.join(f'{t:.0f}' for t in times)})")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

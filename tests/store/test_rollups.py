@@ -3,7 +3,7 @@ untouched by pruning, and rebuilt by `db rebuild-rollups`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import VALID, Cli, detail, make_report, policy, write_json
 from tests.ingest.test_poison import keys, mail
+from tlswatch.analytics import queries
+from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.ingest.loader import load
 from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.sources import Input
@@ -26,6 +28,7 @@ TABLES = {
                        "seen",
     "rollup_results": "day, domain_id, organization_name_id, policy_type, result_type_id, "
                       "receiving_mx_hostname_id, receiving_ip_id, counted, seen",
+    "rollup_ips": "month, domain_id, sending_mta_ip_id",
 }
 TODAY = datetime.now(UTC).date()
 OLD = TODAY - timedelta(days=200)
@@ -120,3 +123,59 @@ def test_a_displaced_report_leaves_the_rollups(tmp_path: Path) -> None:
     with Store.open(db) as store:
         rebuild(store)
     assert _rollups(db) == incremental
+
+
+def _ips_from_details(store: Store, since: date | None, until: date | None
+                      ) -> list[dict[str, Any]]:
+    """Failed sessions that count per domain and sending IP, summed from the details."""
+    rows = store.rows("""
+        SELECT policy_domain, sending_mta_ip,
+               sum(failed_session_count)::DECIMAL(38,0) AS failed_sessions
+        FROM failure_details WHERE counted AND day >= ? AND day <= ?
+        GROUP BY policy_domain, sending_mta_ip
+    """, [since or date(1970, 1, 1), until or date(9999, 12, 31)])
+    return sorted(rows, key=lambda r: (-r["failed_sessions"], r["policy_domain"],
+                                       r["sending_mta_ip"] is None, r["sending_mta_ip"] or ""))
+
+
+def test_sending_ips_of_any_period_equal_the_details(cli: Cli, db: Path | str,
+                                                      tmp_path: Path) -> None:
+    """Whole months come from rollup_ips, the days at a period's ends from rollup_failures:
+    every period gives the sums of the details, whatever its ends."""
+    _load_varied(cli, tmp_path)
+    month = OLD.replace(day=1)
+    month_end = (month + timedelta(days=40)).replace(day=1) - timedelta(days=1)
+    periods = [(None, None), (OLD, TODAY), (month, None), (None, month_end),
+               (month, month_end), (OLD + timedelta(days=1), TODAY - timedelta(days=1)),
+               (TODAY - timedelta(days=20), TODAY - timedelta(days=20)), (None, OLD)]
+    with Store.open(db, read_only=True) as store:
+        assert store.value("SELECT count(*) FROM rollup_ips") > 0
+        for since, until in periods:
+            got = failure_groups(store, Filters(since=since, until=until),
+                                 ("policy_domain", "sending_mta_ip"), top_per_domain=50)
+            assert got == _ips_from_details(store, since, until), (since, until)
+        one = Filters(since=month, until=TODAY, domains=("post.example",))
+        got = failure_groups(store, one, ("policy_domain", "sending_mta_ip"), top_per_domain=50)
+        assert got == [r for r in _ips_from_details(store, month, TODAY)
+                       if r["policy_domain"] == "post.example"]
+
+
+@pytest.mark.parametrize("per_pass", [queries.GROUPS_PER_PASS, 3])
+def test_the_first_failure_groups_are_those_of_the_whole_list(
+        cli: Cli, db: Path | str, tmp_path: Path, per_pass: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`failures --limit N` picks its groups by failed sessions first, summing a large
+    rollup in several passes (here: a pass per 3 rollup rows): the same rows, ties
+    included, as the whole list cut at N."""
+    monkeypatch.setattr(queries, "GROUPS_PER_PASS", per_pass)
+    _load_varied(cli, tmp_path)
+    dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
+            "receiving_ip", "sending_mta_ip")
+    with Store.open(db, read_only=True) as store:
+        for filters in (Filters(), Filters(since=TODAY - timedelta(days=30)),
+                        Filters(domains=("post.example",))):
+            whole = failure_groups(store, filters, dims, details=True)
+            assert len(whole) > 2
+            for n in range(1, len(whole) + 2):
+                assert failure_groups(store, filters, dims, limit=n, details=True) \
+                    == whole[:n], (filters, n)

@@ -255,8 +255,10 @@ def _sentence(text: str) -> str:
 
 def _plain(value: object, limit: int = 120) -> str:
     """A string from a report, one line and at most ``limit`` characters, escapes shown."""
-    text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c)[0] in "CZ" and c != " "
-                   else c for c in str(value))
+    text = str(value)
+    if not text.isprintable():  # printable: no character of categories C and Z but space
+        text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c)[0] in "CZ" and c != " "
+                       else c for c in text)
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from tlswatch.store import Store
@@ -133,6 +133,8 @@ def failure_groups(
     each policy domain; ``details`` adds the number of reports, first and last day and up
     to three failure reason codes (from the rollup rows); ``example_code`` adds one reason code.
     """
+    if details and limit and not top_per_domain and not example_code:
+        return _top_detailed(store, filters, dimensions, limit)
     unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
     if unknown:
         raise ValueError(f"cannot group failures by {sorted(unknown)}")
@@ -142,6 +144,9 @@ def failure_groups(
     keys = [_ID_COLUMN.get(d, d) for d in dims]
     key_sql = ", ".join(keys)
     where, params = rollup_where(filters)
+    source = "rollup_failures" if details else rollup_table(filters, dims)
+    if set(dims) == {"policy_domain", "sending_mta_ip"} and not (details or example_code):
+        source, where, params = by_month_source(filters)
     if "policy_type" not in dims:
         where = f"{where} AND counted" if where else " WHERE counted"
     # Reports: each rollup row counts its reports once; a group spanning several rows of
@@ -170,7 +175,7 @@ def failure_groups(
         SELECT * FROM (
             SELECT {key_sql}, sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions{extra}
                    {rank}
-            FROM {"rollup_failures" if details else rollup_table(filters, dims)}{where}
+            FROM {source}{where}
             GROUP BY {key_sql}) AS r{keep}"""
     rows = store.rows(f"""
         SELECT {names}, g.failed_sessions{outs}
@@ -182,6 +187,146 @@ def failure_groups(
             codes = row["failure_reason_codes"]
             row["failure_reason_codes"] = codes[:3] if codes else None
     return rows
+
+
+GROUPS_PER_PASS = 2_000_000  # rollup rows a `failures` pass groups at once (its memory)
+
+
+def _top_detailed(store: Store, filters: Filters, dimensions: tuple[str, ...],
+                  limit: int) -> list[dict[str, Any]]:
+    """``failure_groups(..., limit=limit, details=True)`` without grouping every rollup row
+    twice: first the failed sessions of each group (ids only), which picks the groups that
+    can be among the first ``limit`` (those with at least the ``limit``-th largest figure,
+    ties included); then reports, days and reason codes of those groups alone.  A large
+    rollup is summed in passes over a share of the domains each (a group has one domain),
+    so that no pass holds every group in memory."""
+    unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
+    if unknown:
+        raise ValueError(f"cannot group failures by {sorted(unknown)}")
+    dims = list(dict.fromkeys(dimensions))
+    keys = [_ID_COLUMN.get(d, d) for d in dims]
+    where, params = rollup_where(filters)
+    if "policy_type" not in dims:
+        where = f"{where} AND counted" if where else " WHERE counted"
+    passes = 1
+    if "domain_id" in keys:
+        rows = int(store.value(f"SELECT count(*) FROM rollup_failures{where}", params))
+        passes = 1 + rows // GROUPS_PER_PASS
+    top, top_params = _top_sums(keys, where, limit), params
+    if passes > 1:
+        found: list[dict[str, Any]] = []
+        for share in range(passes):
+            found += store.rows(_top_sums(keys, f"{where} AND domain_id % {passes} = {share}",
+                                          limit), params)
+        least = sorted((r["failed_sessions"] for r in found), reverse=True)[:limit][-1:]
+        chosen = [r for r in found if least and r["failed_sessions"] >= least[0]]
+        if len(chosen) <= 1_000:  # else (ties) the one statement below
+            values = ", ".join("(" + ", ".join("?" for _ in keys) + ")" for _ in chosen)
+            top = (f"SELECT * FROM (VALUES {values}) AS v({', '.join(keys)})" if chosen
+                   else f"SELECT {', '.join(keys)} FROM rollup_failures WHERE false")
+            top_params = [r[k] for r in chosen for k in keys]
+    return _with_details(store, dims, keys, top, top_params, where, params, limit)
+
+
+def _top_sums(keys: list[str], where: str, limit: int) -> str:
+    """The groups of rollup rows ``where`` chooses with at least the ``limit``-th largest
+    sum of failed sessions (ties included), with those sums."""
+    key_sql = ", ".join(keys)
+    return f"""
+        WITH sums AS (
+            SELECT {key_sql}, sum(failed_sessions) AS failed_sessions
+            FROM rollup_failures{where} GROUP BY {key_sql}
+        )
+        SELECT s.* FROM sums s
+        WHERE s.failed_sessions >= (SELECT min(failed_sessions) FROM (
+            SELECT failed_sessions FROM sums ORDER BY failed_sessions DESC
+            LIMIT {int(limit)}) AS f)
+    """
+
+
+def _with_details(store: Store, dims: list[str], keys: list[str], top: str,
+                  top_params: list[Any], where: str, params: list[Any],
+                  limit: int) -> list[dict[str, Any]]:
+    """The groups ``top`` selects (key columns) with their failed sessions, reports, days
+    and reason codes from the rollup rows ``where`` chooses, named and ordered."""
+    same = " AND ".join(f"x.{k} = t.{k}" for k in keys)
+    joins = "".join(f" LEFT JOIN names n{i} ON n{i}.name_id = g.{key}"
+                    for i, key in enumerate(keys) if key in _ID_COLUMN.values())
+    names = ", ".join(f"n{i}.value AS {dim}" if key in _ID_COLUMN.values() else f"g.{dim}"
+                      for i, (dim, key) in enumerate(zip(dims, keys, strict=True)))
+    tkeys = ", ".join(f"t.{k}" for k in keys)
+    rows = store.rows(f"""
+        WITH g AS (
+            SELECT {tkeys}, sum(x.failed_sessions)::DECIMAL(38,0) AS failed_sessions,
+                   CAST(sum(x.reports) AS BIGINT) AS reports, min(x.day) AS first_day,
+                   max(x.day) AS last_day,
+                   array_agg(DISTINCT x.failure_reason_code ORDER BY x.failure_reason_code)
+                       FILTER (WHERE x.failure_reason_code IS NOT NULL)
+                       AS failure_reason_codes
+            FROM ({top}) AS t JOIN (SELECT * FROM rollup_failures{where}) AS x ON {same}
+            GROUP BY {tkeys}
+        )
+        SELECT {names}, g.failed_sessions, g.reports, g.first_day, g.last_day,
+               g.failure_reason_codes
+        FROM g{joins}
+        ORDER BY g.failed_sessions DESC, {', '.join(dims)} LIMIT {int(limit)}
+    """, top_params + params)
+    for row in rows:
+        codes = row["failure_reason_codes"]
+        row["failure_reason_codes"] = codes[:3] if codes else None
+    return rows
+
+
+def by_month_source(filters: Filters) -> tuple[str, str, list[Any]]:
+    """FROM, WHERE and parameters for failed sessions per domain and sending IP: the
+    whole months of the period from ``rollup_ips``, the days at its ends from
+    ``rollup_failures`` (columns domain_id, sending_mta_ip_id, failed_sessions, counted)."""
+    if filters.organizations or filters.result_types or filters.mx_hosts or filters.sending_ips:
+        where, params = rollup_where(filters)
+        return "rollup_failures", where, params
+    first, last = whole_months(filters.since, filters.until)
+    if first is not None and last is not None and first > last:
+        where, params = rollup_where(filters)
+        return "rollup_failures", where, params
+    months, month_params = rollup_where(Filters(domains=filters.domains))
+    days, day_params = rollup_where(filters)
+    covered: list[str] = []  # the days the whole months hold
+    for clause, value, day_clause, day_value in (
+            ("month >= ?", first, "day >= ?", first),
+            ("month <= ?", last, "day < ?", _next_month(last) if last else None)):
+        if value is not None:
+            months = f"{months} AND {clause}" if months else f" WHERE {clause}"
+            month_params.append(value)
+            covered.append(day_clause)
+            day_params.append(day_value)
+    ends = f"NOT ({' AND '.join(covered)})" if covered else "false"
+    days = f"{days} AND {ends}" if days else f" WHERE {ends}"
+    return (f"""(SELECT domain_id, sending_mta_ip_id, failed_sessions, true AS counted
+                FROM rollup_ips{months}
+                UNION ALL
+                SELECT domain_id, sending_mta_ip_id, failed_sessions, counted
+                FROM rollup_failures{days}) AS u""", "", month_params + day_params)
+
+
+def whole_months(since: date | None, until: date | None) -> tuple[date | None, date | None]:
+    """The first and last month (their first days) that lie wholly in since..until (None:
+    unbounded on that side)."""
+    first = None if since is None else (
+        since if since.day == 1 else _next_month(since.replace(day=1)))
+    last = None
+    if until is not None:
+        last = until.replace(day=1)
+        if _next_month(last) != until + timedelta(days=1):
+            last = _previous_month(last)
+    return first, last
+
+
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _previous_month(month: date) -> date:
+    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
 
 
 def rollup_table(filters: Filters, dimensions: Sequence[str] = ()) -> str:

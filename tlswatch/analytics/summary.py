@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -67,7 +68,7 @@ class Summary:
     domains: list[DomainSummary]
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = _plain_data(self)
         data["since"] = _iso(self.since)
         data["until"] = _iso(self.until)
         for domain in data["domains"]:
@@ -75,6 +76,23 @@ class Summary:
             if prev is not None:
                 prev["since"], prev["until"] = _iso(prev["since"]), _iso(prev["until"])
         return data
+
+
+_LEAVES = (str, int, float, bool, type(None), date)
+
+
+def _plain_data(value: Any) -> Any:
+    """``dataclasses.asdict`` for a summary, without its deep copy of every string and
+    number (a thousand domains' summary spent most of its time there)."""
+    if isinstance(value, _LEAVES):
+        return value
+    if isinstance(value, list):
+        return [_plain_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_data(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain_data(getattr(value, f.name)) for f in fields(value)}
+    return copy.deepcopy(value)  # what asdict makes of any other value
 
 
 def _iso(value: date | None) -> str | None:
@@ -86,19 +104,28 @@ def rate(ok: int, failed: int) -> float | None:
     return round(ok / total, 6) if total else None
 
 
-def summarize(store: Store, filters: Filters | None = None) -> Summary:
-    """Everything ``tlswatch summary`` shows, for the filters' period and the one before it."""
+def summarize(store: Store, filters: Filters | None = None, *,
+              top_lists: bool = True) -> Summary:
+    """Everything ``tlswatch summary`` shows, for the filters' period and the one before it.
+
+    ``top_lists=False`` leaves out each domain's failure sources, sending IPs and delivery
+    impact (empty): the figures a list of domains shows, without reading the rollups per
+    receiving host and per sending IP, the largest."""
     filters = filters or Filters()
     totals = session_totals(store, filters)
     by_type = _by_domain(failure_groups(store, filters, ("policy_domain", "result_type")))
-    sources = _by_domain(failure_groups(
-        store, filters, ("policy_domain", "organization_name", "result_type",
-                         "receiving_mx_hostname", "receiving_ip"),
-        top_per_domain=TOP_N, example_code=True))
-    ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip"),
-                                    top_per_domain=TOP_N + 1))
+    sources: dict[str, list[dict[str, Any]]] = {}
+    ips: dict[str, list[dict[str, Any]]] = {}
+    impact: dict[str, dict[str, int]] = {}
+    if top_lists:
+        sources = _by_domain(failure_groups(
+            store, filters, ("policy_domain", "organization_name", "result_type",
+                             "receiving_mx_hostname", "receiving_ip"),
+            top_per_domain=TOP_N, example_code=True))
+        ips = _by_domain(failure_groups(store, filters, ("policy_domain", "sending_mta_ip"),
+                                        top_per_domain=TOP_N + 1))
+        impact = _delivery_impact(failed_by_policy(store, filters))
     previous = _previous_period(store, filters)
-    impact = _delivery_impact(failed_by_policy(store, filters))
     domains = []
     for row in totals:
         name = row["policy_domain"]

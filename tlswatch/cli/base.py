@@ -14,19 +14,19 @@ from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import duckdb
-import psycopg
 import typer
 from rich.console import Console
 
 from tlswatch import __version__
-from tlswatch.analytics.queries import Filters
 from tlswatch.analytics.render import Format, SafeFormatter, md_text, render_rows, safe_text
 from tlswatch.config import Settings, load_settings
 from tlswatch.errors import TlsWatchError
-from tlswatch.store import Store
+
+if TYPE_CHECKING:  # the store and its engines load when a command opens one, not at start-up
+    from tlswatch.analytics.queries import Filters
+    from tlswatch.store import Store
 
 app = typer.Typer(help="Receive, store and explain SMTP TLS reports (RFC 8460).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -86,9 +86,16 @@ def _errors() -> Iterator[None]:
     except TlsWatchError as exc:
         echo(f"tlswatch: {exc}", err=True)
         raise typer.Exit(1) from None
-    except (duckdb.Error, psycopg.Error) as exc:  # a database this version cannot read, ...
+    except _database_errors() as exc:  # a database this version cannot read, ...
         echo(f"tlswatch: database error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """The error classes of the database engines loaded so far (an engine never loaded
+    raised nothing)."""
+    return tuple(module.Error for name in ("duckdb", "psycopg")
+                 if (module := sys.modules.get(name)) is not None)
 
 
 class RowFormat(StrEnum):
@@ -213,6 +220,8 @@ def plain_help(typer_app: typer.Typer) -> None:
 
 
 def _read_store(settings: Settings) -> Store:
+    from tlswatch.store import Store
+
     return Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout)
 
 

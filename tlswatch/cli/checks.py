@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from tlswatch.analytics.checks import COLUMNS, check_history
 from tlswatch.analytics.render import Format, render_rows, to_json
 from tlswatch.cli.base import (
     FormatOpt,
@@ -34,6 +33,8 @@ def checks_command(
     'serve' checks each domain once a day; 'check DOMAIN --record' stores a check now. The
     latest run of each domain comes first, with what changed since the run before.
     """
+    from tlswatch.analytics.checks import COLUMNS, check_history
+
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
         runs = check_history(store, domain=domain, since=_day(since, "'--since'"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,12 +28,12 @@ from tlswatch.cli.base import (
 )
 from tlswatch.config import Settings
 from tlswatch.errors import ReportError, TlsWatchError
-from tlswatch.ingest.decode import Limits, decode
-from tlswatch.ingest.loader import IngestResult, load
-from tlswatch.ingest.prepare import options_from
-from tlswatch.ingest.sources import Input, Item, count_files, expand, iter_inputs
-from tlswatch.ingest.validate import schema_errors, validate
-from tlswatch.store import Store
+
+if TYPE_CHECKING:
+    from tlswatch.ingest.decode import Limits
+    from tlswatch.ingest.loader import IngestResult
+    from tlswatch.ingest.sources import Input, Item
+    from tlswatch.store import Store
 
 
 # -- ingest and validate ----------------------------------------------------------------------
@@ -48,6 +48,9 @@ def ingest(
 
     A report seen again is counted once; a refused input is quarantined with its reason.
     """
+    from tlswatch.ingest.sources import iter_inputs
+    from tlswatch.store import Store
+
     settings = _state(ctx).settings
     # No CSV: the counts and the list of refused inputs are two tables.
     chosen = _only(_format(fmt), Format.table, Format.json, Format.markdown, command="ingest")
@@ -87,6 +90,10 @@ def _transient() -> Iterator[None]:
 
 def _load_with_progress(items: Iterator[Item], store: Store, settings: Settings,
                         paths: list[str]) -> IngestResult:
+    from tlswatch.ingest.loader import load
+    from tlswatch.ingest.prepare import options_from
+    from tlswatch.ingest.sources import count_files
+
     kwargs: dict[str, Any] = {"options": options_from(settings), "batch_size": settings.batch_size,
                               "max_batch_bytes": settings.max_batch_bytes,
                               "workers": settings.workers}
@@ -138,6 +145,9 @@ def validate_command(
 
     Every error is printed with its JSON path; exit 1 when any input is invalid.
     """
+    from tlswatch.ingest.prepare import options_from
+    from tlswatch.ingest.sources import expand, iter_inputs
+
     settings = _state(ctx).settings
     chosen = _format(fmt)
     results = [r for item in iter_inputs(paths, max_bytes=settings.max_input_bytes)
@@ -163,6 +173,9 @@ def validate_command(
 
 
 def _check(item: Input | ReportError, limits: Limits) -> list[dict[str, Any]]:
+    from tlswatch.ingest.decode import decode
+    from tlswatch.ingest.validate import schema_errors, validate
+
     def bad(exc: ReportError, source: str) -> dict[str, Any]:
         return {"source": source, "valid": False, "warnings": [],
                 "errors": [{"path": exc.path, "message": exc.reason}]}

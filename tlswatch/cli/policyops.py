@@ -3,7 +3,7 @@ each recorded with who made it (the operating-system user), when and why."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,7 +12,9 @@ from tlswatch.cli.base import FormatOpt, _errors, _format, _read_store, _state, 
 from tlswatch.cli.mtasts import DomainArg, _print_policy, policy_app
 from tlswatch.config import Settings
 from tlswatch.errors import NotFoundError
-from tlswatch.mtasts.changes import Outcome
+
+if TYPE_CHECKING:
+    from tlswatch.mtasts.changes import Outcome
 
 ReasonOpt = Annotated[str, typer.Option(help="Why: kept in 'policy history'.")]
 HISTORY_COLUMNS = ("changed_at", "action", "actor", "from", "to", "mx", "reason")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,7 +21,9 @@ from tlswatch.cli.base import (
     echo,
     in_range,
 )
-from tlswatch.quarantine import Filters, Refusal, delete, details, list_refused, retry, show
+
+if TYPE_CHECKING:
+    from tlswatch.quarantine import Filters, Refusal
 
 quarantine_app = typer.Typer(
     help="List, show, retry or delete refused inputs.\n\nRefused inputs are kept in "
@@ -40,6 +42,8 @@ NOTHING = "no refused inputs"
 
 def _filters(since: str | None, until: str | None, reason: str | None,
              older_than: float | None = None) -> Filters:
+    from tlswatch.quarantine import Filters
+
     return Filters(*_dates(since, until), reason=reason,
                    older_than_days=older_than)
 
@@ -48,6 +52,8 @@ def _filters(since: str | None, until: str | None, reason: str | None,
 def listing(ctx: typer.Context, since: SinceOpt = None, until: UntilOpt = None,
             reason: ReasonOpt = None, fmt: FormatOpt = None) -> None:
     """List refused inputs: when, how, from whom, size, why; oldest first."""
+    from tlswatch.quarantine import list_refused
+
     if ctx.invoked_subcommand is not None:
         return
     settings = _state(ctx).settings
@@ -95,6 +101,8 @@ def show_cmd(
 
     Its details and its content, escaped for the terminal; gzip is inflated.
     """
+    from tlswatch.quarantine import details, show
+
     settings = _state(ctx).settings
     if raw or out is not None:
         with _errors():
@@ -149,6 +157,8 @@ def retry_cmd(
 
     Inputs stored this time leave the quarantine; the others stay, with the new reason.
     """
+    from tlswatch.quarantine import retry
+
     settings = _state(ctx).settings
     _need_choice(idents, every)
     with _errors():
@@ -175,6 +185,8 @@ def delete_cmd(
     = None,
 ) -> None:
     """Remove refused inputs (their spool files and database rows)."""
+    from tlswatch.quarantine import delete
+
     settings = _state(ctx).settings
     _need_choice(idents, older_than is not None)
     with _errors():

@@ -7,15 +7,11 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.analytics.render import Format, render_rows, to_json
-from tlswatch.analytics.reports import list_reports, show_report
-from tlswatch.analytics.retention import pruned_notes
-from tlswatch.analytics.summary import Summary, paragraph, percent, summarize
 from tlswatch.cli.base import (
     MAX_ROWS,
     DomainOpt,
@@ -40,6 +36,9 @@ from tlswatch.cli.base import (
     tenant_filters,
 )
 from tlswatch.config import describe
+
+if TYPE_CHECKING:
+    from tlswatch.analytics.summary import Summary
 
 TEXT_WIDTH = 92  # the longest line of a text summary on a terminal
 SUMMARY_COLUMNS = ["policy_domain", "reports", "successful_sessions", "failed_sessions",
@@ -71,6 +70,9 @@ def summary(
 
     With the change against the previous period of the same length.
     """
+    from tlswatch.analytics.queries import Filters
+    from tlswatch.analytics.summary import summarize
+
     settings = _state(ctx).settings
     filters = Filters(*_dates(since, until), domains=tuple(domain or ()))
     with _errors(), _read_store(settings) as store:
@@ -84,6 +86,8 @@ def render_summary(result: Summary, fmt: Format, *, nothing: str = "No reports."
                    width: int | None = None) -> str:
     """The summary in ``fmt``; ``text`` paragraphs wrapped at ``width`` (on a terminal), or
     one line each (for scripts and mail)."""
+    from tlswatch.analytics.summary import paragraph, percent
+
     if fmt is Format.json:
         return to_json(result.as_dict()) + "\n"
     if not result.domains:
@@ -141,6 +145,9 @@ def failures(
     Grouped by policy domain, reporting organisation, result type, receiving MX, receiving
     IP and sending IP, with up to three failure reason codes.
     """
+    from tlswatch.analytics.queries import Filters, failure_groups
+    from tlswatch.analytics.retention import pruned_notes
+
     settings = _state(ctx).settings
     filters = Filters(*_dates(since, until), domains=tuple(domain or ()),
                       organizations=tuple(org or ()), result_types=tuple(result_type or ()),
@@ -170,6 +177,9 @@ def reports(
     tenant: TenantScopeOpt = None,
 ) -> None:
     """List stored reports, newest first."""
+    from tlswatch.analytics.queries import Filters
+    from tlswatch.analytics.reports import list_reports
+
     settings = _state(ctx).settings
     filters = Filters(*_dates(since, until), domains=tuple(domain or ()),
                       organizations=tuple(org or ()))
@@ -191,6 +201,9 @@ def report_show(
 
     Envelope facts, warnings, policies, failure details and the raw JSON.
     """
+    from tlswatch.analytics.queries import Filters
+    from tlswatch.analytics.reports import show_report
+
     settings = _state(ctx).settings
     with _errors(), _read_store(settings) as store:
         data = show_report(store, ident,
@@ -257,6 +270,7 @@ def export_daily_command(
     from datetime import UTC, datetime, timedelta
 
     from tlswatch import jobs
+    from tlswatch.analytics.queries import Filters
     from tlswatch.exports import export_daily
 
     settings = _state(ctx).settings
@@ -311,10 +325,12 @@ def alerts(
     hosts, and whether each was delivered. Each alert is raised once per domain, kind and
     day, and at most max_alerts_per_day a day.
     """
+
     from datetime import UTC, datetime
 
     from tlswatch import jobs
     from tlswatch.analytics import alerts as history
+    from tlswatch.analytics.queries import Filters
 
     settings = _state(ctx).settings
     failed: list[jobs.Delivery] = []

@@ -20,8 +20,6 @@ from tlswatch.cli.base import (
     in_range,
 )
 from tlswatch.config import Settings, load_settings
-from tlswatch.ingest.loader import IngestResult
-from tlswatch.ingest.prepare import options_from
 
 
 @app.command()
@@ -99,10 +97,12 @@ def fetch_imap(
 
     Each report message is archived to --archive-folder once spooled.
     """
+
     import os
 
     from tlswatch.ingest.imap import Mailbox, fetch
-    from tlswatch.ingest.loader import drain
+    from tlswatch.ingest.loader import IngestResult, drain
+    from tlswatch.ingest.prepare import options_from
     from tlswatch.ingest.spool import Spool
 
     settings = _state(ctx).settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,8 +23,9 @@ from tlswatch.cli.base import (
 from tlswatch.cli.mtasts import record_warnings
 from tlswatch.cli.onboarding import domain_group
 from tlswatch.config import Settings
-from tlswatch.store import Store
-from tlswatch.tenants import accounts, records, registry
+
+if TYPE_CHECKING:
+    from tlswatch.store import Store
 
 tenant_app = typer.Typer(help="Tenants: customers who own domains (provider mode).",
                          no_args_is_help=True)
@@ -44,6 +45,8 @@ RoleOpt = Annotated[str, typer.Option("--role", help="admin (may change things) 
 
 @contextmanager
 def _writing(ctx: typer.Context) -> Iterator[Store]:
+    from tlswatch.tenants import registry
+
     settings = _state(ctx).settings
     with _errors(), registry.open_for_changes(settings.db,
                                               lock_timeout=settings.lock_timeout) as store:
@@ -68,6 +71,8 @@ def tenant_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="
 
     From then on (provider mode) only reports for domains a tenant owns are accepted.
     """
+    from tlswatch.tenants import registry
+
     with _writing(ctx) as store:
         registry.add_tenant(store, name)
     echo(f"tenant {name} added; give it domains with 'tlswatch domain add DOMAIN "
@@ -77,6 +82,8 @@ def tenant_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="
 @tenant_app.command("list")
 def tenant_list(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     """List the tenants, with their domains, users and tokens."""
+    from tlswatch.tenants import registry
+
     with _reading(ctx) as store:
         rows = registry.list_tenants(store)
     _list(rows, fmt, title="Tenants", nothing="No tenants: this is a single-tenant set-up.")
@@ -89,6 +96,8 @@ def tenant_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metava
 
     A tenant that still owns a domain is refused.
     """
+    from tlswatch.tenants import registry
+
     with _writing(ctx) as store:
         gone = registry.remove_tenant(store, name)
     echo(f"tenant {name} removed, with {gone['users']} user(s) and {gone['tokens']} token(s)")
@@ -107,6 +116,8 @@ def user_add(
     argument (arguments are visible to every user of the machine); it is stored as an
     scrypt hash.
     """
+    from tlswatch.tenants import accounts
+
     if password_env:
         password = os.environ.get(password_env)
         if password is None:
@@ -123,6 +134,8 @@ def user_add(
 @user_app.command("list")
 def user_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt = None) -> None:
     """List the users, their tenant and role."""
+    from tlswatch.tenants import accounts
+
     with _reading(ctx) as store:
         rows = accounts.list_users(store, tenant)
     _list(rows, fmt, title="Users", nothing="No users.")
@@ -135,6 +148,8 @@ def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar=
 
     A dashboard that checked its password accepts it for up to a minute more.
     """
+    from tlswatch.tenants import accounts
+
     with _writing(ctx) as store:
         tenant = accounts.remove_user(store, name)
     echo(f"user {name} removed from tenant {tenant}")
@@ -147,6 +162,8 @@ def token_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="N
 
     It is shown this once: only its SHA-256 is stored.
     """
+    from tlswatch.tenants import accounts
+
     with _writing(ctx) as store:
         token = accounts.add_token(store, name, tenant=tenant, role=role)
     echo(token)
@@ -156,6 +173,8 @@ def token_add(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="N
 @token_app.command("list")
 def token_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt = None) -> None:
     """List the tokens (names, roles, dates; never the tokens)."""
+    from tlswatch.tenants import accounts
+
     with _reading(ctx) as store:
         rows = accounts.list_tokens(store, tenant)
     _list(rows, fmt, title="API tokens", nothing="No API tokens.")
@@ -165,6 +184,8 @@ def token_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt =
 def token_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME")],
                  tenant: TenantOpt) -> None:
     """Revoke a token at once."""
+    from tlswatch.tenants import accounts
+
     with _writing(ctx) as store:
         accounts.revoke_token(store, name, tenant=tenant)
     echo(f"token {name} of tenant {tenant} revoked")
@@ -184,6 +205,8 @@ def domain_add(
 
     Its reports land in the tenant's view from now on.
     """
+    from tlswatch.tenants import records
+
     settings = _state(ctx).settings
     with _writing(ctx) as store:
         data = records.onboard(store, settings, domain, tenant=tenant, mx=mx, mode=mode)
@@ -219,6 +242,8 @@ def print_records(settings: Settings, data: dict[str, Any], fmt: FormatOpt) -> N
 @domain_app.command("list")
 def domain_list(ctx: typer.Context, tenant: TenantFilter = None, fmt: FormatOpt = None) -> None:
     """List the domains tenants own."""
+    from tlswatch.tenants import registry
+
     with _reading(ctx) as store:
         rows = registry.list_domains(store, tenant)
     _list(rows, fmt, title="Domains", nothing="No domain is owned by a tenant.")
@@ -231,6 +256,8 @@ def domain_remove(ctx: typer.Context, domain: Annotated[str, typer.Argument(meta
 
     Its stored reports stay; new ones are quarantined.
     """
+    from tlswatch.tenants import registry
+
     with _writing(ctx) as store:
         owner = registry.remove_domain(store, domain)
     echo(f"{domain} no longer owned by tenant {owner}")

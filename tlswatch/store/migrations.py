@@ -320,6 +320,12 @@ MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
         """,
     ),
     (
+        "0012_rollup_ips",
+        # Failed sessions per month, domain and sending IP (see tlswatch/store/rollups.py):
+        # a period's sending IPs without reading every day's rows per reporter and host.
+        rollups.ips_fill_sql(),
+    ),
+    (
         "0013_acme",
         # Certificates obtained by ACME for the hosted mta-sts.<domain> names (name = the
         # host name), kept here so every node serves the same ones; the HTTP-01 answers

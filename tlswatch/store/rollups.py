@@ -13,6 +13,11 @@ Three tables, maintained in the loader's transaction:
   ``counted`` and ``seen`` (see ``tlswatch.analytics.queries.seen``), with the reports and
   the largest failure reason code of each group; ``rollup_results`` the same without the
   sending IP, recomputed from it for the (day, domain) pairs a load touches.
+* ``rollup_ips``: the failed sessions that count per month, domain and sending IP (with the
+  ``reports`` of the ``rollup_failures`` rows it sums: a row exists while they do), added to
+  and subtracted from like ``rollup_failures``.  A period's failures per sending IP read
+  its whole months here and only the days at its ends from ``rollup_failures``: a month
+  of a domain's senders is one row per IP instead of one per IP, day, reporter and host.
 
 Session rollups are recomputed for the (day, domain) pairs a load or removal touches, from
 ``policies``, which retention never prunes.  Failure rollups are added to (and subtracted
@@ -86,6 +91,40 @@ MIGRATION = """
         failure_reason_code VARCHAR
     );
 """
+
+IPS_MIGRATION = """
+    CREATE TABLE rollup_ips (
+        month DATE NOT NULL,
+        domain_id INTEGER NOT NULL,
+        sending_mta_ip_id INTEGER NOT NULL,
+        failed_sessions DECIMAL(38,0) NOT NULL,
+        reports BIGINT NOT NULL,
+        PRIMARY KEY (month, domain_id, sending_mta_ip_id)
+    );
+"""
+
+IPS_KEY = ("month", "domain_id", "sending_mta_ip_id")
+
+
+def _ips_groups(source: str) -> str:
+    """``rollup_ips`` rows from the rows that count of ``source`` (rollup_failures rows)."""
+    month = "CAST(date_trunc('month', day) AS DATE)"
+    return f"""
+        SELECT {month} AS month, domain_id, sending_mta_ip_id,
+               CAST(sum(failed_sessions) AS DECIMAL(38,0)) AS failed_sessions,
+               CAST(sum(reports) AS BIGINT) AS reports
+        FROM {source} AS r WHERE counted
+        GROUP BY {month}, domain_id, sending_mta_ip_id
+    """
+
+
+def ips_fill_sql() -> str:
+    """The text of migration 0012_rollup_ips: create ``rollup_ips``, fill it."""
+    keys = ", ".join(IPS_KEY)
+    return (f"{IPS_MIGRATION.rstrip().rstrip(';')};\n"
+            f"INSERT INTO rollup_ips ({keys}, failed_sessions, reports) "
+            f"{_ips_groups('rollup_failures')};")
+
 
 RESULT_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
               "receiving_mx_hostname_id", "receiving_ip_id", "counted", "seen")
@@ -205,6 +244,14 @@ def forget(store: Store, report_pks: Sequence[int]) -> Touched:
         WHERE {match}
     """, pks)
     store.execute("DELETE FROM rollup_failures WHERE reports <= 0")
+    match = " AND ".join(f"rollup_ips.{k} = x.{k}" for k in IPS_KEY)
+    store.execute(f"""
+        UPDATE rollup_ips SET failed_sessions = rollup_ips.failed_sessions - x.failed_sessions,
+                              reports = rollup_ips.reports - x.reports
+        FROM ({_ips_groups(f"({_failure_groups(f'f.report_pk IN ({marks})')})")}) AS x
+        WHERE {match}
+    """, pks)
+    store.execute("DELETE FROM rollup_ips WHERE reports <= 0")
     # The largest reason code of each changed group, from the rows that stay.
     store.execute(f"""
         UPDATE rollup_failures SET failure_reason_code = (
@@ -247,6 +294,14 @@ def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None)
                     greatest(rollup_failures.failure_reason_code,
                              excluded.failure_reason_code),
                     rollup_failures.failure_reason_code, excluded.failure_reason_code)
+        """, pks)
+        ips = ", ".join(IPS_KEY)
+        store.execute(f"""
+            INSERT INTO rollup_ips ({ips}, failed_sessions, reports)
+            {_ips_groups(f"({_failure_groups(f'f.report_pk IN ({marks}) AND f.counted')})")}
+            ON CONFLICT ({ips}) DO UPDATE SET
+                failed_sessions = rollup_ips.failed_sessions + excluded.failed_sessions,
+                reports = rollup_ips.reports + excluded.reports
         """, pks)
     if pairs:
         _refresh_sessions(store, sorted(pairs))
@@ -308,9 +363,12 @@ def rebuild(store: Store) -> dict[str, Any]:
                           [kept_before])
         store.execute("DELETE FROM rollup_results")
         store.execute(_results_fill("true"))
+        store.execute("DELETE FROM rollup_ips")
+        store.execute(f"INSERT INTO rollup_ips ({', '.join(IPS_KEY)}, failed_sessions, "
+                      f"reports) {_ips_groups('rollup_failures')}")
         counts = {t: int(store.value(f"SELECT count(*) FROM {t}"))
                   for t in ("rollup_days", "rollup_policies", "rollup_failures",
-                            "rollup_results")}
+                            "rollup_results", "rollup_ips")}
         kept = int(store.value("SELECT count(*) FROM rollup_failures WHERE day < ?",
                                [kept_before])) if kept_before else 0
     return {"rows": counts, "kept_before": kept_before, "kept_failure_rows": kept}

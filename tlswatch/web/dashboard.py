@@ -138,7 +138,7 @@ class Dashboard:
 
         def build(store: Store) -> list[dict[str, Any]]:
             filters = Filters(since=start, until=end, scope=scope)
-            summary = summarize(store, filters)
+            summary = summarize(store, filters, top_lists=False)  # no per-domain lists here
             by_domain: dict[str, dict[date, dict[str, Any]]] = {}
             for r in daily_sessions(store, filters):  # once, not once per domain
                 by_domain.setdefault(r["policy_domain"], {})[r["day"]] = r
