@@ -278,15 +278,14 @@ def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None)
     their (day, domain) pairs and of those ``forget`` noted."""
     pairs = set(removed.pairs if removed else [])
     if report_pks:
-        marks = ", ".join("?" for _ in report_pks)
-        pks = list(report_pks)
+        among, pks = _pk_condition(report_pks)
         pairs |= {(r["day"], r["policy_domain"]) for r in store.rows(
-            f"SELECT DISTINCT day, policy_domain FROM policies WHERE report_pk IN ({marks})",
+            f"SELECT DISTINCT day, policy_domain FROM policies WHERE report_pk {among}",
             pks)}
         keys = ", ".join(FAILURE_KEY)
         store.execute(f"""
             INSERT INTO rollup_failures ({keys}, failed_sessions, reports, failure_reason_code)
-            {_failure_groups(f"f.report_pk IN ({marks})")}
+            {_failure_groups(f"f.report_pk {among}")}
             ON CONFLICT ({keys}) DO UPDATE SET
                 failed_sessions = rollup_failures.failed_sessions + excluded.failed_sessions,
                 reports = rollup_failures.reports + excluded.reports,
@@ -305,6 +304,15 @@ def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None)
         """, pks)
     if pairs:
         _refresh_sessions(store, sorted(pairs))
+
+
+def _pk_condition(report_pks: Sequence[int]) -> tuple[str, list[int]]:
+    """``report_pk`` among these: a range when they are consecutive (as a written batch's
+    are), which the engines answer from their zone maps or index instead of a long list."""
+    pks = sorted(report_pks)
+    if pks[-1] - pks[0] == len(pks) - 1:
+        return "BETWEEN ? AND ?", [pks[0], pks[-1]]
+    return f"IN ({', '.join('?' for _ in pks)})", pks
 
 
 def _refresh_sessions(store: Store, pairs: list[tuple[date, str]]) -> None:
