@@ -297,7 +297,7 @@ def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None)
         ips = ", ".join(IPS_KEY)
         store.execute(f"""
             INSERT INTO rollup_ips ({ips}, failed_sessions, reports)
-            {_ips_groups(f"({_failure_groups(f'f.report_pk IN ({marks}) AND f.counted')})")}
+            {_ips_groups(f"({_failure_groups(f'f.report_pk {among} AND f.counted')})")}
             ON CONFLICT ({ips}) DO UPDATE SET
                 failed_sessions = rollup_ips.failed_sessions + excluded.failed_sessions,
                 reports = rollup_ips.reports + excluded.reports
