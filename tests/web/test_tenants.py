@@ -167,3 +167,31 @@ def test_a_tenant_cannot_change_another_tenants_policy(provider: tuple[Serve, di
         assert json.loads(history)["changes"][-1]["actor"] == "tenant a, token:ops"
         assert len(json.loads(run(server, "--config", str(server.config), "policy",
                                   "history", "b.example", "--format", "json"))["changes"]) == 1
+
+
+def test_a_user_given_to_another_tenant_sees_only_that_tenant(
+        provider: tuple[Serve, dict[str, str]]) -> None:
+    server, _ = provider
+    with client(server, auth=("alice", PASSWORD)) as c:
+        assert c.get("/domains/a.example").status_code == 200  # the password is remembered
+    run(server, "user", "remove", "alice")
+    run(server, "user", "add", "alice", "--tenant", "b", "--role", "viewer", "--password-env",
+        "PW", env={"PW": PASSWORD})
+    with client(server, auth=("alice", PASSWORD)) as c:
+        assert c.get("/domains/a.example").status_code == 404
+        assert c.get("/reports/rid-b").status_code == 200
+
+
+def test_wrong_passwords_are_limited_per_address(provider: tuple[Serve, dict[str, str]]
+                                                 ) -> None:
+    """Last in this file: the address is refused logins for a minute afterwards."""
+    server, _ = provider
+    with client(server, auth=("alice", "a wrong password!")) as c:
+        answers = [c.get("/").status_code for _ in range(11)]
+    first = answers.index(429)  # earlier tests failed a login or two from this address too
+    assert 5 <= first <= 10 and answers == [401] * first + [429] * (11 - first), answers
+    with client(server, headers={"Authorization": f"Bearer {OPERATOR}"}) as c:
+        assert c.get("/").status_code == 200  # the operator's own token is not a tenant login
+    assert httpx.post(f"{server.http_url}/v1/reports/a.example", timeout=30, content=json.dumps(
+        make_report(rid="after-flood", day=YESTERDAY, policies=[policy("a.example", 1, 0)])),
+        headers={"Content-Type": "application/tlsrpt+json"}).status_code == 201

@@ -19,6 +19,8 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from starlette.datastructures import MutableHeaders
@@ -41,6 +43,12 @@ READING = ("GET", "HEAD")  # what a viewer may do
 # Figures of every domain: for the operator; a tenant gets 404, as for a page that is not.
 OPERATOR_PATHS = ("/metrics",)
 PASSWORD_CACHE_SECONDS = 60.0  # a checked password is not checked again (scrypt) for this long
+# Tenant logins are checked on two threads of their own (scrypt is slow on purpose), so a
+# flood of wrong passwords never holds up the receivers; at most LOGIN_QUEUE checks wait,
+# and a client that failed LOGIN_FAILURES times within a minute is refused without one.
+LOGIN_THREADS = 2
+LOGIN_QUEUE = 16
+LOGIN_FAILURES = 10
 
 # Senders, health checks and MTA-STS policy fetches never log in.
 OPEN_PATHS = ("/v1/reports", "/healthz", "/.well-known/mta-sts.txt",
@@ -56,6 +64,12 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class LoginRefused(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def login_mode(settings: Settings) -> str:
@@ -85,6 +99,9 @@ class Guard:
         self._cache_key = secrets.token_bytes(32)
         self._passwords: dict[bytes, tuple[float, str, str]] = {}  # -> (until, tenant, role)
         self._noted: dict[str, float] = {}  # token digest -> when to note its use again
+        self._logins = ThreadPoolExecutor(LOGIN_THREADS, thread_name_prefix="tlswatch-login")
+        self._waiting = 0
+        self._failed: dict[str, deque[float]] = {}  # client -> times of its failed logins
 
     def _logged_in(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -132,8 +149,11 @@ class Guard:
                         self._note_use(name)
                     return found
                 cached = self._passwords.get(key)
-                if cached and cached[0] > time.monotonic():
+                if cached and cached[0] > time.monotonic() and store.rows(
+                        "SELECT name FROM users WHERE name = ? AND tenant = ? AND role = ?",
+                        [name, cached[1], cached[2]]):  # still the same user of that tenant
                     return replace(scope_for(store, cached[1], cached[2]), who=f"user:{name}")
+                self._passwords.pop(key, None)
                 found = password_login(store, name, password)
                 if found is not None and found.tenant is not None:
                     self._passwords[key] = (time.monotonic() + PASSWORD_CACHE_SECONDS,
@@ -160,10 +180,33 @@ class Guard:
             return EVERYTHING
         offered = self._offered(request)
         if offered is not None:
-            found = await asyncio.to_thread(self._tenant_scope, offered)
+            found = await self._check_login(offered, client.host)
             if found is not None:
                 return found
         return None if self._needs_login(client) else EVERYTHING
+
+    async def _check_login(self, offered: tuple[str, str, str], host: str) -> Scope | None:
+        """A tenant login checked on the login threads, within the bounds above."""
+        now = time.monotonic()
+        failures = self._failed.get(host)
+        while failures and failures[0] < now - 60:
+            failures.popleft()
+        if failures is not None and len(failures) >= LOGIN_FAILURES:
+            raise LoginRefused(f"refused: {LOGIN_FAILURES} failed logins from this address "
+                               "within a minute; wait a minute", 429)
+        if self._waiting >= LOGIN_QUEUE:
+            raise LoginRefused("refused: too many logins are being checked; try again", 503)
+        self._waiting += 1
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._logins, self._tenant_scope, offered)
+        finally:
+            self._waiting -= 1
+        if found is None:
+            if len(self._failed) > 10_000:  # bounded: the oldest clients are forgotten
+                self._failed.pop(next(iter(self._failed)))
+            self._failed.setdefault(host, deque(maxlen=LOGIN_FAILURES)).append(now)
+        return found
 
     def _needs_login(self, client: Client) -> bool:
         return self.mode == "always" or (self.mode == "loopback" and not client.loopback)
@@ -184,7 +227,11 @@ class Guard:
         scope = self.view.rewrite(scope, client)
         if scope["path"].startswith(OPEN_PATHS):
             return scope, None
-        seen = await self._scope(Request(scope), client)
+        try:
+            seen = await self._scope(Request(scope), client)
+        except LoginRefused as exc:
+            return scope, PlainTextResponse(str(exc), status_code=exc.status,
+                                            headers={"Retry-After": "60"})
         if seen is None:
             return scope, PlainTextResponse(
                 "login required", status_code=401,
