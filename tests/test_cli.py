@@ -403,3 +403,17 @@ def test_serve_with_a_port_out_of_range_names_the_setting(cli: Cli) -> None:
     result = cli("serve", "--smtp", "", "--http", "127.0.0.1:99999", code=1)
     assert "setting http: expected HOST:PORT (PORT 0 to 65535), got '127.0.0.1:99999'" \
         in result.stderr
+
+
+def test_config_never_shows_the_dashboard_token_or_a_database_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlswatch.cli import app
+
+    monkeypatch.setenv("TLSWATCH_WEB_TOKEN", "supersecret-token-123")
+    runner = CliRunner()
+    done = runner.invoke(app, ["--db", "postgresql://u:pw-secret@/x?host=/tmp", "config",
+                               "--format", "json"])
+    assert done.exit_code == 0, done.output
+    assert "supersecret-token-123" not in done.output and "pw-secret" not in done.output
+    shown = {row["setting"]: row["value"] for row in json.loads(done.stdout)}
+    assert shown["web_token"] == "(set)" and shown["db"] == "postgresql://u:***@/x?host=/tmp"

@@ -361,6 +361,17 @@ def alerts(
 def config_command(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     """Show every setting: its value, its default and its meaning."""
     settings = _state(ctx).settings
-    rows = [{"setting": name, "value": getattr(settings, name), "default": default,
-             "help": text} for name, default, text in describe()]
+    rows = [{"setting": name, "value": _shown(name, getattr(settings, name)),
+             "default": default, "help": text} for name, default, text in describe()]
     echo(render_rows(rows, _format(fmt), title="Settings"), nl=False)
+
+
+SECRET_SETTINGS = ("web_token",)  # the others name an environment variable, not a secret
+
+
+def _shown(name: str, value: object) -> object:
+    """A setting's value as ``config`` shows it: a secret only as set or not; the database
+    URL without its password."""
+    if name in SECRET_SETTINGS:
+        return "(set)" if value else ""
+    return str(value) if name == "db" else value
