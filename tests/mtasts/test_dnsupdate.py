@@ -6,6 +6,7 @@ customer's CNAME to it."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -218,6 +219,12 @@ def test_status_follows_the_cname_to_the_published_id(cli: Cli, named: bind.Name
         f"_mta-sts.{DOMAIN} is a CNAME to {TARGET}., whose TXT this deployment updates at "
         f"{named.address}")
     assert f"id={out['id']}" in codes["in_sync"]["message"]
+    onboarding = cli("domain", "status", DOMAIN, "--nameserver", named.address, "--format",
+                     "json", code=None)
+    steps = json.loads(onboarding.stdout)["steps"]
+    step = next((s for s in steps if s["step"].startswith(f"_mta-sts.{DOMAIN}")), steps)
+    assert isinstance(step, dict), onboarding.stdout + onboarding.stderr
+    assert (step["done"], step["detail"]) == (True, f"id={out['id']} (DNS now)"), step
     when = codes["senders_see"]["message"]
     assert "resolvers may answer the previous id for up to 300 s (the TXT's TTL, until " in when
     assert f"a sender that sees id {out['id']} fetches the policy again at once; one that " \

@@ -128,12 +128,22 @@ class Checker:
                                      _FIXES.get(code, "").format(d=domain), subject))
 
     # -- DNS -----------------------------------------------------------------------------------
-    def txt(self, name: str) -> list[str]:
-        """TXT records, each record's strings joined (RFC 8461 section 3.1)."""
+    def txt(self, name: str, hops: int = 0) -> list[str]:
+        """TXT records, each record's strings joined (RFC 8461 section 3.1).  A CNAME is
+        followed even when the server asked does not follow it itself (an authoritative
+        server of the name's zone but not the target's: a delegated ``_mta-sts``)."""
         try:
             answer = self.resolver.resolve(name, "TXT")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        except dns.resolver.NXDOMAIN:
             return []
+        except dns.resolver.NoAnswer:
+            if hops >= 8:
+                return []
+            try:
+                target = self.resolver.resolve(name, "CNAME")[0].to_text()
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                return []
+            return self.txt(target, hops + 1)
         return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
 
     def addresses(self, name: str) -> list[str]:

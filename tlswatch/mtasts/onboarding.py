@@ -64,7 +64,16 @@ def live_records(checker: Checker, settings: Settings, domain: str) -> Records:
     rua = [u.strip() for u in _fields(tlsrpt[0]).get("rua", "").split(",") if u.strip()] \
         if len(tlsrpt) == 1 else []
     return Records("DNS now", target, [] if target else checker.addresses(host),
-                   [] if target else checker.addresses(public_host(settings)), None, sts, rua)
+                   [] if target else _addresses(checker, public_host(settings)), None, sts, rua)
+
+
+def _addresses(checker: Checker, name: str) -> list[str]:
+    """This deployment's own addresses; a server that will not answer for its name (an
+    authoritative server of the customer's zones only) leaves them unknown."""
+    try:
+        return checker.addresses(name)
+    except dns.exception.DNSException:
+        return []
 
 
 def stored_records(store: Store, domain: str) -> Records | None:
