@@ -155,9 +155,12 @@ def test_a_tenant_cannot_change_another_tenants_policy(provider: tuple[Serve, di
                                                        ) -> None:
     server, ids = provider
     with client(server, headers={"Authorization": f"Bearer {ids['admin']}"}) as c:
-        page = c.get("/domains/a.example/policy")
-        assert page.status_code == 200
-        token = page.text.split('name="csrf" value="')[1].split('"')[0]
+        page = c.get("/domains/a.example/policy?format=json")  # the page's JSON twin
+        assert page.status_code == 200 and page.json()["domain"] == "a.example", page.text
+        assert page.json()["changes"][0]["action"] == "init"
+        token = page.json()["csrf"]
+        assert c.get("/domains/b.example/policy?format=json").json() == {
+            "error": "b.example: no policy is hosted here"}
         for domain, status in (("b.example", 404), ("a.example", 200)):
             answer = c.post(f"/domains/{domain}/policy/rotate",
                             data={"csrf": token, "confirm": "yes", "reason": "test"})

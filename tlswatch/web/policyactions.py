@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from tlswatch.analytics.render import to_json
 from tlswatch.config import Settings
 from tlswatch.errors import NotFoundError, TlsWatchError
 from tlswatch.mtasts.changes import ACTIONS, Outcome, act, history, staged
@@ -101,11 +102,18 @@ class PolicyActions:
         name = request.path_params["domain"].lower()
         panel = self.panel(request, name)
         if panel["hosted"] is None or not scope_of(request).allows(name):
-            return self._answer(f"{name}: no policy is hosted here", 404)
+            return self._answer(f"{name}: no policy is hosted here", 404, request)
 
         def read(store: Store) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
             return history(store, name), staged(store, name)
         changes, pending = await asyncio.to_thread(self._read, read)
+        if request.query_params.get("format") == "json":
+            hosted = panel["hosted"]
+            return self.with_session(request, Response(to_json({
+                "domain": name, "policy": hosted.text, "id": hosted.id, "mode": hosted.mode,
+                "mx": hosted.mx, "max_age": hosted.max_age, "staged": pending,
+                "changes": changes, "csrf": panel["csrf"]}),
+                media_type="application/json"), panel["csrf_session"])
         response = HTMLResponse(render("policy.html", domain=name, changes=changes,
                                        staged=pending, what=WHAT, period="", **panel))
         return self.with_session(request, response, panel["csrf_session"])
@@ -157,6 +165,9 @@ class PolicyActions:
         return HTMLResponse(render("policy_done.html", domain=name, change=outcome.change,
                                    note=outcome.note, period=""))
 
-    def _answer(self, message: str, status: int) -> Response:
+    def _answer(self, message: str, status: int, request: Request | None = None) -> Response:
+        if request is not None and request.query_params.get("format") == "json":
+            return Response(to_json({"error": message}), status_code=status,
+                            media_type="application/json")
         return HTMLResponse(render("error.html", title="Policy action", message=message,
                                    window=None, period=""), status_code=status)
