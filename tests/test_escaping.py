@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,9 @@ def test_daily_markdown_and_csv_exports_are_inert(db: Path, tmp_path: Path) -> N
 def test_daily_html_isolates_untrusted_names(db: Path, tmp_path: Path) -> None:
     run(db, "export", "daily", "--date", DAY, "--out", str(tmp_path), "--format", "html")
     page = (tmp_path / f"tlswatch-summary-{DAY}.html").read_bytes().decode("utf-8")
-    assert f"<bdi>{escape(ORG)}</bdi>" in page
+    assert "<bdi>" in page and escape("\\x1b]8;;http://evil.example/\\x07click") in page
+    # no control character reaches the page (copied into a terminal, it would act)
+    assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", page)
 
 
 @pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@SUM(A1)", "\uff1d1+1", "\uff0b1",

@@ -5,11 +5,19 @@ Every label is escaped; numbers are formatted here, never taken as markup from a
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
-from html import escape
+
+from tlswatch.render.html import visible
 
 PALETTE = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#1f77b4", "#2ca02c", "#aec7e8", "#ffbb78"]
+
+
+
+def escape(text: str) -> str:
+    """A label for SVG: markup escaped, control characters shown as ``\\xNN``."""
+    return html.escape(visible(text))
 
 
 def sparkline(values: Sequence[float | None], *, width: int = 120, height: int = 28,
