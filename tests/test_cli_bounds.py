@@ -75,3 +75,15 @@ def test_numbers_out_of_range_are_usage_errors(loaded: Cli, args: tuple[str, ...
 def test_limits_in_range_still_work(loaded: Cli) -> None:
     assert len(loaded.json("failures", "--limit", "1000000")) == 1
     assert len(loaded.json("reports", "--limit", "1")) == 1
+
+
+def test_the_last_days_allowed_have_no_whole_month_after_them() -> None:
+    from datetime import date
+
+    from tlswatch.analytics.queries import whole_months
+
+    assert whole_months(date(9999, 12, 15), date(9999, 12, 30))[0] == date.max
+    assert whole_months(date(1970, 1, 1), date(9999, 12, 30)) == (date(1970, 1, 1),
+                                                                   date(9999, 11, 1))
+    assert whole_months(date(2026, 2, 2), date(2026, 4, 30)) == (date(2026, 3, 1),
+                                                                 date(2026, 4, 1))

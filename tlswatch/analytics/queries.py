@@ -316,12 +316,14 @@ def whole_months(since: date | None, until: date | None) -> tuple[date | None, d
     last = None
     if until is not None:
         last = until.replace(day=1)
-        if _next_month(last) != until + timedelta(days=1):
+        if (until + timedelta(days=1)).day != 1:  # until is not its month's last day
             last = _previous_month(last)
     return first, last
 
 
 def _next_month(month: date) -> date:
+    if (month.year, month.month) == (date.max.year, 12):  # no month after: none lies wholly
+        return date.max                                  # in the period from here on
     return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
