@@ -18,6 +18,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from tests.serving import stop_process
+
 NAMED = shutil.which("named") or "/usr/sbin/named"
 KEY_NAME = "tlswatch-update"
 SECRET = base64.b64encode(b"tlswatch test key, 32 bytes long").decode()
@@ -83,13 +85,7 @@ class Named:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
+        stop_process(self.proc, 30)
 
 
 def free_port() -> int:

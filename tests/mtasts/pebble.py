@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.serving import stop_process
+
 
 class Pebble:
     def __init__(self, root: Path, *, ca: object, dns: str, http_port: int,
@@ -74,13 +76,7 @@ class Pebble:
             return answer.text
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 10)
         self.log.close()
 
 

@@ -23,6 +23,7 @@ import dns.resolver
 import dns.reversename
 
 from tlswatch.config import Settings
+from tlswatch.resolver import resolver_for
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -99,13 +100,7 @@ class SenderMap:
                         for name, ranges in settings.sender_ranges.items() for r in ranges]
         self.ptr = settings.sender_ptr
         self.budget = settings.sender_ptr_time
-        server = nameserver or settings.check_nameserver or None
-        self.resolver = dns.resolver.Resolver(configure=server is None)
-        if server is not None:
-            host, _, port = server.rpartition(":") if server.count(":") == 1 \
-                else (server, "", "")
-            self.resolver.nameservers = [host or server]
-            self.resolver.port = int(port) if port else 53
+        self.resolver = resolver_for(nameserver or settings.check_nameserver or None)
         self.deadline: float | None = None
 
     def by_range(self, ip: str) -> str | None:

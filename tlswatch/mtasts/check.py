@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from tlswatch.mtasts.policy import ID_PATTERN, Policy, covered_by, parse_policy
+from tlswatch.resolver import resolver_for
 
 POLICY_LIMIT = 64 * 1024
 _FIXES = {
@@ -108,13 +109,7 @@ class CheckResult:
 class Checker:
     def __init__(self, *, nameserver: str | None = None, ca_bundle: str | None = None,
                  https_port: int = 443, smtp_port: int = 25, timeout: float = 10.0) -> None:
-        self.resolver = dns.resolver.Resolver(configure=nameserver is None)
-        if nameserver is not None:
-            host, _, port = nameserver.rpartition(":") if nameserver.count(":") == 1 \
-                else (nameserver, "", "")
-            self.resolver.nameservers = [host or nameserver]
-            self.resolver.port = int(port) if port else 53
-        self.resolver.lifetime = timeout
+        self.resolver = resolver_for(nameserver, lifetime=timeout)
         self.ca_bundle = ca_bundle
         self.https_port = https_port
         self.smtp_port = smtp_port

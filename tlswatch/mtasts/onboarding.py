@@ -143,6 +143,13 @@ def _certificate_step(store: Store, settings: Settings, domain: str) -> Step:
                 if error and error[0]["last_error"] else "not yet")
 
 
+def _first(store: Store, step: str, none_yet: str, sql: str, domain: str) -> Step:
+    """A step done once ``sql`` (``first_at``, ``n`` for the domain) counts something."""
+    row = store.rows(sql, [domain])[0]
+    return Step(step, bool(row["n"]), f"{_when(row['first_at'])}, {row['n']:,} since"
+                if row["n"] else none_yet)
+
+
 def _when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M} UTC" if value is not None else ""
 
@@ -155,17 +162,13 @@ def onboarding(store: Store, settings: Settings, domain: str, records: Records |
     steps = _record_steps(records, settings, domain, hosted) if records is not None else [
         Step("DNS records", False, f"not checked yet: run 'tlswatch domain status {domain}'")]
     steps.append(_certificate_step(store, settings, domain))
-    fetch = store.rows("SELECT min(fetched_at) AS first_at, count(*) AS n FROM policy_fetches "
-                       "WHERE domain = ? AND status = 200", [domain])[0]
-    steps.append(Step("first policy fetch", bool(fetch["n"]),
-                      f"{_when(fetch['first_at'])}, {fetch['n']:,} since" if fetch["n"]
-                      else "no sender has fetched the policy here yet"))
-    report = store.rows("SELECT min(received_at) AS first_at, count(*) AS n FROM reports "
+    steps.append(_first(store, "first policy fetch", "no sender has fetched the policy here yet",
+                        "SELECT min(fetched_at) AS first_at, count(*) AS n FROM policy_fetches "
+                        "WHERE domain = ? AND status = 200", domain))
+    steps.append(_first(store, "first report received", "no report yet",
+                        "SELECT min(received_at) AS first_at, count(*) AS n FROM reports "
                         "WHERE report_pk IN (SELECT report_pk FROM policies "
-                        "WHERE policy_domain = ?)", [domain])[0]
-    steps.append(Step("first report received", bool(report["n"]),
-                      f"{_when(report['first_at'])}, {report['n']:,} since" if report["n"]
-                      else "no report yet"))
+                        "WHERE policy_domain = ?)", domain))
     reporters = store.rows("SELECT organization_name, min(day) AS first_day, max(day) AS "
                            "last_day FROM policies WHERE policy_domain = ? "
                            "GROUP BY organization_name ORDER BY organization_name", [domain])
