@@ -37,6 +37,7 @@ from tlswatch import jobs
 from tlswatch.analytics.freshness import DayFigures
 from tlswatch.cluster import turn
 from tlswatch.config import Settings, load_settings
+from tlswatch.ingest.batch import tabulate
 from tlswatch.ingest.loader import IngestResult, _write_reports, load
 from tlswatch.ingest.prepare import prepare
 from tlswatch.ingest.sources import Input
@@ -282,7 +283,7 @@ def test_a_report_stored_by_another_writer_meanwhile_is_a_duplicate_not_a_failur
     item = Input("http:one", gz_report("raced"), via="http")
     with Store.open(pg_url) as first, Store.open(pg_url) as other:
         first._db.begin(write=False)  # a writer that skips the write lock
-        _write_reports(first, prepare(item)[0])
+        _write_reports(first, tabulate(prepare(item)[0])[0], [0])
         loaded: list[IngestResult] = []
         thread = threading.Thread(target=lambda: loaded.append(load([item], other)))
         thread.start()

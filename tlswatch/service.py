@@ -37,9 +37,9 @@ from tlswatch.cluster import StoreProbe, node_metrics, shared
 from tlswatch.config import Settings
 from tlswatch.daymetrics import DomainDayMetrics
 from tlswatch.errors import ConfigError, StoreLockedError, StoreWriteError
+from tlswatch.ingest.draining import drain
 from tlswatch.ingest.http import HealthChecks
 from tlswatch.ingest.limits import BodyBudget, ConnectionCap, LimitMetrics, http_protocol
-from tlswatch.ingest.loader import drain
 from tlswatch.ingest.prepare import options_from
 from tlswatch.ingest.smtp import ReportHandler, start_smtp, tls_context
 from tlswatch.ingest.spool import Spool

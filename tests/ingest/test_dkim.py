@@ -114,7 +114,7 @@ def test_require_mode_retries_when_dns_is_down(tmp_path: Path) -> None:
 
     spool = Spool(tmp_path / "spool")
     spool.put(signed("later"), {"via": "smtp"})
-    from tlswatch.ingest.loader import drain
+    from tlswatch.ingest.draining import drain
 
     result = drain(spool, tmp_path / "db.duckdb", options=Options(dkim="require", dnsfunc=down))
     assert result is not None and result.accepted == 0 and len(result.retry) == 1

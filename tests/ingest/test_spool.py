@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import fill, make_report
 from tlswatch.errors import SpoolError
-from tlswatch.ingest.loader import drain
+from tlswatch.ingest.draining import drain
 from tlswatch.ingest.spool import MAGIC, Spool
 from tlswatch.metrics import Metrics
 from tlswatch.store import Store

@@ -100,8 +100,9 @@ def fetch_imap(
 
     import os
 
+    from tlswatch.ingest.draining import drain
     from tlswatch.ingest.imap import Mailbox, fetch
-    from tlswatch.ingest.loader import IngestResult, drain
+    from tlswatch.ingest.loader import IngestResult
     from tlswatch.ingest.prepare import options_from
     from tlswatch.ingest.spool import Spool
 

@@ -12,12 +12,23 @@ displaced one is quarantined.
 
 from __future__ import annotations
 
-import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from tlswatch.ingest.prepare import Prepared, Quarantined
+from typing import NamedTuple
 
 CONFLICT = "conflicting duplicate"
+
+
+class Candidate(NamedTuple):
+    """What de-duplication needs of one report about to be loaded."""
+
+    key: tuple[str, str]  # organization-name, report-id
+    source: str
+    digest: str
+    dkim_result: str | None
+    dkim_domain: str | None
+    contact_info: str | None
+    position: int  # its row in the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,22 +47,22 @@ class Stored:
 class Plan:
     """What to do with one batch of prepared reports."""
 
-    fresh: list[Prepared] = field(default_factory=list)
-    duplicates: list[Prepared] = field(default_factory=list)
-    refused: list[Quarantined] = field(default_factory=list)  # conflicting newcomers
+    fresh: list[Candidate] = field(default_factory=list)
+    duplicates: list[Candidate] = field(default_factory=list)
+    refused: list[tuple[Candidate, str]] = field(default_factory=list)  # conflicting, why
     displaced: dict[int, str] = field(default_factory=dict)  # stored report_pk -> reason
 
 
-def plan(reports: list[Prepared], stored: dict[tuple[str, str], Stored]) -> Plan:
+def plan(reports: Sequence[Candidate], stored: dict[tuple[str, str], Stored]) -> Plan:
     """Sort a batch into fresh reports, duplicates and conflicts (see the module text)."""
     out = Plan()
-    first: dict[tuple[str, str], Stored | Prepared] = dict(stored)
+    first: dict[tuple[str, str], Stored | Candidate] = dict(stored)
     for report in reports:
         incumbent = first.get(report.key)
         if incumbent is None:
             first[report.key] = report
             out.fresh.append(report)
-        elif _digest(incumbent) in (None, report.report.content_sha256):
+        elif incumbent.digest in (None, report.digest):
             out.duplicates.append(report)
         elif _signed(report) and not _signed(incumbent):
             first[report.key] = report
@@ -62,34 +73,24 @@ def plan(reports: list[Prepared], stored: dict[tuple[str, str], Stored]) -> Plan
                 out.displaced[incumbent.report_pk] = reason
             else:
                 out.fresh.remove(incumbent)
-                out.refused.append(quarantined(incumbent, reason))
+                out.refused.append((incumbent, reason))
         else:
-            out.refused.append(quarantined(report, (
+            out.refused.append((report, (
                 f"{CONFLICT}: {report.key[0]!r} report-id {report.key[1]!r} is already "
                 f"stored with different content (from {_source(incumbent)}); the first one "
                 "is kept")))
     return out
 
 
-def quarantined(report: Prepared, reason: str) -> Quarantined:
-    """A prepared report as a quarantine entry (its JSON text as received)."""
-    return Quarantined(report.source, reason, gzip.decompress(report.raw_gzip))
-
-
-def _digest(report: Stored | Prepared) -> str | None:
-    return report.digest if isinstance(report, Stored) else report.report.content_sha256
-
-
-def _signed(report: Stored | Prepared) -> bool:
+def _signed(report: Stored | Candidate) -> bool:
     """A DKIM pass by the domain of the report's contact-info (or a parent of it)."""
-    row = report if isinstance(report, Stored) else report.report
-    if row.dkim_result != "pass" or not row.dkim_domain or not row.contact_info:
+    if report.dkim_result != "pass" or not report.dkim_domain or not report.contact_info:
         return False
-    contact = row.contact_info.rpartition("@")[2].strip().lower().rstrip(".")
-    signer = row.dkim_domain.lower().rstrip(".")
+    contact = report.contact_info.rpartition("@")[2].strip().lower().rstrip(".")
+    signer = report.dkim_domain.lower().rstrip(".")
     return contact == signer or contact.endswith("." + signer)
 
 
-def _source(report: Stored | Prepared) -> str:
+def _source(report: Stored | Candidate) -> str:
     return (report.source or f"stored report {report.report_pk}") \
         if isinstance(report, Stored) else report.source

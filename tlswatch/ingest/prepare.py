@@ -169,10 +169,6 @@ def _check_domains(valid: ValidReport, domains: frozenset[str],
                           f"({hint})")
 
 
-def prepare_chunk(items: list[Item], options: Options) -> list[Outcome]:
-    return [prepare(item, options) for item in items]
-
-
 def _flatten(vr: ValidReport, via: str, signature: DkimResult | None) -> Prepared:
     r, c = vr.report, vr.container
     day = vr.start.date()

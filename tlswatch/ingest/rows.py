@@ -88,7 +88,7 @@ def arrow_schema(shape: type[Any]) -> pa.Schema:
 def to_table(shape: type[Any], rows: list[Any], schema: pa.Schema) -> pa.Table:
     """Rows of one shape to an Arrow table, each column named by the shape's field."""
     if not rows:
-        return schema.empty_table()
+        return pa.Table.from_batches([], schema=schema)  # (empty_table() imports pandas)
     columns = zip(*rows, strict=True)  # transposed in C, not a Python loop per cell
     return pa.table({name: pa.array(values, type=schema.field(name).type)
                      for name, values in zip(shape._fields, columns, strict=True)},

@@ -20,10 +20,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from tlswatch import lazypandas
 from tlswatch.dburl import DatabaseUrl, location
 from tlswatch.errors import StoreError
 from tlswatch.store.engine import DuckDB, Params, Postgres
 from tlswatch.store.migrations import MIGRATIONS, migration_sql
+
+lazypandas.defer()
 
 log = logging.getLogger(__name__)
 
