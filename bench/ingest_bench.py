@@ -1,7 +1,7 @@
 """Ingest benchmark: whole-process ``tlswatch ingest`` vs. parsedmarc's parse-only, start-up
 subtracted from both.  Prints figures; asserts nothing.
 
-    python bench/ingest_bench.py [--reports 20000] [--runs 3]
+    python bench/ingest_bench.py [--reports 20000] [--runs 3] [--into STORE] [--src DIR ...]
 
 Each side is timed as a whole process (wall clock), ``--runs`` times; the median is used.
 What is subtracted, also measured as a whole process, median of the same number of runs:
@@ -14,6 +14,12 @@ parsedmarc is not a dependency of tlswatch: it is installed into its own venv un
 ``~/.cache/tlswatch-bench/parsedmarc`` on first use (``pip install parsedmarc``).
 Peak RSS is the largest single process of the run (``wait4``'s ``ru_maxrss``: the loader
 process or, if larger, one of its workers).
+
+``--into STORE`` also times the ingest into a copy of an existing store (such as the 10M-row
+store ``bench/rollup_bench.py --keep`` leaves), where what a batch costs besides its own
+rows shows (copying is not timed; start-up here is opening and closing the big store).
+``--src DIR`` (repeatable) times another source tree of tlswatch the same way, run by run
+beside this one, so an older release and this one see the same load on a shared machine.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.generate import write_reports
 
 PARSEDMARC_VENV = Path.home() / ".cache" / "tlswatch-bench" / "parsedmarc"
+# Runs the tlswatch CLI of another source tree (``--src``) in this venv.
+RUN_SRC = "import sys; sys.path.insert(0, sys.argv.pop(1)); from tlswatch.cli import main; " \
+          "sys.argv[0] = 'tlswatch'; main()"
 PARSEDMARC_DRIVER = """
 import os, sys
 from parsedmarc import parse_report_file
@@ -77,7 +86,7 @@ def parsedmarc_python() -> Path | None:
 
 def show(label: str, total: float, startup: float, count: int, times: list[float]) -> float:
     net = total - startup
-    print(f"{label:<26} whole {total:6.2f} s - start-up {startup:5.2f} s = {net:6.2f} s  "
+    print(f"{label}\n{'':<26} whole {total:6.2f} s - start-up {startup:5.2f} s = {net:6.2f} s  "
           f"{count / net:8,.0f} reports/s  (runs: {', '.join(f'{t:.2f}' for t in times)} s)")
     return count / net
 
@@ -86,8 +95,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reports", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--into", type=Path, help="also ingest into a copy of this store")
+    parser.add_argument("--src", type=Path, action="append", default=[],
+                        help="also time the tlswatch of this source tree")
     args = parser.parse_args()
-    tlswatch = str(Path(sys.executable).with_name("tlswatch"))
+    trees = {"this tree": [str(Path(sys.executable).with_name("tlswatch"))],
+             **{src.name: [sys.executable, "-c", RUN_SRC, str(src)] for src in args.src}}
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}; "
           f"{args.reports} synthetic .json.gz reports, seed 8460")
@@ -95,15 +108,24 @@ def main() -> None:
         folder, empty = Path(tmp) / "reports", Path(tmp) / "empty"
         empty.mkdir()
         write_reports(folder, args.reports)
-
-        def ours(where: Path, name: str) -> object:
-            return lambda run: [tlswatch, "--db", str(Path(tmp) / f"{name}{run}.duckdb"),
-                                "ingest", "--format", "json", str(where)]
-
-        start, start_peak, _ = median_of(args.runs, ours(empty, "empty"))
-        total, peak, times = median_of(args.runs, ours(folder, "full"))
-        mine = show("tlswatch ingest", total, start, args.reports, times)
-        print(f"{'':<26} peak RSS {peak:.0f} MiB (start-up alone {start_peak:.0f} MiB)")
+        kinds = {"new store": lambda run: tmp_store(Path(tmp), None)}
+        if args.into:
+            kinds[f"into {args.into.name}"] = lambda run: tmp_store(Path(tmp), args.into)
+        # Run by run, every tree and kind in turn: all see the same load.
+        samples: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        for _run in range(args.runs):
+            for tree, command in trees.items():
+                for kind, make_store in kinds.items():
+                    for where in (empty, folder):
+                        cmd = [*command, "--db", str(make_store(_run)), "ingest", "--format",
+                               "json", str(where)]
+                        samples.setdefault((tree, kind, where.name), []).append(timed(cmd))
+        mine = 0.0
+        for tree in trees:
+            for kind in kinds:
+                rate = _show_ours(f"{tree}, {kind}", samples[tree, kind, "empty"],
+                                  samples[tree, kind, "reports"], args.reports)
+                mine = mine or rate
         python = parsedmarc_python()
         if python is None:
             print("parsedmarc could not be installed: no comparison")
@@ -115,8 +137,27 @@ def main() -> None:
             args.runs, lambda run: [str(python), str(driver), str(folder)])
         theirs = show("parsedmarc parse-only", pm_total, pm_start, args.reports, pm_times)
         print(f"{'':<26} peak RSS {pm_peak:.0f} MiB")
-        print(f"tlswatch end to end / parsedmarc parse-only = {mine / theirs:.2f}x "
-              f"(load average now {os.getloadavg()[0]:.1f})")
+        print(f"tlswatch end to end ({next(iter(trees))}, new store) / parsedmarc parse-only "
+              f"= {mine / theirs:.2f}x (load average now {os.getloadavg()[0]:.1f})")
+
+
+def tmp_store(tmp: Path, original: Path | None) -> Path:
+    """A store path for one run: new, or a fresh copy of ``original`` (copied untimed)."""
+    target = tmp / "store.duckdb"
+    for old in tmp.glob("store.duckdb*"):
+        old.unlink()
+    if original is not None:
+        shutil.copyfile(original, target)
+    return target
+
+
+def _show_ours(label: str, start: list[tuple[float, float]],
+               full: list[tuple[float, float]], count: int) -> float:
+    rate = show(f"tlswatch ingest: {label}", statistics.median(s for s, _ in full),
+                statistics.median(s for s, _ in start), count, [s for s, _ in full])
+    print(f"{'':<26} peak RSS {max(p for _, p in full):.0f} MiB (start-up alone "
+          f"{max(p for _, p in start):.0f} MiB)")
+    return rate
 
 
 if __name__ == "__main__":
