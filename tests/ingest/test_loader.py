@@ -41,8 +41,11 @@ def test_worker_processes_load_exactly_what_one_process_loads(tmp_path: Path) ->
         db = tmp_path / f"w{workers}.duckdb"
         seen: list[int] = []
         with Store.open(db) as store:
+            threads = store.value("SELECT current_setting('threads')")
             result = load(iter_inputs(paths, max_bytes=1 << 20), store, workers=workers,
                           batch_size=300, progress=seen.append)
+            # the writer works on one thread while the workers run, then as before
+            assert store.value("SELECT current_setting('threads')") == threads
         assert (result.accepted, result.duplicates, result.rejected) == (3 * CHUNK + 17, 1, 1)
         assert sum(seen) == 3 * CHUNK + 19  # every input reported to the progress bar
         results[workers] = table_dump(db)

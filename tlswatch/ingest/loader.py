@@ -308,7 +308,10 @@ def _load_parallel(loader: Loader, first: list[Item], rest: Iterator[list[Item]]
     # fork: workers inherit the imported modules and start in milliseconds.  They run only
     # decode/validate (pure Python) and Arrow, never DuckDB, whose threads exist here.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # The writer's engine on one thread: the workers need the cores more (measured on two
+    # cores: 7 % faster, 10 MB less).
+    with loader.store.one_thread(), \
+            ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: collections.deque[tuple[Future[tuple[Chunk, list[Quarantined]]], int]] = \
             collections.deque()
         for chunk in itertools.chain([first], rest):

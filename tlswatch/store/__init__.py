@@ -387,6 +387,13 @@ class Store:
         return self._db.arrow(sql, params)
 
     @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        """Inside the block the embedded engine works on one thread (while worker processes
+        have the other cores); a no-op on a database server."""
+        with self._db.one_thread():
+            yield
+
+    @contextmanager
     def scratch(self, name: str, data: pa.Table) -> Iterator[None]:
         """Make an Arrow table queryable as ``name`` inside the block (on PostgreSQL a
         TEMP table filled with COPY)."""

@@ -125,6 +125,15 @@ class DuckDB:
         finally:
             self.con.unregister(name)
 
+    @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        threads = self.con.execute("SELECT current_setting('threads')").fetchone()
+        self.con.execute("SET threads = 1")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
+
     def insert(self, table: str, data: pa.Table) -> None:
         with self.scratch("_batch", data):
             columns = ", ".join(data.column_names)
@@ -284,6 +293,10 @@ class Postgres:
         if info is not None and oid == info.array_oid:
             return pa.list_(kind) if kind is not None else None
         return kind
+
+    @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        yield  # the server's work is on the server's cores
 
     @contextmanager
     def scratch(self, name: str, data: pa.Table) -> Iterator[None]:
