@@ -233,7 +233,9 @@ def _spoiled_detail(report: Prepared) -> Prepared:
 def test_a_split_batch_of_several_chunks_keeps_every_other_reports_rows(
         tmp_path: Path, chunked: bool) -> None:
     docs = [shaped(i) for i in range(60)]
-    prepared = _prepared(docs)
+    changed = shaped(20)
+    changed["policies"][0]["summary"]["total-successful-session-count"] += 1
+    prepared = _prepared([*docs, shaped(5), changed])  # a duplicate, a conflicting one
     spoiled = {13: _spoiled_policy_index, 31: _spoiled_detail, 58: _spoiled_policy_index}
     for at, spoil in spoiled.items():
         prepared[at] = spoil(prepared[at])
@@ -245,11 +247,14 @@ def test_a_split_batch_of_several_chunks_keeps_every_other_reports_rows(
         else:
             loader.take(prepared, [])
         loader.flush()
-        assert (loader.result.accepted, loader.result.rejected) == (57, 3)
+        result = loader.result
+        assert (result.accepted, result.rejected, result.duplicates, result.conflicts) == \
+            (57, 3, 1, 1)
         assert stored_rows(store) == expected_rows(
             {d["report-id"]: d for i, d in enumerate(docs) if i not in spoiled})
         kept = store.rows("SELECT source, reason, raw_gzip FROM quarantine ORDER BY source")
-    assert [k["source"] for k in kept] == ["p13.json", "p31.json", "p58.json"]
+    assert [k["source"] for k in kept] == ["p13.json", "p31.json", "p58.json", "p61.json"]
+    assert kept.pop()["reason"].startswith("conflicting duplicate")
     for k, at in zip(kept, spoiled, strict=True):
         assert k["reason"].startswith("could not be stored (")
         assert json.loads(gzip.decompress(bytes(k["raw_gzip"]))) == docs[at]
@@ -287,8 +292,11 @@ def test_a_worker_chunk_whose_one_report_arrow_refuses_quarantines_it() -> None:
 def test_arrow_refusals_among_several_chunks_lose_only_their_reports(tmp_path: Path) -> None:
     docs = [shaped(i) for i in range(30)]
     prepared = _prepared(docs)
-    for at in (2, 17, 18):
+    for at in (2, 17):
         prepared[at] = _surrogate(prepared[at])
+    (row, details), *rest = prepared[18].policies  # over Arrow's int64
+    prepared[18] = prepared[18]._replace(policies=[(row._replace(successful_sessions=2**63),
+                                                    details), *rest])
     with Store.open(tmp_path / "t.duckdb") as store:
         loader = Loader(store)
         for part in (prepared[:10], prepared[10:18], prepared[18:]):
