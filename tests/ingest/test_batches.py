@@ -15,9 +15,11 @@ import pytest
 from tests.conftest import detail, make_report, policy, write_json
 from tests.ingest.test_poison import keys, mail
 from tlswatch.ingest.batch import tabulate
+from tlswatch.ingest.draining import drain
 from tlswatch.ingest.loader import CHUNK, Loader, load
 from tlswatch.ingest.prepare import Options, Prepared, prepare
 from tlswatch.ingest.sources import Input, iter_inputs
+from tlswatch.ingest.spool import Spool
 from tlswatch.store import Store
 from tlswatch.store.copy import tables
 from tlswatch.store.rollups import rebuild
@@ -326,3 +328,36 @@ def test_a_file_name_that_is_not_utf8_loses_only_its_report(tmp_path: Path, work
         result = load(iter_inputs([str(folder)], max_bytes=1 << 22), store, workers=workers)
         assert result.accepted == CHUNK + 5
         assert result.rejected + result.accepted == CHUNK + 6
+
+
+def test_a_drained_batch_files_each_entry_by_its_own_reports(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    ids = {}
+    for i in range(12):
+        ids[f"r{i}"] = spool.put(json.dumps(shaped(i)).encode(), {"via": "http"})
+    ids["again"] = spool.put(json.dumps(shaped(4)).encode(), {"via": "http"})
+    changed = shaped(7)
+    changed["policies"][0]["summary"]["total-successful-session-count"] += 1
+    ids["conflict"] = spool.put(json.dumps(changed).encode(), {"via": "http"})
+    ids["bad"] = spool.put(b"{oops", {"via": "http"})
+    unsigned, real = shaped(3), shaped(3)
+    for doc in (unsigned, real):
+        doc["report-id"], doc["contact-info"] = SIGNED_KEY, "tlsrpt@reporter.example"
+    real["policies"][0]["summary"]["total-failure-session-count"] += 7
+    ids["unsigned"] = spool.put(mail(unsigned, sign=False), {"via": "smtp"})
+    ids["signed"] = spool.put(mail(real, sign=True), {"via": "smtp"})
+    result = drain(spool, tmp_path / "db.duckdb", options=OPTIONS)
+    assert result is not None
+    assert (result.accepted, result.duplicates, result.conflicts, result.rejected) == \
+        (13, 1, 2, 1)
+    assert spool.depth() == 0
+    failed = {p.name.removesuffix(".reason"): p.read_text()
+              for p in spool.failed.glob("*.reason")}
+    assert sorted(failed) == sorted(ids[k] for k in ("conflict", "bad", "unsigned"))
+    assert "conflicting duplicate" in failed[ids["conflict"]]
+    assert "displaced by a DKIM-signed report" in failed[ids["unsigned"]]
+    assert sorted(os.listdir(spool.done)) == sorted(
+        v for k, v in ids.items() if k not in ("conflict", "bad", "unsigned"))
+    with Store.open(tmp_path / "db.duckdb", read_only=True) as store:
+        docs = {d["report-id"]: d for d in map(shaped, range(12))}
+        assert stored_rows(store) == expected_rows({**docs, SIGNED_KEY: real})
