@@ -8,9 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Cli, detail, make_report, policy
+from tests.ingest.test_batches import (
+    _prepared,
+    _spoiled_detail,
+    _spoiled_policy_index,
+    expected_rows,
+    shaped,
+    stored_rows,
+)
 from tests.ingest.test_poison import keys, mail
 from tests.store.test_rollups import _rollups
-from tlswatch.ingest.loader import CHUNK, load
+from tlswatch.ingest.batch import tabulate
+from tlswatch.ingest.loader import CHUNK, Loader, load
 from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.sources import Input
 from tlswatch.store import Store
@@ -83,4 +92,27 @@ def test_rollups_of_loads_into_a_store_with_data_equal_a_rebuild(db: Path | str,
     with Store.open(db) as store:
         result = load(_items(second), store, options=OPTIONS, batch_size=7)
     assert (result.accepted, result.duplicates, result.conflicts) == (33, 1, 4)
+    _check(db, cli)
+
+
+def test_a_batch_split_after_refusals_keeps_rows_and_rollups_on_either_engine(
+        db: Path | str, cli: Cli) -> None:
+    docs = [shaped(i) for i in range(40)]
+    prepared = _prepared(docs)
+    spoiled = {3: _spoiled_policy_index, 22: _spoiled_detail, 39: _spoiled_policy_index}
+    for at, spoil in spoiled.items():
+        prepared[at] = spoil(prepared[at])
+    with Store.open(db) as store:
+        load([Input(f"f{i}.json", json.dumps(report(i)).encode()) for i in range(100, 130)], store)
+        loader = Loader(store, batch_size=1000)
+        for part in (prepared[:5], prepared[5:30], prepared[30:]):
+            loader.take_chunk(*tabulate(part))
+        loader.flush()
+        assert (loader.result.accepted, loader.result.rejected) == (37, 3)
+        kept = store.rows("SELECT source FROM quarantine ORDER BY source")
+        assert [k["source"] for k in kept] == ["p22.json", "p3.json", "p39.json"]
+        rows = stored_rows(store)
+    expected = expected_rows({d["report-id"]: d for i, d in enumerate(docs) if i not in spoiled}
+                             | {f"r{i}": report(i) for i in range(100, 130)})
+    assert rows == expected
     _check(db, cli)
