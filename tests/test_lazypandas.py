@@ -1,14 +1,15 @@
-"""pyarrow conversions do not import pandas (a fifth of a second and ~40 MB in every command);
-the one use of pandas (``db copy``'s check) still gets it."""
+"""In tlswatch's own processes pyarrow conversions do not import pandas (a fifth of a second
+and ~40 MB in every command); the one use of pandas (``db copy``'s check) still gets it, and a
+process that imports tlswatch as a library keeps pyarrow's pandas support."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 CODE = """
 import sys
+from tlswatch import lazypandas
+lazypandas.enable()  # what the CLI does for its process
 import tlswatch.store
 import pyarrow as pa
 table = pa.table({"a": pa.array([1, 2], pa.int64())})
@@ -60,10 +61,6 @@ assert pa.types.is_dictionary(pa.array(pd.Categorical(["a", "b"])).type)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="lazypandas leaves pyarrow sure that pandas is absent: "
-                   "until something calls to_pandas(), pa.array() takes a pandas Series or "
-                   "Categorical for a plain sequence (None in a str Series, pd.NA in Int64: "
-                   "errors; a Categorical becomes string)")
 def test_pandas_objects_still_convert_after_tlswatch_store_is_imported() -> None:
     done = subprocess.run([sys.executable, "-c", PANDAS_INTO_ARROW], capture_output=True,
                           text=True, timeout=60)

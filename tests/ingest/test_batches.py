@@ -159,13 +159,7 @@ def whole_store(db: Path) -> dict[str, list[str]]:
                 for t in tables(store)}
 
 
-@pytest.mark.parametrize("batch_size", [
-    2500,
-    pytest.param(300, marks=pytest.mark.xfail(strict=True, reason=(
-        "with workers a batch grows by whole chunks (Loader.take_chunk adds 250 reports, "
-        "then checks batch_size): batches exceed batch_size and end elsewhere than with one "
-        "process, so accepted counts, report keys and quarantine sources differ"))),
-])
+@pytest.mark.parametrize("batch_size", [2500, 300])
 def test_workers_and_one_process_store_the_same_tables_row_for_row(
         tmp_path: Path, batch_size: int) -> None:
     count = 3 * CHUNK + 40
@@ -267,8 +261,6 @@ def _surrogate(report: Prepared) -> Prepared:
     return report._replace(report=report.report._replace(organization_name="Org \ud800"))
 
 
-@pytest.mark.xfail(strict=True, reason="batch.tabulate re-raises when the one report it "
-                   "was given cannot be tabled (len(prepared) == 1): the whole ingest fails")
 def test_a_lone_report_arrow_cannot_hold_is_quarantined_not_fatal(tmp_path: Path) -> None:
     good, bad = _prepared([shaped(4), shaped(5)])
     with Store.open(tmp_path / "t.duckdb") as store:
@@ -283,8 +275,6 @@ def test_a_lone_report_arrow_cannot_hold_is_quarantined_not_fatal(tmp_path: Path
     assert json.loads(gzip.decompress(bytes(kept["raw_gzip"])))["report-id"] == "r5"
 
 
-@pytest.mark.xfail(strict=True, reason="batch.tabulate re-raises for a single report, so a "
-                   "worker's chunk whose one good report Arrow refuses fails the whole ingest")
 def test_a_worker_chunk_whose_one_report_arrow_refuses_quarantines_it() -> None:
     chunk, bad = tabulate([_surrogate(_prepared([shaped(4)])[0])])
     assert chunk.reports.num_rows == 0
@@ -313,21 +303,21 @@ def test_arrow_refusals_among_several_chunks_lose_only_their_reports(tmp_path: P
         ["r17", "r18", "r2"]
 
 
-@pytest.mark.xfail(strict=True, reason="pre-existing (main too): a file name that is not "
-                   "UTF-8 gives a source with surrogates; its report is refused by Arrow, then "
-                   "_write_quarantine's source.encode() raises and the whole ingest fails")
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_file_name_that_is_not_utf8_loses_only_its_report(tmp_path: Path, workers: int) -> None:
+def test_a_file_name_that_is_not_utf8_is_loaded_and_named_readably(tmp_path: Path,
+                                                                   workers: int) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(CHUNK + 5):
         write_json(folder / f"{i:05d}.json", shaped(i))
     bad = make_report(rid="odd-name")
-    (Path(os.fsencode(folder)) / b"odd\xff.json").write_bytes(json.dumps(bad).encode())
+    with open(os.fsencode(folder) + b"/odd\xff.json", "wb") as fh:  # no UTF-8 name
+        fh.write(json.dumps(bad).encode())
     with Store.open(tmp_path / "t.duckdb") as store:
         result = load(iter_inputs([str(folder)], max_bytes=1 << 22), store, workers=workers)
-        assert result.accepted == CHUNK + 5
-        assert result.rejected + result.accepted == CHUNK + 6
+        assert (result.accepted, result.rejected) == (CHUNK + 6, 0)
+        (source,) = store.rows("SELECT source FROM reports WHERE report_id = 'odd-name'")
+    assert source["source"] == f"{folder}/odd\\xff.json"
 
 
 def test_a_drained_batch_files_each_entry_by_its_own_reports(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from tlswatch import __version__
+from tlswatch import __version__, lazypandas
 from tlswatch.analytics.render import Format, SafeFormatter, md_text, render_rows, safe_text
 from tlswatch.config import Settings, load_settings
 from tlswatch.errors import TlsWatchError
@@ -71,6 +71,7 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
+    lazypandas.enable()  # pyarrow is not to load pandas in this process unless needed
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])

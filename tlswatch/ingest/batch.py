@@ -17,7 +17,6 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tlswatch import lazypandas
 from tlswatch.ingest.prepare import Prepared, Quarantined
 from tlswatch.ingest.rows import (
     DETAIL_SCHEMA,
@@ -29,7 +28,6 @@ from tlswatch.ingest.rows import (
     to_table,
 )
 
-lazypandas.defer()
 _POS = pa.int64()
 _RAW = pa.field("raw_gzip", pa.binary())
 CHUNK_REPORTS = REPORT_SCHEMA.append(_RAW)
@@ -59,8 +57,7 @@ def tabulate(prepared: Sequence[Prepared]) -> tuple[Chunk, list[Quarantined]]:
     try:
         return _tabulate(prepared), []
     except Exception:  # find the report at fault: each alone
-        if len(prepared) == 1:
-            raise
+        pass
     chunks, bad = [], []
     for report in prepared:
         try:
@@ -114,6 +111,18 @@ def join(chunks: Sequence[Chunk]) -> Chunk:
     return Chunk(pa.concat_tables([c.reports for c in chunks]).combine_chunks(),
                  pa.concat_tables(policies).combine_chunks(),
                  pa.concat_tables(details).combine_chunks())
+
+
+def split(chunk: Chunk, count: int) -> tuple[Chunk, Chunk]:
+    """The chunk's first ``count`` reports and the rest, each numbered from 0 again."""
+    policies, details = (pc.sum(pc.less(table["_report"], count)).as_py() or 0
+                         for table in (chunk.policies, chunk.details))
+    head = Chunk(chunk.reports.slice(0, count), chunk.policies.slice(0, policies),
+                 chunk.details.slice(0, details))
+    tail = Chunk(chunk.reports.slice(count), _shifted(chunk.policies.slice(policies),
+                                                      _report=-count),
+                 _shifted(chunk.details.slice(details), _report=-count, _policy=-policies))
+    return head, tail
 
 
 def _shifted(table: pa.Table, **by: int) -> pa.Table:

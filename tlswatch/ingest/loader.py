@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from tlswatch.errors import TlsWatchError
-from tlswatch.ingest.batch import Chunk, join, keyed, tabulate
+from tlswatch.ingest.batch import EMPTY, Chunk, join, keyed, split, tabulate
 from tlswatch.ingest.duplicates import Candidate, Plan, Stored, plan
 from tlswatch.ingest.prepare import DEFAULT_OPTIONS, Options, Prepared, Quarantined, prepare
 from tlswatch.ingest.sources import Item
@@ -104,14 +104,19 @@ class Loader:
         self._flush_if_full()
 
     def take_chunk(self, chunk: Chunk, bad: list[Quarantined]) -> None:
-        """Queue reports a worker process prepared and tabled."""
+        """Queue tabled reports (``_prepare_tabled``); a batch ends at ``batch_size``
+        reports exactly, so batches end in the same places whoever prepared the chunks."""
         self._table_prepared()  # keep the input order
-        if chunk.reports.num_rows:
-            self._chunks.append(chunk)
-        self._reports += chunk.reports.num_rows
-        self._bytes += chunk.nbytes + sum(len(q.data) for q in bad)
         for q in bad:
             self._reject(q)
+        self._bytes += sum(len(q.data) for q in bad)
+        while chunk.reports.num_rows:
+            room = max(self.batch_size - self._reports, 1)
+            part, chunk = split(chunk, room) if chunk.reports.num_rows > room else (chunk, EMPTY)
+            self._chunks.append(part)
+            self._reports += part.reports.num_rows
+            self._bytes += part.nbytes
+            self._flush_if_full()
         self._flush_if_full()
 
     def _table_prepared(self) -> None:
@@ -280,10 +285,9 @@ def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTI
         first = next(chunks, [])
         if workers > 1 and len(first) == CHUNK:
             _load_parallel(loader, first, chunks, workers, progress)
-        else:
+        else:  # the same chunks as the workers' (so batches end in the same places)
             for chunk in (first, *chunks):
-                for item in chunk:
-                    loader.add(item)
+                loader.take_chunk(*_prepare_tabled(chunk, loader.options))
                 if progress is not None:
                     progress(len(chunk))
         loader.flush()

@@ -52,7 +52,7 @@ def iter_inputs(paths: list[str], *, max_bytes: int) -> Iterator[Item]:
         elif path.exists():
             yield FileRef(str(path))
         else:
-            yield ReportError(name, "no such file or directory")
+            yield ReportError(label(name), "no such file or directory")
 
 
 def count_files(paths: list[str]) -> int:
@@ -93,9 +93,9 @@ def expand(item: Item, *, max_bytes: int) -> Iterator[Input | ReportError]:
 
 def read_file(ref: FileRef, *, max_bytes: int) -> Iterator[Input | ReportError]:
     """Read one file: refused unread when over the size limit; an mbox gives its messages."""
-    source = ref.path
+    source = label(ref.path)
     try:
-        data, size = _read_bounded(source, max_bytes)
+        data, size = _read_bounded(ref.path, max_bytes)
     except OSError as exc:
         yield ReportError(source, f"cannot read: {exc.strerror or exc}")
         return
@@ -103,9 +103,18 @@ def read_file(ref: FileRef, *, max_bytes: int) -> Iterator[Input | ReportError]:
         yield ReportError(source, f"input is {size:,} bytes, over the limit of {max_bytes:,}")
         return
     if data.startswith(b"From "):  # an mbox file: one input per message
-        yield from _iter_mbox(Path(source), max_bytes=max_bytes)
+        yield from _iter_mbox(Path(ref.path), max_bytes=max_bytes)
         return
     yield Input(source=source, data=data, filename=os.path.basename(source))
+
+
+def label(path: str) -> str:
+    """A path as text that names it: bytes of a file name that are no UTF-8 (which Python
+    carries as lone surrogates, and no database or output can hold) shown as \\xNN."""
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # another lone surrogate: not from a file name's bytes
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _read_bounded(path: str, max_bytes: int) -> tuple[bytes | None, int]:
@@ -130,7 +139,7 @@ def _iter_mbox(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
     try:
         for index, key in enumerate(box.iterkeys(), start=1):
             data = box.get_bytes(key)
-            yield Input(source=f"{path} (message {index})", data=data)
+            yield Input(source=f"{label(str(path))} (message {index})", data=data)
     finally:
         box.close()
 
@@ -138,7 +147,7 @@ def _iter_mbox(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
 def _iter_maildir(path: Path, *, max_bytes: int) -> Iterator[Input | ReportError]:
     box = mailbox.Maildir(path, factory=None, create=False)
     for key in sorted(box.iterkeys()):
-        source = f"{path} (message {key})"
+        source = f"{label(str(path))} (message {label(key)})"
         try:
             data = box.get_bytes(key)
         except OSError as exc:
