@@ -88,10 +88,6 @@ class Loader:
         self._bytes = 0
         self._fresh: list[tuple[str, str]] = []  # the keys the batch being written adds
 
-    def add(self, item: Item) -> None:
-        """Prepare one input here: good reports are queued, bad input quarantined."""
-        self.take(*prepare(item, self.options))
-
     def take(self, good: list[Prepared], bad: list[Quarantined]) -> None:
         """Queue the outcome of ``prepare`` done in this process."""
         self._prepared += good
