@@ -7,10 +7,13 @@ Run on DuckDB by default and on PostgreSQL with TLSWATCH_TEST_ENGINE=postgresql 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from tests.conftest import INVALID, VALID, Cli, make_report, policy, write_json
 from tlswatch.store import Store
@@ -33,6 +36,20 @@ def test_placeholders_become_psycopg_ones_outside_literals_and_casts() -> None:
         "SELECT '?', '$x', '100%%', \"a?\", x::VARCHAR, %s AS a, %(name)s AS b, "
         "v LIKE 'a%%' -- what? $no\nFROM t WHERE p %% 2 = %s")
     assert translate("SELECT 'it''s ?'") == "SELECT 'it''s ?'"
+
+
+@pytest.mark.duckdb_only
+def test_a_duckdb_store_never_loads_psycopg(cli: Cli, db: Path) -> None:
+    """PostgreSQL's driver is loaded only for a postgresql:// store (it costs every command
+    on a DuckDB file about a tenth of a second)."""
+    cli.json("ingest", str(VALID))
+    probe = ("import sys; from tlswatch.cli import app; from tlswatch.store import Store\n"
+             f"with Store.open({str(db)!r}, read_only=True) as s:\n"
+             "    s.rows('SELECT count(*) AS n FROM reports')\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_reports_load_once_and_name_their_strings(cli: Cli, db: Path | str) -> None:

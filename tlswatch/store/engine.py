@@ -10,6 +10,7 @@ arrays are lists, timestamps naive UTC, on both engines).
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -17,17 +18,38 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import psycopg
 import pyarrow as pa
-from psycopg import errors as pgerrors
-from psycopg import sql as pgsql
-from psycopg.types.string import TextLoader
 
 from tlswatch.dburl import DatabaseUrl
 from tlswatch.errors import StoreError, StoreLockedError, StoreRowError, StoreWriteError
+
+
+class _Deferred:
+    """A module imported when first used: psycopg costs every command on a DuckDB file
+    about a tenth of a second, so it is loaded only once a PostgreSQL store is opened."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module: ModuleType = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import errors as pgerrors
+    from psycopg import sql as pgsql
+    from psycopg.types import string as pgstring
+else:
+    psycopg = _Deferred("psycopg")
+    pgerrors = _Deferred("psycopg.errors")
+    pgsql = _Deferred("psycopg.sql")
+    pgstring = _Deferred("psycopg.types.string")
 
 Params = Sequence[Any] | dict[str, Any]
 
@@ -201,7 +223,10 @@ class Postgres:
     """One connection to a PostgreSQL database, in autocommit mode between transactions."""
 
     name = "postgresql"
-    Error: type[Exception] = psycopg.Error
+
+    @property
+    def Error(self) -> type[Exception]:  # an attribute of DuckDB's
+        return psycopg.Error
 
     def __init__(self, con: psycopg.Connection[tuple[Any, ...]], where: DatabaseUrl) -> None:
         self.con = con
@@ -225,7 +250,7 @@ class Postgres:
             raise StoreError(f"{url}: cannot connect to PostgreSQL with this URL: {reason}. "
                              "Correct the URL (a setting: retrying will not help)") from None
         for kind in ("json", "jsonb"):  # JSON columns read as text, as on DuckDB
-            con.adapters.register_loader(kind, TextLoader)
+            con.adapters.register_loader(kind, pgstring.TextLoader)
         # Timestamps are naive UTC; lock waits end after lock_timeout like DuckDB's.
         con.execute("SET TIME ZONE 'UTC'")
         con.execute(pgsql.SQL("SET lock_timeout = {}").format(
