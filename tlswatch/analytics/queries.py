@@ -158,11 +158,6 @@ def failure_groups(
              "AS failure_reason_codes") if details else ""
     if example_code:
         extra += ", max(failure_reason_code) AS failure_reason_code"
-    rank = keep = ""
-    if top_per_domain:
-        rank = (", row_number() OVER (PARTITION BY domain_id ORDER BY "
-                f"sum(failed_sessions) DESC, {key_sql}) AS rank")
-        keep = f" WHERE rank <= {int(top_per_domain)}"
     joins = "".join(f" LEFT JOIN names n{i} ON n{i}.name_id = g.{key}"
                     for i, key in enumerate(keys) if key in _ID_COLUMN.values())
     names = ", ".join(f"n{i}.value AS {dim}" if key in _ID_COLUMN.values() else f"g.{dim}"
@@ -172,11 +167,11 @@ def failure_groups(
     outs = (", g.reports, g.first_day, g.last_day, g.failure_reason_codes" if details
             else "") + (", g.failure_reason_code" if example_code else "")
     top = f"""
-        SELECT * FROM (
             SELECT {key_sql}, sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions{extra}
-                   {rank}
             FROM {source}{where}
-            GROUP BY {key_sql}) AS r{keep}"""
+            GROUP BY {key_sql}"""
+    if top_per_domain:
+        top = _top_per_domain(top, keys, int(top_per_domain))
     rows = store.rows(f"""
         SELECT {names}, g.failed_sessions{outs}
         FROM ({top}) AS g{joins}
@@ -187,6 +182,29 @@ def failure_groups(
             codes = row["failure_reason_codes"]
             row["failure_reason_codes"] = codes[:3] if codes else None
     return rows
+
+
+def _top_per_domain(groups: str, keys: list[str], n: int) -> str:
+    """The ``n`` largest of the ``groups`` (a query with domain_id and failed_sessions) in
+    each domain, ties in the order of ``keys``.  Only the groups with at least the domain's
+    n-th largest *distinct* figure are ranked: there are at least n of them, so the first
+    n are among them, and on a store with many small groups (a sending IP per report) that
+    ranks a few thousand rows instead of every group."""
+    ordered = ", ".join(f"s.{k}" for k in keys)
+    return f"""
+        WITH s AS MATERIALIZED ({groups}),
+        least AS (
+            SELECT domain_id, min(failed_sessions) AS least FROM (
+                SELECT domain_id, failed_sessions, row_number() OVER (
+                    PARTITION BY domain_id ORDER BY failed_sessions DESC) AS n
+                FROM (SELECT DISTINCT domain_id, failed_sessions FROM s) AS v) AS d
+            WHERE n <= {n} GROUP BY domain_id)
+        SELECT * FROM (
+            SELECT s.*, row_number() OVER (PARTITION BY s.domain_id
+                                           ORDER BY s.failed_sessions DESC, {ordered}) AS rank
+            FROM s JOIN least ON least.domain_id = s.domain_id
+                 AND s.failed_sessions >= least.least) AS r
+        WHERE rank <= {n}"""
 
 
 GROUPS_PER_PASS = 2_000_000  # rollup rows a `failures` pass groups at once (its memory)
