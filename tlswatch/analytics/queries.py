@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
+from tlswatch.analytics.narrowing import narrowed
 from tlswatch.store import Store
 from tlswatch.tenants.scope import EVERYTHING, Scope
 
@@ -215,7 +216,8 @@ def _top_detailed(store: Store, filters: Filters, dimensions: tuple[str, ...],
     """``failure_groups(..., limit=limit, details=True)`` without grouping every rollup row
     twice: first the failed sessions of each group (ids only), which picks the groups that
     can be among the first ``limit`` (those with at least the ``limit``-th largest figure,
-    ties included); then reports, days and reason codes of those groups alone.  A large
+    ties included); then reports, days and reason codes of those groups alone.  Rows of no
+    such group are left out first (see ``narrowing``).  A large
     rollup is summed in passes over a share of the domains each (a group has one domain),
     so that no pass holds every group in memory."""
     unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
@@ -226,6 +228,7 @@ def _top_detailed(store: Store, filters: Filters, dimensions: tuple[str, ...],
     where, params = rollup_where(filters)
     if "policy_type" not in dims:
         where = f"{where} AND counted" if where else " WHERE counted"
+        where, params = narrowed(store, keys, where, params, limit, by_month_source(filters))
     passes = 1
     if "domain_id" in keys:
         rows = int(store.value(f"SELECT count(*) FROM rollup_failures{where}", params))
