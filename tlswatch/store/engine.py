@@ -67,14 +67,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _normalise(rows: list[tuple[Any, ...]], columns: list[int]) -> list[tuple[Any, ...]]:
+def _whole(value: Any) -> Any:
+    """A DECIMAL(p,0) value (integral by its type) as int."""
+    return None if value is None else int(value)
+
+
+def _normalise(rows: list[tuple[Any, ...]], columns: list[int],
+               whole: Sequence[int] = ()) -> list[tuple[Any, ...]]:
     """The same Python types from both engines: integral decimals (sums cast to
     DECIMAL(38,0), PostgreSQL's numeric sums) as int, timestamps with a time zone (now())
-    as naive UTC.  ``columns``: the positions of the result's decimal and zoned columns."""
-    if not columns:
+    as naive UTC.  ``columns``: the positions of the result's decimal and zoned columns;
+    ``whole``: those of them whose type has no fraction (converted column by column: a
+    summary's hundreds of thousands of sums)."""
+    if not columns or not rows:
         return rows
-    return [tuple(_plain(v) if i in columns else v for i, v in enumerate(row))
-            for row in rows]
+    by_column = list(zip(*rows, strict=True))
+    for i in columns:
+        by_column[i] = tuple(map(_whole if i in whole else _plain, by_column[i]))
+    return list(zip(*by_column, strict=True))
 
 
 class DuckDB:
@@ -117,7 +127,8 @@ class DuckDB:
         described = cur.description or []
         special = [i for i, d in enumerate(described)
                    if str(d[1]).startswith(("DECIMAL", "TIMESTAMP WITH TIME ZONE"))]
-        return [d[0] for d in described], _normalise(cur.fetchall(), special)
+        whole = [i for i in special if str(described[i][1]).endswith(",0)")]
+        return [d[0] for d in described], _normalise(cur.fetchall(), special, whole)
 
     def execute(self, sql: str, params: Params) -> None:
         self.con.execute(sql, params).fetchall()
