@@ -16,14 +16,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from tlswatch.dburl import DatabaseUrl, location
+from tlswatch.deferred import deferred
 from tlswatch.errors import StoreError
 from tlswatch.store.engine import DuckDB, Params, Postgres
 from tlswatch.store.migrations import MIGRATIONS, migration_sql
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = deferred("pyarrow")  # imported by the first write: readers do without it
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +279,7 @@ class Store:
         first = self.next_pk("alerts", "alert_pk")
         table = pa.table({"alert_pk": pa.array(range(first, first + len(chosen)), pa.int64()),
                           **{k: [r[k] for r in chosen] for k in _ALERT_COLUMNS}},
-                         schema=_ALERT_SCHEMA)
+                         schema=_alert_schema())
         with self.scratch("_chosen", table):
             rows = self.rows("""
                 INSERT INTO alerts (alert_pk, policy_domain, kind, day, message, details,
@@ -397,9 +401,12 @@ class Store:
 
 
 _ALERT_COLUMNS = ("policy_domain", "kind", "day", "message", "details")
-_ALERT_SCHEMA = pa.schema([("alert_pk", pa.int64()), ("policy_domain", pa.string()),
-                           ("kind", pa.string()), ("day", pa.date32()),
-                           ("message", pa.string()), ("details", pa.string())])
+
+
+def _alert_schema() -> pa.Schema:
+    return pa.schema([("alert_pk", pa.int64()), ("policy_domain", pa.string()),
+                      ("kind", pa.string()), ("day", pa.date32()),
+                      ("message", pa.string()), ("details", pa.string())])
 
 
 def exists(db: Path | str) -> bool:

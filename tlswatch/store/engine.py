@@ -10,7 +10,6 @@ arrays are lists, timestamps naive UTC, on both engines).
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -18,38 +17,28 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
 from tlswatch.dburl import DatabaseUrl
+from tlswatch.deferred import deferred
 from tlswatch.errors import StoreError, StoreLockedError, StoreRowError, StoreWriteError
 
-
-class _Deferred:
-    """A module imported when first used: psycopg costs every command on a DuckDB file
-    about a tenth of a second, so it is loaded only once a PostgreSQL store is opened."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        module: ModuleType = importlib.import_module(self._name)
-        return getattr(module, attr)
-
-
+# psycopg (PostgreSQL only) and pyarrow (batch writes, scratch tables) are imported when
+# first used: a read-only command on a DuckDB file never needs them.
 if TYPE_CHECKING:
     import psycopg
+    import pyarrow as pa
     from psycopg import errors as pgerrors
     from psycopg import sql as pgsql
     from psycopg.types import string as pgstring
 else:
-    psycopg = _Deferred("psycopg")
-    pgerrors = _Deferred("psycopg.errors")
-    pgsql = _Deferred("psycopg.sql")
-    pgstring = _Deferred("psycopg.types.string")
+    psycopg = deferred("psycopg")
+    pa = deferred("pyarrow")
+    pgerrors = deferred("psycopg.errors")
+    pgsql = deferred("psycopg.sql")
+    pgstring = deferred("psycopg.types.string")
 
 Params = Sequence[Any] | dict[str, Any]
 
@@ -198,17 +187,18 @@ def translate(sql: str) -> str:
     return _TOKENS.sub(one, sql)
 
 
-_ARROW_TO_PG = [
-    (pa.types.is_boolean, "BOOLEAN"), (pa.types.is_int8, "SMALLINT"),
-    (pa.types.is_int16, "SMALLINT"), (pa.types.is_int32, "INTEGER"),
-    (pa.types.is_int64, "BIGINT"), (pa.types.is_uint8, "SMALLINT"),
-    (pa.types.is_uint16, "INTEGER"), (pa.types.is_uint32, "BIGINT"),
-    (pa.types.is_uint64, "NUMERIC"), (pa.types.is_floating, "DOUBLE PRECISION"),
-    (pa.types.is_decimal, "NUMERIC"), (pa.types.is_string, "VARCHAR"),
-    (pa.types.is_large_string, "VARCHAR"), (pa.types.is_binary, "BYTEA"),
-    (pa.types.is_large_binary, "BYTEA"), (pa.types.is_date, "DATE"),
-    (pa.types.is_timestamp, "TIMESTAMP"), (pa.types.is_null, "VARCHAR"),
-]
+def _arrow_to_pg() -> list[tuple[Any, str]]:
+    return [
+        (pa.types.is_boolean, "BOOLEAN"), (pa.types.is_int8, "SMALLINT"),
+        (pa.types.is_int16, "SMALLINT"), (pa.types.is_int32, "INTEGER"),
+        (pa.types.is_int64, "BIGINT"), (pa.types.is_uint8, "SMALLINT"),
+        (pa.types.is_uint16, "INTEGER"), (pa.types.is_uint32, "BIGINT"),
+        (pa.types.is_uint64, "NUMERIC"), (pa.types.is_floating, "DOUBLE PRECISION"),
+        (pa.types.is_decimal, "NUMERIC"), (pa.types.is_string, "VARCHAR"),
+        (pa.types.is_large_string, "VARCHAR"), (pa.types.is_binary, "BYTEA"),
+        (pa.types.is_large_binary, "BYTEA"), (pa.types.is_date, "DATE"),
+        (pa.types.is_timestamp, "TIMESTAMP"), (pa.types.is_null, "VARCHAR"),
+    ]
 
 
 def pg_type(kind: pa.DataType) -> str:
@@ -217,16 +207,20 @@ def pg_type(kind: pa.DataType) -> str:
         return pg_type(kind.value_type)
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return pg_type(kind.value_type) + "[]"
-    for test, name in _ARROW_TO_PG:
+    for test, name in _arrow_to_pg():
         if test(kind):
             return name
     raise StoreError(f"no PostgreSQL column type for the Arrow type {kind}")
 
 
-_PG_TO_ARROW = {"int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
-                "bool": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us"),
-                "timestamptz": pa.timestamp("us"),
-                "bytea": pa.binary(), "float4": pa.float32(), "float8": pa.float64()}
+@functools.cache
+def _pg_to_arrow() -> dict[str, pa.DataType]:
+    return {"int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
+            "bool": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us"),
+            "timestamptz": pa.timestamp("us"),
+            "bytea": pa.binary(), "float4": pa.float32(), "float8": pa.float64()}
+
+
 _TEXT = ("text", "varchar", "json", "jsonb", "bpchar", "name")
 
 
@@ -305,7 +299,7 @@ class Postgres:
         are integral, become int64)."""
         info = self.con.adapters.types.get(oid)
         name = info.name if info is not None else ""
-        kind = pa.string() if name in _TEXT else _PG_TO_ARROW.get(name)
+        kind = pa.string() if name in _TEXT else _pg_to_arrow().get(name)
         if info is not None and oid == info.array_oid:
             return pa.list_(kind) if kind is not None else None
         return kind
