@@ -88,14 +88,9 @@ def record(store: Store, settings: Settings, found: Sequence[Alert],
     day) and the outbox messages announcing them (and ``also``: what the alerts came
     from, such as a check run, written in the same transaction)."""
     cap = settings.max_alerts_per_day
-    table = pa.table({
-        "policy_domain": pa.array([a.policy_domain for a in found], pa.string()),
-        "kind": pa.array([a.kind for a in found], pa.string()),
-        "day": pa.array([a.day for a in found], pa.date32()),
-        "message": pa.array([a.message for a in found], pa.string()),
-        "details": pa.array([json.dumps(a.details, default=str) for a in found], pa.string()),
-        "rank": pa.array([priority(a) for a in found], pa.int64()),
-    })
+    table = [{"policy_domain": a.policy_domain, "kind": a.kind, "day": a.day,
+              "message": a.message, "details": json.dumps(a.details, default=str),
+              "rank": priority(a)} for a in found]
     now = now_utc()
     with store.transaction():
         if also is not None:
@@ -109,7 +104,9 @@ def record(store: Store, settings: Settings, found: Sequence[Alert],
         new = sorted((Alert(r["policy_domain"], r["kind"], r["day"], r["message"],
                             json.loads(r["details"] or "{}")) for r in rows),
                      key=lambda a: (a.day, priority(a), a.policy_domain))
-        store.enqueue(_rows(batch, "alerts", _announce(settings, new)), now=now)
+        queued = _announce(settings, new)
+        if queued:  # (an Arrow table of nothing still costs pyarrow and pandas a start)
+            store.enqueue(_rows(batch, "alerts", queued), now=now)
     return Recorded(batch, new)
 
 
