@@ -7,6 +7,7 @@ character is shown as an escape, so a sender cannot add lines to a mail or a cha
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -272,6 +273,7 @@ def plain(value: object, limit: int = 120) -> str:
     return _plain(value, limit)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few reporters in thousands of alerts a week
 def short_org(name: str) -> str:
     return _plain(_short_org(name))
 
