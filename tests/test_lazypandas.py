@@ -6,11 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-CODE = """
+CLI_INGEST = """
+import atexit, sys
+atexit.register(lambda: print("pandas loaded:", "pandas" in sys.modules))
+from tlswatch.cli import main
+sys.argv = ["tlswatch", "--db", sys.argv[1], "ingest", "--format", "json", sys.argv[2]]
+main()
+"""
+
+TABLE_TO_PANDAS = """
 import sys
 from tlswatch import lazypandas
 lazypandas.enable()  # what the CLI does for its process
-import tlswatch.store
+import tlswatch.ingest.rows
 import pyarrow as pa
 table = pa.table({"a": pa.array([1, 2], pa.int64())})
 assert "pandas" not in sys.modules, "pandas was imported by a conversion"
@@ -19,9 +27,18 @@ print("pandas" in sys.modules)
 """
 
 
-def test_pyarrow_does_not_import_pandas_until_pandas_is_needed() -> None:
-    done = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
-                          timeout=60)
+def test_an_ingest_by_the_cli_does_not_load_pandas(tmp_path: Path) -> None:
+    samples = Path(__file__).parent.parent / "sample_reports" / "valid"
+    done = subprocess.run([sys.executable, "-c", CLI_INGEST, str(tmp_path / "a.duckdb"),
+                           str(samples)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert '"accepted": ' in done.stdout and done.stdout.rstrip().endswith(
+        "pandas loaded: False")
+
+
+def test_pandas_is_still_loaded_when_it_is_needed() -> None:
+    done = subprocess.run([sys.executable, "-c", TABLE_TO_PANDAS], capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
 

@@ -22,15 +22,20 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from prometheus_client import CollectorRegistry, Gauge, Info
 
 from tlswatch.config import Settings
 from tlswatch.dburl import is_url
+from tlswatch.deferred import deferred
 from tlswatch.errors import StoreError, StoreLockedError, StoreWriteError
 from tlswatch.store import Store, now_utc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = deferred("pyarrow")  # imported by the first write
 
 log = logging.getLogger(__name__)
 

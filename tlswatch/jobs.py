@@ -19,8 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from tlswatch.analytics.alerts import (
     MORE,
@@ -36,7 +35,6 @@ from tlswatch.analytics.summary import Summary, paragraph
 from tlswatch.cluster import once_per_cluster
 from tlswatch.config import Settings
 from tlswatch.errors import StoreLockedError
-from tlswatch.exports import Daily, ExportError, daily, file_name, html, write_daily
 from tlswatch.notify import Message, messages
 from tlswatch.outbox import Delivery, deliver_due
 from tlswatch.revisions import STATE as STATE
@@ -51,6 +49,17 @@ from tlswatch.revisions import (
 from tlswatch.stopsignal import StopSignal
 from tlswatch.store import Store, exists, now_utc
 from tlswatch.upkeep import daily_prune
+
+# The daily files (jinja2, Parquet, pydantic) and Arrow tables are imported when first used:
+# 'alerts --check' needs neither (a third of a second of each check).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from tlswatch.exports import Daily
+else:
+    from tlswatch.deferred import deferred
+
+    pa = deferred("pyarrow")
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +97,9 @@ def record(store: Store, settings: Settings, found: Sequence[Alert],
     day) and the outbox messages announcing them (and ``also``: what the alerts came
     from, such as a check run, written in the same transaction)."""
     cap = settings.max_alerts_per_day
-    table = pa.table({
-        "policy_domain": pa.array([a.policy_domain for a in found], pa.string()),
-        "kind": pa.array([a.kind for a in found], pa.string()),
-        "day": pa.array([a.day for a in found], pa.date32()),
-        "message": pa.array([a.message for a in found], pa.string()),
-        "details": pa.array([json.dumps(a.details, default=str) for a in found], pa.string()),
-        "rank": pa.array([priority(a) for a in found], pa.int64()),
-    })
+    table = [{"policy_domain": a.policy_domain, "kind": a.kind, "day": a.day,
+              "message": a.message, "details": json.dumps(a.details, default=str),
+              "rank": priority(a)} for a in found]
     now = now_utc()
     with store.transaction():
         if also is not None:
@@ -109,7 +113,9 @@ def record(store: Store, settings: Settings, found: Sequence[Alert],
         new = sorted((Alert(r["policy_domain"], r["kind"], r["day"], r["message"],
                             json.loads(r["details"] or "{}")) for r in rows),
                      key=lambda a: (a.day, priority(a), a.policy_domain))
-        store.enqueue(_rows(batch, "alerts", _announce(settings, new)), now=now)
+        queued = _announce(settings, new)
+        if queued:  # (an Arrow table of nothing still costs pyarrow and pandas a start)
+            store.enqueue(_rows(batch, "alerts", queued), now=now)
     return Recorded(batch, new)
 
 
@@ -157,6 +163,8 @@ class DailyRun:
 def _write(settings: Settings, day: date, target: Path) -> DailyRun:
     """The day's files, and the figures they were written from (read in one connection,
     so no report loaded in between can be missing from one and counted in the other)."""
+    from tlswatch.exports import daily, write_daily
+
     with Store.open(settings.db, read_only=True, lock_timeout=settings.lock_timeout) as store:
         report = daily(store, day)
         figures = day_figures(store, day - timedelta(days=1), day)
@@ -169,6 +177,8 @@ def _queue_summary(settings: Settings, report: Daily, *, only: list[str] | None 
                    changes: list[Change] | None = None) -> int | None:
     """Queue the day's summary (only the ``only`` domains; marked revised with
     ``changes``) in the outbox; return its batch, or None when there is nobody to tell."""
+    from tlswatch.exports import Daily, html
+
     if not (settings.mail_smtp or settings.webhook_url):
         return None
     every = [d for d in report.domains if only is None or d.policy_domain in only]
@@ -245,6 +255,8 @@ def run_schedule(settings: Settings, now: datetime) -> list[date]:
     """Write every due daily summary, and rewrite the recent days that changed since their
     files were written (``export_revise_days``); return the days written.  Called by the
     worker in 'serve' every 30 s or so."""
+    from tlswatch.exports import ExportError
+
     if not settings.export_dir:
         return []
     if not exists(settings.db):
@@ -281,6 +293,8 @@ def _revise(settings: Settings, state: ExportState, folder: Path, *, keep_since:
     """Rewrite the files of each day since ``keep_since`` whose figures, or the day
     before's, changed since they were written; send a revised summary when the day's own
     change is material."""
+    from tlswatch.exports import file_name
+
     if settings.export_revise_days <= 0 or state.last_day is None \
             or state.last_day < keep_since:
         return []

@@ -15,13 +15,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from tlswatch.config import Settings
+from tlswatch.deferred import deferred
 from tlswatch.notify import destination, send
 from tlswatch.store import Store, now_utc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = deferred("pyarrow")  # imported by the first write
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,16 @@ import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlswatch.analytics.freshness import DayFigures
 from tlswatch.analytics.render import safe_text
 from tlswatch.cluster import read_days, shared, write_days
 from tlswatch.config import Settings
 from tlswatch.errors import ConfigError
-from tlswatch.exports import Daily
+
+if TYPE_CHECKING:  # the daily files' module (jinja2, Parquet) only for a type
+    from tlswatch.exports import Daily
 
 log = logging.getLogger(__name__)
 STATE = ".tlswatch-export-state.json"

@@ -7,10 +7,13 @@ Run on DuckDB by default and on PostgreSQL with TLSWATCH_TEST_ENGINE=postgresql 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from tests.conftest import INVALID, VALID, Cli, make_report, policy, write_json
 from tlswatch.store import Store
@@ -33,6 +36,30 @@ def test_placeholders_become_psycopg_ones_outside_literals_and_casts() -> None:
         "SELECT '?', '$x', '100%%', \"a?\", x::VARCHAR, %s AS a, %(name)s AS b, "
         "v LIKE 'a%%' -- what? $no\nFROM t WHERE p %% 2 = %s")
     assert translate("SELECT 'it''s ?'") == "SELECT 'it''s ?'"
+
+
+@pytest.mark.duckdb_only
+@pytest.mark.parametrize(("command", "absent"), [
+    (["summary", "--format", "json"], ["numpy", "pandas", "psycopg", "pyarrow"]),
+    (["failures", "--limit", "100", "--format", "json"], ["numpy", "pandas", "psycopg",
+                                                         "pyarrow"]),
+    (["alerts", "--check", "--format", "json"], ["jinja2", "numpy", "pandas", "psycopg",
+                                                 "pyarrow"])])
+def test_reading_a_duckdb_store_loads_no_module_it_does_not_use(
+        cli: Cli, db: Path, command: list[str], absent: list[str]) -> None:
+    """PostgreSQL's driver is loaded only for a postgresql:// store, pyarrow (and numpy)
+    only to write, the daily files' jinja2 and pandas not for alerts: each costs a command
+    a tenth of a second or more."""
+    cli.json("ingest", str(VALID))
+    probe = ("import sys; from tlswatch.cli import main\n"
+             f"sys.argv = ['tlswatch', '--db', {str(db)!r}, *{command!r}]\n"
+             "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & "
+             f"{set(absent)!r}), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip().startswith(("{", "[")), done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
 
 
 def test_reports_load_once_and_name_their_strings(cli: Cli, db: Path | str) -> None:

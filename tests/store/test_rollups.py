@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import VALID, Cli, detail, make_report, policy, write_json
 from tests.ingest.test_poison import keys, mail
-from tlswatch.analytics import queries
+from tlswatch.analytics import narrowing, queries
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.ingest.loader import load
 from tlswatch.ingest.prepare import Options
@@ -176,6 +176,28 @@ def test_the_first_failure_groups_are_those_of_the_whole_list(
                         Filters(domains=("post.example",))):
             whole = failure_groups(store, filters, dims, details=True)
             assert len(whole) > 2
+            for n in range(1, len(whole) + 2):
+                assert failure_groups(store, filters, dims, limit=n, details=True) \
+                    == whole[:n], (filters, n)
+
+
+@pytest.mark.parametrize(("sample", "most_pairs"), [(1, 5_000), (2, 5_000), (1_000, 1),
+                                                    (1_000, 5_000)])
+def test_failure_groups_left_out_by_the_bounds_are_never_among_the_first(
+        cli: Cli, db: Path | str, tmp_path: Path, sample: int, most_pairs: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`failures --limit N` leaves out the rows of (domain, sending IP) pairs below a floor
+    taken from the groups of the largest rows: with a floor from one row or two, and when
+    too many pairs reach it (no narrowing), the first N are those of the whole list."""
+    monkeypatch.setattr(narrowing, "SAMPLE_ROWS", sample)
+    monkeypatch.setattr(narrowing, "MOST_PAIRS", most_pairs)
+    _load_varied(cli, tmp_path)
+    dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
+            "receiving_ip", "sending_mta_ip")
+    with Store.open(db, read_only=True) as store:
+        for filters in (Filters(), Filters(since=TODAY - timedelta(days=30)),
+                        Filters(organizations=("Postfix",))):
+            whole = failure_groups(store, filters, dims, details=True)
             for n in range(1, len(whole) + 2):
                 assert failure_groups(store, filters, dims, limit=n, details=True) \
                     == whole[:n], (filters, n)

@@ -21,7 +21,9 @@ def test_every_page_is_also_json(server: Serve) -> None:
     base = server.http_url
     overview = httpx.get(f"{base}/?format=json").json()
     names = [d["policy_domain"] for d in overview["domains"]]
-    assert names == ["evil.example", "example.com", "example.net", "example.org"]
+    assert sorted(names) == ["evil.example", "example.com", "example.net", "example.org"]
+    rates = [d["success_rate"] for d in overview["domains"]]
+    assert names[0] == "evil.example" and rates == sorted(rates)  # the worst first
     com = next(d for d in overview["domains"] if d["policy_domain"] == "example.com")
     assert len(com["daily_success_rate"]) == 30 and com["failed_sessions"] == 127
     domain = httpx.get(f"{base}/domains/example.org?format=json").json()
@@ -204,3 +206,54 @@ def test_the_empty_alerts_page_says_when_the_rules_run(tmp_path: Path) -> None:
     data = asyncio.run(get("/alerts?format=json", acme)).json()
     assert {"kind": "acme_renewal_failing", "when": "a certificate obtained by ACME expires "
             "within 14 days and its renewal failed (setting acme_alert_days)"} in data["rules"]
+
+
+def test_the_overview_pages_domains_worst_first_with_totals_over_all(tmp_path: Path) -> None:
+    from tests.conftest import policy, write_json
+    from tlswatch.config import load_settings
+    from tlswatch.ingest.spool import Spool
+    from tlswatch.metrics import Metrics
+    from tlswatch.web import create_app
+
+    # 205 domains: d000 fails 0 of 100 sessions, d001 1, ... d204 204 (of 100 + i).
+    policies = [policy(f"d{i:03d}.example", 100, i) for i in range(205)]
+    write_json(tmp_path / "many.json", make_report(day="2026-11-20", policies=policies))
+    db = tmp_path / "t.duckdb"
+    subprocess.run([*CLI, "--db", str(db), "ingest", str(tmp_path / "many.json")], check=True,
+                   capture_output=True)
+    settings = load_settings(None, environ={}, db=db, spool=tmp_path / "spool")
+    app = create_app(settings, Spool(settings.spool), Metrics())
+
+    async def get(path: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1") as client:
+            return await client.get(path)
+
+    window = "since=2026-11-01&until=2026-11-30"
+    first = asyncio.run(get(f"/?{window}&format=json")).json()
+    assert (first["page"], first["pages"], first["first"], first["last"]) == (1, 3, 1, 100)
+    assert [d["policy_domain"] for d in first["domains"][:3]] == \
+        ["d204.example", "d203.example", "d202.example"]
+    assert first["totals"] == {"domains": 205, "sessions": 205 * 100 + sum(range(205)),
+                               "successful_sessions": 205 * 100,
+                               "failed_sessions": sum(range(205)),
+                               "success_rate": round(20500 / (20500 + sum(range(205))), 6),
+                               "rate_text": "49.5%"}
+    assert first["previous"] is None
+    assert first["next"] == f"/?{window}&page=2&format=json"
+    seen = [d["policy_domain"] for d in first["domains"]]
+    page = first
+    while page["next"]:
+        page = asyncio.run(get(page["next"])).json()
+        seen += [d["policy_domain"] for d in page["domains"]]
+    assert seen == [f"d{i:03d}.example" for i in range(204, -1, -1)]  # each once, in order
+    assert (page["page"], page["first"], page["last"], page["next"]) == (3, 201, 205, None)
+    assert page["domains"][-1]["top_failure"] is None and \
+        page["domains"][-1]["daily_success_rate"][19] == 1.0
+    html = asyncio.run(get(f"/?{window}&page=2")).text
+    assert "Domains 101&ndash;200 of 205 (page 2 of 3)" in html
+    assert f'href="/?{window.replace("&", "&amp;")}&amp;page=3" rel="next"' in html
+    assert "205 domains, the lowest success rate first: 41,410 sessions, 20,910 failed" in html
+    assert html.count('class="sparkline"') == 100
+    past = asyncio.run(get(f"/?{window}&page=99&format=json")).json()
+    assert past["page"] == 3 and len(past["domains"]) == 5  # the last page

@@ -7,6 +7,7 @@ character is shown as an escape, so a sender cannot add lines to a mail or a cha
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -73,8 +74,9 @@ def evaluate(store: Store, days: list[date], rules: AlertRules = AlertRules(),
     if not days:
         return []
     first, last = min(days), max(days)
-    found = (_new_result_types(store, first, last) + _low_rates(store, first, last, rules)
-             + _spikes(store, first, last, rules) + _sts_problems(store, first, last)
+    history = _daily(store, first - timedelta(days=rules.spike_days), last)  # read once
+    found = (_new_result_types(store, first, last) + _low_rates(history, first, last, rules)
+             + _spikes(history, first, last, rules) + _sts_problems(store, first, last)
              + _silences(store, today or last, rules) + _conflicts(store, today or last))
     merged: dict[tuple[str, str, date], Alert] = {}
     for alert in found:  # one alert per (domain, kind, day): two new types make one alert
@@ -153,9 +155,12 @@ def _daily(store: Store, first: date, last: date) -> list[dict[str, Any]]:
     """, [first, last])
 
 
-def _low_rates(store: Store, first: date, last: date, rules: AlertRules) -> list[Alert]:
+def _low_rates(history: list[dict[str, Any]], first: date, last: date,
+               rules: AlertRules) -> list[Alert]:
     out = []
-    for r in _daily(store, first, last):
+    for r in history:
+        if not first <= r["day"] <= last:
+            continue
         total = r["ok"] + r["failed"]
         if total and r["ok"] / total < rules.success_threshold:
             rate, domain = r["ok"] / total, _plain(r["policy_domain"])
@@ -168,8 +173,9 @@ def _low_rates(store: Store, first: date, last: date, rules: AlertRules) -> list
     return out
 
 
-def _spikes(store: Store, first: date, last: date, rules: AlertRules) -> list[Alert]:
-    history = _daily(store, first - timedelta(days=rules.spike_days), last)
+def _spikes(history: list[dict[str, Any]], first: date, last: date,
+            rules: AlertRules) -> list[Alert]:
+    """``history``: the daily figures from ``spike_days`` before ``first`` to ``last``."""
     failed = {(r["policy_domain"], r["day"]): r["failed"] for r in history}
     out = []
     for (domain, day), count in sorted(failed.items()):
@@ -267,6 +273,7 @@ def plain(value: object, limit: int = 120) -> str:
     return _plain(value, limit)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few reporters in thousands of alerts a week
 def short_org(name: str) -> str:
     return _plain(_short_org(name))
 

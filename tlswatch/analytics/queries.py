@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
+from tlswatch.analytics.narrowing import narrowed
 from tlswatch.store import Store
 from tlswatch.tenants.scope import EVERYTHING, Scope
 
@@ -158,11 +159,6 @@ def failure_groups(
              "AS failure_reason_codes") if details else ""
     if example_code:
         extra += ", max(failure_reason_code) AS failure_reason_code"
-    rank = keep = ""
-    if top_per_domain:
-        rank = (", row_number() OVER (PARTITION BY domain_id ORDER BY "
-                f"sum(failed_sessions) DESC, {key_sql}) AS rank")
-        keep = f" WHERE rank <= {int(top_per_domain)}"
     joins = "".join(f" LEFT JOIN names n{i} ON n{i}.name_id = g.{key}"
                     for i, key in enumerate(keys) if key in _ID_COLUMN.values())
     names = ", ".join(f"n{i}.value AS {dim}" if key in _ID_COLUMN.values() else f"g.{dim}"
@@ -172,11 +168,11 @@ def failure_groups(
     outs = (", g.reports, g.first_day, g.last_day, g.failure_reason_codes" if details
             else "") + (", g.failure_reason_code" if example_code else "")
     top = f"""
-        SELECT * FROM (
             SELECT {key_sql}, sum(failed_sessions)::DECIMAL(38,0) AS failed_sessions{extra}
-                   {rank}
             FROM {source}{where}
-            GROUP BY {key_sql}) AS r{keep}"""
+            GROUP BY {key_sql}"""
+    if top_per_domain:
+        top = _top_per_domain(top, keys, int(top_per_domain), few=bool(filters.domains))
     rows = store.rows(f"""
         SELECT {names}, g.failed_sessions{outs}
         FROM ({top}) AS g{joins}
@@ -189,6 +185,37 @@ def failure_groups(
     return rows
 
 
+def _top_per_domain(groups: str, keys: list[str], n: int, *, few: bool = False) -> str:
+    """The ``n`` largest of the ``groups`` (a query with domain_id and failed_sessions) in
+    each domain, ties in the order of ``keys``.  Only the groups with at least the domain's
+    n-th largest *distinct* figure are ranked: there are at least n of them, so the first
+    n are among them, and on a store with many small groups (a sending IP per report) that
+    ranks a few thousand rows instead of every group.  ``few`` (the groups of a few named
+    domains): every group ranked, which is then quicker than finding that figure."""
+    ordered = ", ".join(f"s.{k}" for k in keys)
+    if few:
+        return f"""
+        SELECT * FROM (
+            SELECT s.*, row_number() OVER (PARTITION BY s.domain_id
+                                           ORDER BY s.failed_sessions DESC, {ordered}) AS rank
+            FROM ({groups}) AS s) AS r
+        WHERE rank <= {n}"""
+    return f"""
+        WITH s AS MATERIALIZED ({groups}),
+        least AS (
+            SELECT domain_id, min(failed_sessions) AS least FROM (
+                SELECT domain_id, failed_sessions, row_number() OVER (
+                    PARTITION BY domain_id ORDER BY failed_sessions DESC) AS n
+                FROM (SELECT DISTINCT domain_id, failed_sessions FROM s) AS v) AS d
+            WHERE n <= {n} GROUP BY domain_id)
+        SELECT * FROM (
+            SELECT s.*, row_number() OVER (PARTITION BY s.domain_id
+                                           ORDER BY s.failed_sessions DESC, {ordered}) AS rank
+            FROM s JOIN least ON least.domain_id = s.domain_id
+                 AND s.failed_sessions >= least.least) AS r
+        WHERE rank <= {n}"""
+
+
 GROUPS_PER_PASS = 2_000_000  # rollup rows a `failures` pass groups at once (its memory)
 
 
@@ -197,7 +224,8 @@ def _top_detailed(store: Store, filters: Filters, dimensions: tuple[str, ...],
     """``failure_groups(..., limit=limit, details=True)`` without grouping every rollup row
     twice: first the failed sessions of each group (ids only), which picks the groups that
     can be among the first ``limit`` (those with at least the ``limit``-th largest figure,
-    ties included); then reports, days and reason codes of those groups alone.  A large
+    ties included); then reports, days and reason codes of those groups alone.  Rows of no
+    such group are left out first (see ``narrowing``).  A large
     rollup is summed in passes over a share of the domains each (a group has one domain),
     so that no pass holds every group in memory."""
     unknown = set(dimensions) - set(FAILURE_DIMENSIONS)
@@ -208,6 +236,7 @@ def _top_detailed(store: Store, filters: Filters, dimensions: tuple[str, ...],
     where, params = rollup_where(filters)
     if "policy_type" not in dims:
         where = f"{where} AND counted" if where else " WHERE counted"
+        where, params = narrowed(store, keys, where, params, limit, by_month_source(filters))
     passes = 1
     if "domain_id" in keys:
         rows = int(store.value(f"SELECT count(*) FROM rollup_failures{where}", params))

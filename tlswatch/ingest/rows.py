@@ -12,6 +12,10 @@ from typing import Any, NamedTuple, get_type_hints
 
 import pyarrow as pa
 
+from tlswatch import lazypandas
+
+lazypandas.defer()  # before the first conversion (in the CLI's processes)
+
 
 class ReportRow(NamedTuple):
     report_pk: int

@@ -16,17 +16,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from tlswatch import lazypandas
 from tlswatch.dburl import DatabaseUrl, location
+from tlswatch.deferred import deferred
 from tlswatch.errors import StoreError
 from tlswatch.store.engine import DuckDB, Params, Postgres
 from tlswatch.store.migrations import MIGRATIONS, migration_sql
 
-lazypandas.defer()
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = deferred("pyarrow")  # imported by the first write: readers do without it
 
 log = logging.getLogger(__name__)
 
@@ -237,30 +238,38 @@ class Store:
                 f"FROM _batch b{joins}")
 
     # -- alerts and the outbox (written by the jobs beside the loader) --------------------
-    def record_alerts(self, alerts: pa.Table, *, cap: int, batch: int, more_kind: str,
-                      more_message: str, now: datetime) -> list[dict[str, Any]]:
+    def record_alerts(self, alerts: Sequence[dict[str, Any]] | pa.Table, *, cap: int,
+                      batch: int, more_kind: str, more_message: str, now: datetime
+                      ) -> list[dict[str, Any]]:
         """Store the alerts not recorded before (per domain, kind, day).
 
-        ``alerts`` has policy_domain, kind, day, message, details (JSON text) and rank (lower
-        goes first).  At most ``cap`` alerts are kept per day; the rest of a day are counted
-        by one ``more_kind`` alert whose message is ``more_message`` with ``{more}`` and
-        ``{day}`` filled in (updated, not repeated, when later checks find more).  Returns
-        the rows this call created, tagged with ``batch``.  Call inside a transaction.
+        ``alerts`` (rows, or an Arrow table) have policy_domain, kind, day, message, details
+        (JSON text) and rank (lower goes first).  At most ``cap`` alerts are kept per day;
+        the rest of a day are counted by one ``more_kind`` alert whose message is
+        ``more_message`` with ``{more}`` and ``{day}`` filled in (updated, not repeated, when
+        later checks find more).  Returns the rows this call created, tagged with
+        ``batch``.  Call inside a transaction.
+        The alerts reach the database as array parameters, not as an Arrow table: building
+        one from Python values loads pandas, a quarter of a second of every check.
         """
-        if alerts.num_rows == 0:
+        if not isinstance(alerts, Sequence):
+            alerts = alerts.to_pylist()
+        if not alerts:
             return []
-        with self.scratch("_alerts", alerts):
-            ranked = self.rows("""
-                WITH have AS (
-                    SELECT day, count(*) AS n FROM alerts WHERE kind <> ? GROUP BY day
-                )
-                SELECT c.policy_domain, c.kind, c.day, c.message, c.details,
-                       coalesce(h.n, 0)
-                       + row_number() OVER (PARTITION BY c.day ORDER BY c.rank) AS n
-                FROM _alerts c LEFT JOIN have h ON h.day = c.day
-                WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.policy_domain =
-                                  c.policy_domain AND a.kind = c.kind AND a.day = c.day)
-            """, [more_kind])
+        candidates, values = _unnested(alerts, {
+            "policy_domain": "VARCHAR", "kind": "VARCHAR", "day": "DATE", "message": "VARCHAR",
+            "details": "VARCHAR", "rank": "BIGINT"})
+        ranked = self.rows(f"""
+            WITH have AS (
+                SELECT day, count(*) AS n FROM alerts WHERE kind <> ? GROUP BY day
+            )
+            SELECT c.policy_domain, c.kind, c.day, c.message, c.details,
+                   coalesce(h.n, 0)
+                   + row_number() OVER (PARTITION BY c.day ORDER BY c.rank) AS n
+            FROM ({candidates}) AS c LEFT JOIN have h ON h.day = c.day
+            WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.policy_domain =
+                              c.policy_domain AND a.kind = c.kind AND a.day = c.day)
+        """, [more_kind, *values])
         chosen = [{k: r[k] for k in _ALERT_COLUMNS} for r in ranked if r["n"] <= cap]
         over: dict[Any, int] = {}
         for r in ranked:
@@ -276,20 +285,21 @@ class Store:
             return []
         chosen.sort(key=lambda r: (r["day"], r["policy_domain"], r["kind"]))
         first = self.next_pk("alerts", "alert_pk")
-        table = pa.table({"alert_pk": pa.array(range(first, first + len(chosen)), pa.int64()),
-                          **{k: [r[k] for r in chosen] for k in _ALERT_COLUMNS}},
-                         schema=_ALERT_SCHEMA)
-        with self.scratch("_chosen", table):
-            rows = self.rows("""
-                INSERT INTO alerts (alert_pk, policy_domain, kind, day, message, details,
-                                    created_at, outbox_batch)
-                SELECT alert_pk, policy_domain, kind, day, message, CAST(details AS JSON),
-                       $now, $batch
-                FROM _chosen
-                ON CONFLICT (policy_domain, kind, day)
-                DO UPDATE SET message = excluded.message, details = excluded.details
-                RETURNING policy_domain, kind, day, message, details, outbox_batch
-            """, {"now": now, "batch": batch})
+        for pk, r in enumerate(chosen, start=first):
+            r["alert_pk"] = pk
+        rows_sql, values = _unnested(chosen, {
+            "alert_pk": "BIGINT", "policy_domain": "VARCHAR", "kind": "VARCHAR", "day": "DATE",
+            "message": "VARCHAR", "details": "VARCHAR"})
+        rows = self.rows(f"""
+            INSERT INTO alerts (alert_pk, policy_domain, kind, day, message, details,
+                                created_at, outbox_batch)
+            SELECT alert_pk, policy_domain, kind, day, message, CAST(details AS JSON),
+                   ?, ?
+            FROM ({rows_sql}) AS c
+            ON CONFLICT (policy_domain, kind, day)
+            DO UPDATE SET message = excluded.message, details = excluded.details
+            RETURNING policy_domain, kind, day, message, details, outbox_batch
+        """, [now, batch, *values])  # in the order of the text
         rows.sort(key=lambda r: (r["day"], r["policy_domain"], r["kind"]))
         return [r for r in rows if r.pop("outbox_batch") == batch]  # not the updated ones
 
@@ -407,9 +417,14 @@ class Store:
 
 
 _ALERT_COLUMNS = ("policy_domain", "kind", "day", "message", "details")
-_ALERT_SCHEMA = pa.schema([("alert_pk", pa.int64()), ("policy_domain", pa.string()),
-                           ("kind", pa.string()), ("day", pa.date32()),
-                           ("message", pa.string()), ("details", pa.string())])
+
+
+def _unnested(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> tuple[str, list[Any]]:
+    """A SELECT of ``rows`` (the ``columns``: name and SQL type) from one array parameter per
+    column, unnested side by side (both engines zip several unnests in one SELECT list)."""
+    select = ", ".join(f"unnest(CAST(? AS {kind}[])) AS {name}"
+                       for name, kind in columns.items())
+    return f"SELECT {select}", [[r[name] for r in rows] for name in columns]
 
 
 def exists(db: Path | str) -> bool:

@@ -17,17 +17,28 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import psycopg
-import pyarrow as pa
-from psycopg import errors as pgerrors
-from psycopg import sql as pgsql
-from psycopg.types.string import TextLoader
 
 from tlswatch.dburl import DatabaseUrl
+from tlswatch.deferred import deferred
 from tlswatch.errors import StoreError, StoreLockedError, StoreRowError, StoreWriteError
+
+# psycopg (PostgreSQL only) and pyarrow (batch writes, scratch tables) are imported when
+# first used: a read-only command on a DuckDB file never needs them.
+if TYPE_CHECKING:
+    import psycopg
+    import pyarrow as pa
+    from psycopg import errors as pgerrors
+    from psycopg import sql as pgsql
+    from psycopg.types import string as pgstring
+else:
+    psycopg = deferred("psycopg")
+    pa = deferred("pyarrow")
+    pgerrors = deferred("psycopg.errors")
+    pgsql = deferred("psycopg.sql")
+    pgstring = deferred("psycopg.types.string")
 
 Params = Sequence[Any] | dict[str, Any]
 
@@ -45,14 +56,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _normalise(rows: list[tuple[Any, ...]], columns: list[int]) -> list[tuple[Any, ...]]:
+def _whole(value: Any) -> Any:
+    """A DECIMAL(p,0) value (integral by its type) as int."""
+    return None if value is None else int(value)
+
+
+def _normalise(rows: list[tuple[Any, ...]], columns: list[int],
+               whole: Sequence[int] = ()) -> list[tuple[Any, ...]]:
     """The same Python types from both engines: integral decimals (sums cast to
     DECIMAL(38,0), PostgreSQL's numeric sums) as int, timestamps with a time zone (now())
-    as naive UTC.  ``columns``: the positions of the result's decimal and zoned columns."""
-    if not columns:
+    as naive UTC.  ``columns``: the positions of the result's decimal and zoned columns;
+    ``whole``: those of them whose type has no fraction (converted column by column: a
+    summary's hundreds of thousands of sums)."""
+    if not columns or not rows:
         return rows
-    return [tuple(_plain(v) if i in columns else v for i, v in enumerate(row))
-            for row in rows]
+    by_column = list(zip(*rows, strict=True))
+    for i in columns:
+        by_column[i] = tuple(map(_whole if i in whole else _plain, by_column[i]))
+    return list(zip(*by_column, strict=True))
 
 
 # Each commit is durable in the write-ahead log; folding the log into the file (a
@@ -106,7 +127,8 @@ class DuckDB:
         described = cur.description or []
         special = [i for i, d in enumerate(described)
                    if str(d[1]).startswith(("DECIMAL", "TIMESTAMP WITH TIME ZONE"))]
-        return [d[0] for d in described], _normalise(cur.fetchall(), special)
+        whole = [i for i in special if str(described[i][1]).endswith(",0)")]
+        return [d[0] for d in described], _normalise(cur.fetchall(), special, whole)
 
     def execute(self, sql: str, params: Params) -> None:
         self.con.execute(sql, params).fetchall()
@@ -185,17 +207,18 @@ def translate(sql: str) -> str:
     return _TOKENS.sub(one, sql)
 
 
-_ARROW_TO_PG = [
-    (pa.types.is_boolean, "BOOLEAN"), (pa.types.is_int8, "SMALLINT"),
-    (pa.types.is_int16, "SMALLINT"), (pa.types.is_int32, "INTEGER"),
-    (pa.types.is_int64, "BIGINT"), (pa.types.is_uint8, "SMALLINT"),
-    (pa.types.is_uint16, "INTEGER"), (pa.types.is_uint32, "BIGINT"),
-    (pa.types.is_uint64, "NUMERIC"), (pa.types.is_floating, "DOUBLE PRECISION"),
-    (pa.types.is_decimal, "NUMERIC"), (pa.types.is_string, "VARCHAR"),
-    (pa.types.is_large_string, "VARCHAR"), (pa.types.is_binary, "BYTEA"),
-    (pa.types.is_large_binary, "BYTEA"), (pa.types.is_date, "DATE"),
-    (pa.types.is_timestamp, "TIMESTAMP"), (pa.types.is_null, "VARCHAR"),
-]
+def _arrow_to_pg() -> list[tuple[Any, str]]:
+    return [
+        (pa.types.is_boolean, "BOOLEAN"), (pa.types.is_int8, "SMALLINT"),
+        (pa.types.is_int16, "SMALLINT"), (pa.types.is_int32, "INTEGER"),
+        (pa.types.is_int64, "BIGINT"), (pa.types.is_uint8, "SMALLINT"),
+        (pa.types.is_uint16, "INTEGER"), (pa.types.is_uint32, "BIGINT"),
+        (pa.types.is_uint64, "NUMERIC"), (pa.types.is_floating, "DOUBLE PRECISION"),
+        (pa.types.is_decimal, "NUMERIC"), (pa.types.is_string, "VARCHAR"),
+        (pa.types.is_large_string, "VARCHAR"), (pa.types.is_binary, "BYTEA"),
+        (pa.types.is_large_binary, "BYTEA"), (pa.types.is_date, "DATE"),
+        (pa.types.is_timestamp, "TIMESTAMP"), (pa.types.is_null, "VARCHAR"),
+    ]
 
 
 def pg_type(kind: pa.DataType) -> str:
@@ -204,16 +227,20 @@ def pg_type(kind: pa.DataType) -> str:
         return pg_type(kind.value_type)
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return pg_type(kind.value_type) + "[]"
-    for test, name in _ARROW_TO_PG:
+    for test, name in _arrow_to_pg():
         if test(kind):
             return name
     raise StoreError(f"no PostgreSQL column type for the Arrow type {kind}")
 
 
-_PG_TO_ARROW = {"int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
-                "bool": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us"),
-                "timestamptz": pa.timestamp("us"),
-                "bytea": pa.binary(), "float4": pa.float32(), "float8": pa.float64()}
+@functools.cache
+def _pg_to_arrow() -> dict[str, pa.DataType]:
+    return {"int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
+            "bool": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us"),
+            "timestamptz": pa.timestamp("us"),
+            "bytea": pa.binary(), "float4": pa.float32(), "float8": pa.float64()}
+
+
 _TEXT = ("text", "varchar", "json", "jsonb", "bpchar", "name")
 
 
@@ -221,7 +248,10 @@ class Postgres:
     """One connection to a PostgreSQL database, in autocommit mode between transactions."""
 
     name = "postgresql"
-    Error: type[Exception] = psycopg.Error
+
+    @property
+    def Error(self) -> type[Exception]:  # an attribute of DuckDB's
+        return psycopg.Error
 
     def __init__(self, con: psycopg.Connection[tuple[Any, ...]], where: DatabaseUrl) -> None:
         self.con = con
@@ -245,7 +275,7 @@ class Postgres:
             raise StoreError(f"{url}: cannot connect to PostgreSQL with this URL: {reason}. "
                              "Correct the URL (a setting: retrying will not help)") from None
         for kind in ("json", "jsonb"):  # JSON columns read as text, as on DuckDB
-            con.adapters.register_loader(kind, TextLoader)
+            con.adapters.register_loader(kind, pgstring.TextLoader)
         # Timestamps are naive UTC; lock waits end after lock_timeout like DuckDB's.
         con.execute("SET TIME ZONE 'UTC'")
         con.execute(pgsql.SQL("SET lock_timeout = {}").format(
@@ -289,7 +319,7 @@ class Postgres:
         are integral, become int64)."""
         info = self.con.adapters.types.get(oid)
         name = info.name if info is not None else ""
-        kind = pa.string() if name in _TEXT else _PG_TO_ARROW.get(name)
+        kind = pa.string() if name in _TEXT else _pg_to_arrow().get(name)
         if info is not None and oid == info.array_oid:
             return pa.list_(kind) if kind is not None else None
         return kind

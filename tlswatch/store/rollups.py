@@ -32,10 +32,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+from tlswatch.deferred import deferred
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from tlswatch.store import Store
+else:
+    pa = deferred("pyarrow")
 
 MIGRATION = """
     CREATE TABLE rollup_days (

@@ -6,13 +6,15 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlswatch.dnsname import BadDomain, parse_domain
 from tlswatch.errors import NotFoundError, TlsWatchError
-from tlswatch.ingest.prepare import Options
 from tlswatch.store import Store
 from tlswatch.tenants.scope import EVERYTHING, Scope
+
+if TYPE_CHECKING:  # the ingest side (and pyarrow) only for a type: readers never load it
+    from tlswatch.ingest.prepare import Options
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 ROLES = ("admin", "viewer")

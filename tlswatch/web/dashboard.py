@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -25,6 +26,7 @@ from tlswatch.analytics.alerts import history, last_report_day
 from tlswatch.analytics.checks import check_history, last_check
 from tlswatch.analytics.explain import explain
 from tlswatch.analytics.fetches import fetch_section
+from tlswatch.analytics.overview import overview, overview_of_nothing
 from tlswatch.analytics.queries import Filters, failure_groups
 from tlswatch.analytics.render import to_json
 from tlswatch.analytics.reports import find_report, list_reports, raw_report, report_page
@@ -35,7 +37,7 @@ from tlswatch.analytics.series import (
     daily_sessions,
     policy_strings,
 )
-from tlswatch.analytics.summary import paragraph, percent, summarize
+from tlswatch.analytics.summary import paragraph, summarize
 from tlswatch.config import Settings
 from tlswatch.errors import NotFoundError
 from tlswatch.ingest.accept import Intake, Refused, Unavailable
@@ -66,6 +68,12 @@ def _client(request: Request) -> str:
 
 def _page_number(text: str) -> int:
     return int(text) if text.isdigit() and len(text) < 9 else 1
+
+
+def _page_link(window: Window, page: int, as_json: bool) -> str:
+    """The overview's URL for another page, in the same range (and form)."""
+    query = {"since": window.since, "until": window.until} if window.chosen else {}
+    return "/?" + urlencode({**query, "page": page, **({"format": "json"} if as_json else {})})
 
 
 class Dashboard:
@@ -136,37 +144,25 @@ class Dashboard:
         start, end, days = window.since, window.until, window.days
         scope = scope_of(request)
 
-        def build(store: Store) -> list[dict[str, Any]]:
-            filters = Filters(since=start, until=end, scope=scope)
-            summary = summarize(store, filters, top_lists=False)  # no per-domain lists here
-            by_domain: dict[str, dict[date, dict[str, Any]]] = {}
-            for r in daily_sessions(store, filters):  # once, not once per domain
-                by_domain.setdefault(r["policy_domain"], {})[r["day"]] = r
-            out = []
-            for d in summary.domains:
-                per_day = by_domain.get(d.policy_domain, {})
-                rates: list[float | None] = []
-                for i in range(days):
-                    row = per_day.get(start + timedelta(days=i))
-                    total = (row["successful_sessions"] + row["failed_sessions"]) if row else 0
-                    rates.append(row["successful_sessions"] / total if row and total else None)
-                top = max(d.failures_by_result_type.items(), key=lambda kv: kv[1],
-                          default=(None, 0))
-                out.append({"policy_domain": d.policy_domain, "sessions": d.total_sessions,
-                            "successful_sessions": d.successful_sessions,
-                            "failed_sessions": d.failed_sessions,
-                            "success_rate": d.success_rate,
-                            "rate_text": percent(d.success_rate, failures=d.failed_sessions),
-                            "top_failure": top[0], "reporters": len(d.organizations),
-                            "daily_success_rate": rates,
-                            "sparkline": sparkline(rates, low=min(
-                                [r for r in rates if r is not None] + [0.99]) - 0.01)})
-            return out
+        page = _page_number(request.query_params.get("page", "1"))
 
-        domains = await self._read(build) or []
+        def build(store: Store) -> dict[str, Any]:
+            data = overview(store, Filters(since=start, until=end, scope=scope), page=page)
+            for d in data["domains"]:
+                rates = d["daily_success_rate"]
+                d["sparkline"] = sparkline(rates, low=min(
+                    [r for r in rates if r is not None] + [0.99]) - 0.01)
+            return data
+
+        data = await self._read(build) or overview_of_nothing()
+        as_json = request.query_params.get("format") == "json"
+        links = {"previous": _page_link(window, data["page"] - 1, as_json)
+                 if data["page"] > 1 else None,
+                 "next": _page_link(window, data["page"] + 1, as_json)
+                 if data["page"] < data["pages"] else None}
         return self._page(request, "overview.html",
                           {"since": start, "until": end, "days": days, "note": window.note,
-                           "domains": domains},
+                           **data, **links},
                           window=window, period=f"{start} .. {end}")
 
     async def domain(self, request: Request) -> Response:
