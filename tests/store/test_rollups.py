@@ -72,15 +72,21 @@ def _load_varied(cli: Cli, tmp_path: Path) -> None:
     cli("ingest", str(tmp_path / "conflict.json"), code=None)
 
 
-def test_incremental_rollups_equal_a_rebuild(cli: Cli, db: Path | str, tmp_path: Path) -> None:
-    _load_varied(cli, tmp_path)
+def assert_rollups_equal_a_rebuild(db: Path | str, cli: Cli) -> None:
+    """The rollups as loads left them equal those rebuilt from the detail tables (by the
+    library and by 'tlswatch db rebuild-rollups')."""
     incremental = _rollups(db)
-    assert incremental["rollup_failures"] and incremental["rollup_policies"]
+    assert all(incremental[t] for t in ("rollup_failures", "rollup_policies", "rollup_ips"))
     with Store.open(db) as store:
         rebuild(store)
     assert _rollups(db) == incremental
     assert "rollups rebuilt:" in cli("db", "rebuild-rollups").stdout
     assert _rollups(db) == incremental
+
+
+def test_incremental_rollups_equal_a_rebuild(cli: Cli, db: Path | str, tmp_path: Path) -> None:
+    _load_varied(cli, tmp_path)
+    assert_rollups_equal_a_rebuild(db, cli)
 
 
 @pytest.mark.duckdb_only  # pruning speaks DuckDB only
@@ -169,13 +175,17 @@ def test_the_first_failure_groups_are_those_of_the_whole_list(
     included, as the whole list cut at N."""
     monkeypatch.setattr(queries, "GROUPS_PER_PASS", per_pass)
     _load_varied(cli, tmp_path)
+    _assert_first_groups_are_the_whole_lists(db, Filters(domains=("post.example",)))
+
+
+def _assert_first_groups_are_the_whole_lists(db: Path | str, *more: Filters) -> None:
+    """For every period or selection, ``--limit n`` gives the whole list cut at n."""
     dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
             "receiving_ip", "sending_mta_ip")
     with Store.open(db, read_only=True) as store:
-        for filters in (Filters(), Filters(since=TODAY - timedelta(days=30)),
-                        Filters(domains=("post.example",))):
+        for filters in (Filters(), Filters(since=TODAY - timedelta(days=30)), *more):
             whole = failure_groups(store, filters, dims, details=True)
-            assert len(whole) > 2
+            assert len(whole) > 1, filters
             for n in range(1, len(whole) + 2):
                 assert failure_groups(store, filters, dims, limit=n, details=True) \
                     == whole[:n], (filters, n)
@@ -192,12 +202,4 @@ def test_failure_groups_left_out_by_the_bounds_are_never_among_the_first(
     monkeypatch.setattr(narrowing, "SAMPLE_ROWS", sample)
     monkeypatch.setattr(narrowing, "MOST_PAIRS", most_pairs)
     _load_varied(cli, tmp_path)
-    dims = ("policy_domain", "organization_name", "result_type", "receiving_mx_hostname",
-            "receiving_ip", "sending_mta_ip")
-    with Store.open(db, read_only=True) as store:
-        for filters in (Filters(), Filters(since=TODAY - timedelta(days=30)),
-                        Filters(organizations=("Postfix",))):
-            whole = failure_groups(store, filters, dims, details=True)
-            for n in range(1, len(whole) + 2):
-                assert failure_groups(store, filters, dims, limit=n, details=True) \
-                    == whole[:n], (filters, n)
+    _assert_first_groups_are_the_whole_lists(db, Filters(organizations=("Postfix",)))

@@ -17,13 +17,12 @@ from tests.ingest.test_batches import (
     stored_rows,
 )
 from tests.ingest.test_poison import keys, mail
-from tests.store.test_rollups import _rollups
+from tests.store.test_rollups import assert_rollups_equal_a_rebuild
 from tlswatch.ingest.batch import tabulate
 from tlswatch.ingest.loader import CHUNK, Loader, load
 from tlswatch.ingest.prepare import Options
 from tlswatch.ingest.sources import Input
 from tlswatch.store import Store
-from tlswatch.store.rollups import rebuild
 
 OPTIONS = Options(dnsfunc=keys)
 
@@ -57,16 +56,6 @@ def _items(docs: list[tuple[str, dict[str, Any], bool | None]]) -> list[Input]:
             for name, doc, signed in docs]
 
 
-def _check(db: Path | str, cli: Cli) -> None:
-    incremental = _rollups(db)
-    assert incremental["rollup_failures"] and incremental["rollup_ips"]
-    with Store.open(db) as store:
-        rebuild(store)
-    assert _rollups(db) == incremental
-    assert "rollups rebuilt:" in cli("db", "rebuild-rollups").stdout
-    assert _rollups(db) == incremental
-
-
 def test_rollups_of_loads_into_a_store_with_data_equal_a_rebuild(db: Path | str,
                                                                  cli: Cli) -> None:
     first = [(f"f{i}.json", report(i), None) for i in range(CHUNK + 20)]
@@ -75,7 +64,7 @@ def test_rollups_of_loads_into_a_store_with_data_equal_a_rebuild(db: Path | str,
     with Store.open(db) as store:
         result = load(_items(first), store, options=OPTIONS, workers=2, batch_size=100)
     assert result.accepted == CHUNK + 22
-    _check(db, cli)
+    assert_rollups_equal_a_rebuild(db, cli)
     # Into the store with data, in batches of 7: the same reports again, new ones on the
     # same days and domains, conflicting ones, and signed reports (on other days) that
     # displace stored unsigned ones and one unsigned one of the same batch.
@@ -92,7 +81,7 @@ def test_rollups_of_loads_into_a_store_with_data_equal_a_rebuild(db: Path | str,
     with Store.open(db) as store:
         result = load(_items(second), store, options=OPTIONS, batch_size=7)
     assert (result.accepted, result.duplicates, result.conflicts) == (33, 1, 4)
-    _check(db, cli)
+    assert_rollups_equal_a_rebuild(db, cli)
 
 
 def test_a_batch_split_after_refusals_keeps_rows_and_rollups_on_either_engine(
@@ -115,4 +104,4 @@ def test_a_batch_split_after_refusals_keeps_rows_and_rollups_on_either_engine(
     expected = expected_rows({d["report-id"]: d for i, d in enumerate(docs) if i not in spoiled}
                              | {f"r{i}": report(i) for i in range(100, 130)})
     assert rows == expected
-    _check(db, cli)
+    assert_rollups_equal_a_rebuild(db, cli)
