@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -165,42 +166,59 @@ def _refuse_non_empty(dst: Store, layout: dict[str, list[Column]]) -> None:
 
 
 def _page_key(columns: list[Column]) -> Column | None:
-    """The column batches are cut along: a numeric key, else the report day, else none
-    (a small table read whole)."""
-    for column in columns:
-        if column.kind in _INTEGER and column.name.endswith(("_pk", "_id")):
-            return column
-    return next((c for c in columns if c.name == "day" and c.kind == "date"), None)
+    """The column batches are cut along: a row key, else the day (or month) of a rollup,
+    else a numeric id, else none (a small table read whole).  Rollups are cut by day so
+    the copy keeps them in day order, as reads of a few days expect (see ``_order``)."""
+    numeric = [c for c in columns if c.kind in _INTEGER]
+    return (next((c for c in numeric if c.name.endswith("_pk")), None)
+            or next((c for c in columns if c.name in ("day", "month") and c.kind == "date"),
+                    None)
+            or next((c for c in numeric if c.name.endswith("_id")), None))
 
 
 def _pages(store: Store, table: str, columns: list[Column], batch: int) -> Iterator[pa.Table]:
-    """The table's rows in bounded batches (by ranges of the page key)."""
+    """The table's rows in bounded batches (by ranges of the page key; a rollup's days by
+    ranges of their domain ids, in order)."""
     names = ", ".join(c.name for c in columns)
     key = _page_key(columns)
     if key is None:
         yield store.arrow(f"SELECT {names} FROM {table}")
         return
-    if key.kind == "date":
-        days = [r["d"] for r in store.rows(f"SELECT DISTINCT {key.name} AS d FROM {table} "
-                                           f"ORDER BY {key.name}")]
-        for day in days:
-            yield store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} = ?", [day])
-        nulls = store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} IS NULL")
-        if nulls.num_rows:
-            yield nulls
+    if key.kind != "date":
+        yield from _ranges(store, f"SELECT {names} FROM {table}", key.name, batch)
         return
-    bounds = store.rows(f"SELECT min({key.name}) AS lo, max({key.name}) AS hi, "
-                        f"count(*) AS n FROM {table}")[0]
+    days = [r["d"] for r in store.rows(f"SELECT DISTINCT {key.name} AS d FROM {table} "
+                                       f"ORDER BY {key.name}")]
+    domain = any(c.name == "domain_id" for c in columns)
+    for day in days:
+        if domain:
+            yield from _ranges(store, f"SELECT {names} FROM {table} WHERE {key.name} = ?",
+                               "domain_id", batch, [day])
+        else:
+            yield store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} = ?", [day])
+    nulls = store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} IS NULL")
+    if nulls.num_rows:
+        yield nulls
+
+
+def _ranges(store: Store, select: str, key: str, batch: int,
+            params: list[Any] | None = None) -> Iterator[pa.Table]:
+    """The rows of ``select`` (a SELECT with a WHERE clause or none) by ranges of the
+    numeric ``key`` of about ``batch`` rows each, in key order, then those without one."""
+    params = params or []
+    joined = " AND " if " WHERE " in select else " WHERE "
+    bounds = store.rows(f"SELECT min({key}) AS lo, max({key}) AS hi, count(*) AS n "
+                        f"FROM ({select}) AS s", params)[0]
     if not bounds["n"]:
         return
-    lo, hi, n = int(bounds["lo"]), int(bounds["hi"]), int(bounds["n"])
+    lo, hi, n = int(bounds["lo"] or 0), int(bounds["hi"] or 0), int(bounds["n"])
     step = max(1, math.ceil((hi - lo + 1) * batch / n))
     for start in range(lo, hi + 1, step):
-        page = store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} >= ? "
-                           f"AND {key.name} < ?", [start, start + step])
+        page = store.arrow(f"{select}{joined}{key} >= ? AND {key} < ? ORDER BY {key}",
+                           [*params, start, start + step])
         if page.num_rows:
             yield page
-    nulls = store.arrow(f"SELECT {names} FROM {table} WHERE {key.name} IS NULL")
+    nulls = store.arrow(f"{select}{joined}{key} IS NULL", params)
     if nulls.num_rows:
         yield nulls
 

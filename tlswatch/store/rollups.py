@@ -19,6 +19,12 @@ Three tables, maintained in the loader's transaction:
   its whole months here and only the days at its ends from ``rollup_failures``: a month
   of a domain's senders is one row per IP instead of one per IP, day, reporter and host.
 
+Failure rollups are written in day and domain order: a rebuild sorts all of them so, a load
+appends its batch's rows sorted (reports arrive roughly in day order, so a store grown by
+loads stays close to day order).  DuckDB keeps the smallest and largest value of each column
+per block of rows, so a read of one domain over a few days skips the blocks of other days
+and domains instead of filtering every row.
+
 Session rollups are recomputed for the (day, domain) pairs a load or removal touches, from
 ``policies``, which retention never prunes.  Failure rollups are added to (and subtracted
 from, when a report is replaced) by the rows of those reports, so pruning failure details
@@ -127,7 +133,7 @@ def ips_fill_sql() -> str:
     keys = ", ".join(IPS_KEY)
     return (f"{IPS_MIGRATION.rstrip().rstrip(';')};\n"
             f"INSERT INTO rollup_ips ({keys}, failed_sessions, reports) "
-            f"{_ips_groups('rollup_failures')};")
+            f"{_ips_groups('rollup_failures')} ORDER BY month, domain_id;")
 
 
 RESULT_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
@@ -144,6 +150,7 @@ def _results_fill(where: str) -> str:
         SELECT {keys}, sum(failed_sessions), max(failure_reason_code)
         FROM rollup_failures r WHERE {where}
         GROUP BY {keys}
+        ORDER BY day, domain_id
     """
 
 FAILURE_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
@@ -297,6 +304,7 @@ def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None)
             INSERT INTO rollup_failures ({keys}, failed_sessions, reports,
                                          failure_reason_code)
             SELECT {keys}, failed_sessions, reports, failure_reason_code FROM _groups
+            ORDER BY day, domain_id
             ON CONFLICT ({keys}) DO UPDATE SET
                 failed_sessions = rollup_failures.failed_sessions + excluded.failed_sessions,
                 reports = rollup_failures.reports + excluded.reports,
@@ -353,7 +361,7 @@ def fill_sql() -> str:
     keys = ", ".join(FAILURE_KEY)
     return ";\n".join([MIGRATION.rstrip().rstrip(";"), *_session_fill("true"),
                         f"INSERT INTO rollup_failures ({keys}, failed_sessions, reports, "
-                        f"failure_reason_code) {_failure_groups('true')}",
+                        f"failure_reason_code) {_failure_groups('true')} ORDER BY day, domain_id",
                         _results_fill("true")]) + ";"
 
 
@@ -379,17 +387,18 @@ def rebuild(store: Store) -> dict[str, Any]:
         if kept_before is None:
             store.execute("DELETE FROM rollup_failures")
             store.execute(f"INSERT INTO rollup_failures ({keys}, failed_sessions, reports, "
-                          f"failure_reason_code) {_failure_groups('true')}")
+                          f"failure_reason_code) {_failure_groups('true')} ORDER BY day, domain_id")
         else:
             store.execute("DELETE FROM rollup_failures WHERE day >= ?", [kept_before])
             store.execute(f"INSERT INTO rollup_failures ({keys}, failed_sessions, reports, "
-                          f"failure_reason_code) {_failure_groups('f.day >= ?')}",
+                          f"failure_reason_code) {_failure_groups('f.day >= ?')} "
+                          "ORDER BY day, domain_id",
                           [kept_before])
         store.execute("DELETE FROM rollup_results")
         store.execute(_results_fill("true"))
         store.execute("DELETE FROM rollup_ips")
         store.execute(f"INSERT INTO rollup_ips ({', '.join(IPS_KEY)}, failed_sessions, "
-                      f"reports) {_ips_groups('rollup_failures')}")
+                      f"reports) {_ips_groups('rollup_failures')} ORDER BY month, domain_id")
         counts = {t: int(store.value(f"SELECT count(*) FROM {t}"))
                   for t in ("rollup_days", "rollup_policies", "rollup_failures",
                             "rollup_results", "rollup_ips")}
