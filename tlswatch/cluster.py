@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Gauge, Info
-
 from tlswatch.config import Settings
 from tlswatch.dburl import is_url
 from tlswatch.deferred import deferred
@@ -34,6 +32,7 @@ from tlswatch.store import Store, now_utc
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from prometheus_client import CollectorRegistry
 else:
     pa = deferred("pyarrow")  # imported by the first write
 
@@ -199,6 +198,8 @@ class StoreProbe:
 
 def node_metrics(registry: CollectorRegistry, settings: Settings, probe: StoreProbe) -> None:
     """``tlswatch_node_info{node=...}`` and ``tlswatch_store_up`` on a node's /metrics."""
+    from prometheus_client import Gauge, Info  # only 'serve' has metrics
+
     Info("tlswatch_node", "This serve node, one of several sharing a PostgreSQL store.",
          registry=registry).info({"node": node_name(settings), "engine": "postgresql"})
     Gauge("tlswatch_store_up", "1 while the shared store answers this node, 0 when it did "

@@ -19,12 +19,16 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from tlswatch.config import Settings
+from tlswatch.deferred import deferred
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = deferred("httpx")  # only a webhook delivery needs it (a twentieth of a second)
 
 MAIL, WEBHOOK = "mail", "webhook"
 

@@ -43,13 +43,14 @@ def test_placeholders_become_psycopg_ones_outside_literals_and_casts() -> None:
     (["summary", "--format", "json"], ["numpy", "pandas", "psycopg", "pyarrow"]),
     (["failures", "--limit", "100", "--format", "json"], ["numpy", "pandas", "psycopg",
                                                          "pyarrow"]),
-    (["alerts", "--check", "--format", "json"], ["jinja2", "numpy", "pandas", "psycopg",
-                                                 "pyarrow"])])
+    (["alerts", "--check", "--format", "json"], ["httpx", "jinja2", "numpy", "pandas",
+                                                 "prometheus_client", "psycopg", "pyarrow"])])
 def test_reading_a_duckdb_store_loads_no_module_it_does_not_use(
         cli: Cli, db: Path, command: list[str], absent: list[str]) -> None:
     """PostgreSQL's driver is loaded only for a postgresql:// store, pyarrow (and numpy)
-    only to write, the daily files' jinja2 and pandas not for alerts: each costs a command
-    a tenth of a second or more."""
+    only to write, the daily files' jinja2 and pandas not for alerts, nor the webhook's
+    httpx or the metrics' prometheus_client: each costs a command a twentieth of a second
+    or more."""
     cli.json("ingest", str(VALID))
     probe = ("import sys; from tlswatch.cli import main\n"
              f"sys.argv = ['tlswatch', '--db', {str(db)!r}, *{command!r}]\n"

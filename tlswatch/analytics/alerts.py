@@ -176,26 +176,37 @@ def _low_rates(history: list[dict[str, Any]], first: date, last: date,
 def _spikes(history: list[dict[str, Any]], first: date, last: date,
             rules: AlertRules) -> list[Alert]:
     """``history``: the daily figures from ``spike_days`` before ``first`` to ``last``."""
-    failed = {(r["policy_domain"], r["day"]): r["failed"] for r in history}
+    by_domain: dict[str, dict[int, int]] = {}  # domain -> day (as an ordinal) -> failed
+    for r in history:
+        by_domain.setdefault(r["policy_domain"], {})[r["day"].toordinal()] = r["failed"]
     out = []
-    for (domain, day), count in sorted(failed.items()):
-        if not first <= day <= last or count < rules.spike_minimum:
-            continue
-        # The average of the days before with reports: a day without any report is not a
-        # day without failures, and a domain's first day has no history to spike against.
-        window = [day - timedelta(days=i) for i in range(1, rules.spike_days + 1)]
-        before = [failed[(domain, d)] for d in window if (domain, d) in failed]
-        if not before:
-            continue
-        trailing, n = sum(before) / len(before), len(before)
-        if count > rules.spike_factor * trailing:
-            out.append(Alert(domain, "failure_spike", day,
-                             f"{_plain(domain)}: {count:,} failed sessions on {day}, over "
-                             f"{rules.spike_factor:g}x the daily average of {trailing:,.1f} "
-                             f"of the {n} report day{'s' if n != 1 else ''} in the "
-                             f"{rules.spike_days} days before.",
-                             {"failed_sessions": count, "trailing_average": round(trailing, 2)}))
+    for domain, figures in sorted(by_domain.items()):
+        for ordinal, count in sorted(figures.items()):
+            day = date.fromordinal(ordinal)
+            if first <= day <= last and count >= rules.spike_minimum:
+                out += _spike(domain, day, count, [
+                    figures[d] for d in range(ordinal - rules.spike_days, ordinal)
+                    if d in figures], rules)
     return out
+
+
+def _spike(domain: str, day: date, count: int, before: list[int],
+           rules: AlertRules) -> list[Alert]:
+    """The spike alert of ``domain`` on ``day`` if ``count`` (its failed sessions) is over
+    the factor times the average of ``before`` (those of its report days before)."""
+    # The average of the days before with reports: a day without any report is not a day
+    # without failures, and a domain's first day has no history to spike against.
+    if not before:
+        return []
+    trailing, n = sum(before) / len(before), len(before)
+    if count <= rules.spike_factor * trailing:
+        return []
+    return [Alert(domain, "failure_spike", day,
+                  f"{_plain(domain)}: {count:,} failed sessions on {day}, over "
+                  f"{rules.spike_factor:g}x the daily average of {trailing:,.1f} "
+                  f"of the {n} report day{'s' if n != 1 else ''} in the "
+                  f"{rules.spike_days} days before.",
+                  {"failed_sessions": count, "trailing_average": round(trailing, 2)})]
 
 
 def _sts_problems(store: Store, first: date, last: date) -> list[Alert]:
@@ -226,16 +237,20 @@ def _silences(store: Store, today: date, rules: AlertRules) -> list[Alert]:
     # last report; silences that began more than 60 days ago are history, not news.
     # The daily_min-th newest report day of each pair tells whether daily_min days fell in
     # the daily_days days up to the last one (one rollup row per day, domain, organisation).
+    # Days older than daily_days before the 60 cannot change that for a pair whose last day
+    # is within the 60, so they are not read.
+    recent = today - timedelta(days=60)
     rows = store.rows("""
         SELECT policy_domain, organization_name, max(day) AS last,
                min(day) FILTER (WHERE n = ?) AS kth
         FROM (SELECT policy_domain, organization_name, day,
                      row_number() OVER (PARTITION BY policy_domain, organization_name
                                         ORDER BY day DESC) AS n
-              FROM rollup_days WHERE day <= ?) AS d
+              FROM rollup_days WHERE day BETWEEN ? AND ?) AS d
         GROUP BY policy_domain, organization_name HAVING max(day) >= ?
         ORDER BY policy_domain, organization_name
-    """, [max(1, rules.daily_min), today, today - timedelta(days=60)])
+    """, [max(1, rules.daily_min), recent - timedelta(days=max(1, rules.daily_days)), today,
+          recent])
     for r in rows:
         r["days"] = rules.daily_min if r["kth"] is not None and (
             (r["last"] - r["kth"]).days < rules.daily_days) else 0

@@ -169,8 +169,10 @@ def onboarding(store: Store, settings: Settings, domain: str, records: Records |
                         "SELECT min(received_at) AS first_at, count(*) AS n FROM reports "
                         "WHERE report_pk IN (SELECT report_pk FROM policies "
                         "WHERE policy_domain = ?)", domain))
+    # The session rollups hold a row per day, domain and reporter of every stored report
+    # (retention never prunes them): the days of a domain's reporters, without its reports.
     reporters = store.rows("SELECT organization_name, min(day) AS first_day, max(day) AS "
-                           "last_day FROM policies WHERE policy_domain = ? "
+                           "last_day FROM rollup_days WHERE policy_domain = ? "
                            "GROUP BY organization_name ORDER BY organization_name", [domain])
     senders: dict[str, dict[str, Any]] = {}
     for r in reporters:
