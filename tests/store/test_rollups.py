@@ -3,6 +3,7 @@ untouched by pruning, and rebuilt by `db rebuild-rollups`."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,25 @@ def assert_rollups_equal_a_rebuild(db: Path | str, cli: Cli) -> None:
 
 def test_incremental_rollups_equal_a_rebuild(cli: Cli, db: Path | str, tmp_path: Path) -> None:
     _load_varied(cli, tmp_path)
+    assert_rollups_equal_a_rebuild(db, cli)
+
+
+def test_loads_after_a_rebuild_add_to_its_rows(cli: Cli, db: Path | str, tmp_path: Path) -> None:
+    """A rebuild puts a new failure table in place of the old one: loads afterwards still
+    add to its rows (its primary key is back) and keep the rollups equal to a rebuild."""
+    cli.json("ingest", str(VALID), code=None)
+    cli("db", "rebuild-rollups")
+    _corpus(tmp_path / "more")
+    cli.json("ingest", str(tmp_path / "more"))
+    again = json.loads((tmp_path / "more" / "same.json").read_text())
+    again["report-id"] = "again"  # another report with the same failures adds to their rows
+    write_json(tmp_path / "again.json", again)
+    cli("db", "rebuild-rollups")
+    before = _rollups(db)["rollup_failures"]
+    assert cli.json("ingest", str(tmp_path / "again.json"))["accepted"] == 1
+    after = _rollups(db)["rollup_failures"]
+    assert len(after) == len(before)
+    assert sum(r["reports"] for r in after) > sum(r["reports"] for r in before)
     assert_rollups_equal_a_rebuild(db, cli)
 
 

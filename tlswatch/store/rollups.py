@@ -47,7 +47,26 @@ if TYPE_CHECKING:
 else:
     pa = deferred("pyarrow")
 
-MIGRATION = """
+FAILURE_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
+               "receiving_mx_hostname_id", "receiving_ip_id", "sending_mta_ip_id", "counted",
+               "seen")
+FAILURES_COLUMNS = """
+        day DATE NOT NULL,
+        domain_id INTEGER NOT NULL,
+        organization_name_id INTEGER NOT NULL,
+        policy_type VARCHAR NOT NULL,
+        result_type_id INTEGER NOT NULL,
+        receiving_mx_hostname_id INTEGER NOT NULL,
+        receiving_ip_id INTEGER NOT NULL,
+        sending_mta_ip_id INTEGER NOT NULL,
+        counted BOOLEAN NOT NULL,
+        seen BOOLEAN NOT NULL,
+        failed_sessions DECIMAL(38,0) NOT NULL,
+        reports BIGINT NOT NULL,
+        failure_reason_code VARCHAR"""
+FAILURES_PRIMARY = ", ".join(FAILURE_KEY)
+
+MIGRATION = f"""
     CREATE TABLE rollup_days (
         day DATE NOT NULL,
         policy_domain VARCHAR NOT NULL,
@@ -70,22 +89,8 @@ MIGRATION = """
         failed_sessions DECIMAL(38,0) NOT NULL,
         dane_failed DECIMAL(38,0) NOT NULL
     );
-    CREATE TABLE rollup_failures (
-        day DATE NOT NULL,
-        domain_id INTEGER NOT NULL,
-        organization_name_id INTEGER NOT NULL,
-        policy_type VARCHAR NOT NULL,
-        result_type_id INTEGER NOT NULL,
-        receiving_mx_hostname_id INTEGER NOT NULL,
-        receiving_ip_id INTEGER NOT NULL,
-        sending_mta_ip_id INTEGER NOT NULL,
-        counted BOOLEAN NOT NULL,
-        seen BOOLEAN NOT NULL,
-        failed_sessions DECIMAL(38,0) NOT NULL,
-        reports BIGINT NOT NULL,
-        failure_reason_code VARCHAR,
-        PRIMARY KEY (day, domain_id, organization_name_id, policy_type, result_type_id,
-                     receiving_mx_hostname_id, receiving_ip_id, sending_mta_ip_id, counted, seen)
+    CREATE TABLE rollup_failures ({FAILURES_COLUMNS},
+        PRIMARY KEY ({FAILURES_PRIMARY})
     );
     CREATE TABLE rollup_results (
         day DATE NOT NULL,
@@ -153,10 +158,6 @@ def _results_fill(where: str) -> str:
         GROUP BY {keys}
         ORDER BY day, domain_id
     """
-
-FAILURE_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
-               "receiving_mx_hostname_id", "receiving_ip_id", "sending_mta_ip_id", "counted",
-               "seen")
 
 _SEEN = ("(f.counted OR NOT EXISTS (SELECT 1 FROM failure_details c WHERE c.report_pk = "
          "f.report_pk AND c.policy_domain = f.policy_domain AND c.result_type = f.result_type "
@@ -384,11 +385,7 @@ def rebuild(store: Store) -> dict[str, Any]:
         store.execute("DELETE FROM rollup_policies")
         for sql in _session_fill("true"):
             store.execute(sql)
-        if kept_before is None:
-            store.execute("DELETE FROM rollup_failures")
-        else:
-            store.execute("DELETE FROM rollup_failures WHERE day >= ?", [kept_before])
-        _fill_failures(store, kept_before)
+        _refill_failures(store, kept_before)
         store.execute("DELETE FROM rollup_results")
         store.execute(_results_fill("true"))
         store.execute("DELETE FROM rollup_ips")
@@ -402,21 +399,33 @@ def rebuild(store: Store) -> dict[str, Any]:
     return {"rows": counts, "kept_before": kept_before, "kept_failure_rows": kept}
 
 
-def _fill_failures(store: Store, since: date | None) -> None:
-    """Insert the failure rollups of the details (of ``since`` and after), ``REBUILD_DAYS``
-    days at a time in day and domain order: sorting 70M rows at once took the last of 24 GB
-    beside the table's key index."""
-    where, params = ("WHERE day >= ?", [since]) if since else ("", [])
+def _refill_failures(store: Store, kept_before: date | None) -> None:
+    """Fill a new ``rollup_failures`` (the rows before ``kept_before``, then those of the
+    details from that day on), give it its primary key, and put it in the old one's place.
+
+    Deleting 70M rows and inserting 70M more under the key index in one transaction ran out
+    of 24 GB; building the index once over the filled table does not.  The rows are sorted
+    ``REBUILD_DAYS`` days at a time (one sort of them all also needed too much memory)."""
+    keys = ", ".join(FAILURE_KEY)
+    columns = f"{keys}, failed_sessions, reports, failure_reason_code"
+    store.execute(f"CREATE TABLE rollup_failures_new ({FAILURES_COLUMNS})")
+    if kept_before is not None:
+        store.execute(f"INSERT INTO rollup_failures_new ({columns}) SELECT {columns} "
+                      "FROM rollup_failures WHERE day < ? ORDER BY day, domain_id",
+                      [kept_before])
+    where, params = ("WHERE day >= ?", [kept_before]) if kept_before else ("", [])
     bounds = store.rows(f"SELECT min(day) AS lo, max(day) AS hi FROM failure_details {where}",
                         params)[0]
     lo, hi = bounds["lo"], bounds["hi"]
-    keys = ", ".join(FAILURE_KEY)
     while lo is not None and lo <= hi:
         end = min(lo + timedelta(days=REBUILD_DAYS - 1), hi)
-        store.execute(f"INSERT INTO rollup_failures ({keys}, failed_sessions, reports, "
-                      f"failure_reason_code) {_failure_groups('f.day BETWEEN ? AND ?')} "
-                      "ORDER BY day, domain_id", [lo, end])
+        store.execute(f"INSERT INTO rollup_failures_new ({columns}) "
+                      f"{_failure_groups('f.day BETWEEN ? AND ?')} ORDER BY day, domain_id",
+                      [lo, end])
         lo = end + timedelta(days=1)
+    store.execute("DROP TABLE rollup_failures")
+    store.execute("ALTER TABLE rollup_failures_new RENAME TO rollup_failures")
+    store.execute(f"ALTER TABLE rollup_failures ADD PRIMARY KEY ({FAILURES_PRIMARY})")
 
 
 def rebuild_file(where: str | Any, *, lock_timeout: float = 10.0) -> dict[str, Any]:
