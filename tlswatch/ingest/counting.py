@@ -59,3 +59,8 @@ def decide(entries: Sequence[Entry]) -> Decision:
     return Decision(
         counted=[left_out.get(e.policy_domain) != e.policy_type for e in entries],
         counting=[SAME_SESSIONS if e.policy_domain in left_out else ADDED for e in entries])
+
+
+# What ``decide`` gives for a report of one policy entry (most reports): nothing to compare
+# it with, so it counts and its sessions are added.
+ALONE = Decision(counted=[True], counting=[ADDED])

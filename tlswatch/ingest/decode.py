@@ -230,7 +230,7 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ReportError(source, f"not UTF-8 text: invalid byte at offset {exc.start}") from exc
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys)
+        value = _DECODER.decode(text)
     except _DuplicateKey as exc:
         raise ReportError(source, f"a JSON object has the key {exc.args[0]!r} more than once "
                           "(which one counts is not defined)") from exc
@@ -273,6 +273,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             seen.add(key)
     return obj
 
+
+# What json.loads(text, object_pairs_hook=_unique_keys) does, with the decoder (and its
+# scanner) built once instead of at every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 # Only an escape can put a lone surrogate into a parsed string; pairs are legal (emoji).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

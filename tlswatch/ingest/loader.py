@@ -269,6 +269,10 @@ def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTI
     With ``workers`` > 1, inputs past the first chunk are prepared in that many worker
     processes while this process writes; small ingests never start a worker.
     """
+    # Arrow's buffers from the C library's allocator: mimalloc (pyarrow's default) keeps
+    # the pages a batch frees for later, about 15 MB at the peak of a 20,000-report ingest
+    # (bench/ingest_bench.py), for no speed that shows.  Workers inherit it.
+    pa.set_memory_pool(pa.system_memory_pool())
     options = accepted(store, options)  # provider mode: the domains tenants own
     loader = Loader(store, options=options, batch_size=batch_size,
                     max_batch_bytes=max_batch_bytes)

@@ -172,7 +172,7 @@ def _check_domains(valid: ValidReport, domains: frozenset[str],
 def _flatten(vr: ValidReport, via: str, signature: DkimResult | None) -> Prepared:
     r, c = vr.report, vr.container
     day = vr.start.date()
-    decision = counting.decide([
+    decision = counting.ALONE if len(r.policies) == 1 else counting.decide([
         counting.Entry(facts.policy_domain, entry.policy.policy_type,
                        entry.summary.total_successful_session_count,
                        entry.summary.total_failure_session_count)
