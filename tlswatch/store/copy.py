@@ -167,13 +167,16 @@ def _refuse_non_empty(dst: Store, layout: dict[str, list[Column]]) -> None:
 
 def _page_key(columns: list[Column]) -> Column | None:
     """The column batches are cut along: a row key, else the day (or month) of a rollup,
-    else a numeric id, else none (a small table read whole).  Rollups are cut by day so
-    the copy keeps them in day order, as reads of a few days expect (see ``_order``)."""
+    else a numeric id, else a day, else none (a small table read whole).  Rollups (the
+    tables with a ``domain_id``) are cut by day, then by ranges of domain ids, so the copy
+    keeps them in day and domain order, as reads of a few days expect."""
     numeric = [c for c in columns if c.kind in _INTEGER]
+    dated = next((c for c in columns if c.name in ("day", "month") and c.kind == "date"), None)
+    rollup = any(c.name == "domain_id" for c in columns)  # cut by day, then domain ranges
     return (next((c for c in numeric if c.name.endswith("_pk")), None)
-            or next((c for c in columns if c.name in ("day", "month") and c.kind == "date"),
-                    None)
-            or next((c for c in numeric if c.name.endswith("_id")), None))
+            or (dated if rollup else None)
+            or next((c for c in numeric if c.name.endswith("_id")), None)
+            or dated)
 
 
 def _pages(store: Store, table: str, columns: list[Column], batch: int) -> Iterator[pa.Table]:

@@ -33,6 +33,7 @@ leaves them as they are: old days keep their figures.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -146,7 +147,7 @@ RESULT_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result
               "receiving_mx_hostname_id", "receiving_ip_id", "counted", "seen")
 
 
-def _results_fill(where: str) -> str:
+def _results_fill(where: str, source: str = "rollup_failures") -> str:
     """``rollup_results``: ``rollup_failures`` without the sending IP (a tenth of its rows or
     fewer), for every reader that does not group by it; from the rollup, so pruned days
     keep their figures."""
@@ -154,7 +155,7 @@ def _results_fill(where: str) -> str:
     return f"""
         INSERT INTO rollup_results ({keys}, failed_sessions, failure_reason_code)
         SELECT {keys}, sum(failed_sessions), max(failure_reason_code)
-        FROM rollup_failures r WHERE {where}
+        FROM {source} r WHERE {where}
         GROUP BY {keys}
         ORDER BY day, domain_id
     """
@@ -385,23 +386,27 @@ def rebuild(store: Store) -> dict[str, Any]:
         store.execute("DELETE FROM rollup_policies")
         for sql in _session_fill("true"):
             store.execute(sql)
-        _refill_failures(store, kept_before)
+        _fill_new_failures(store, kept_before)
         store.execute("DELETE FROM rollup_results")
-        store.execute(_results_fill("true"))
+        store.execute(_results_fill("true", source="rollup_failures_new"))
         store.execute("DELETE FROM rollup_ips")
         store.execute(f"INSERT INTO rollup_ips ({', '.join(IPS_KEY)}, failed_sessions, "
-                      f"reports) {_ips_groups('rollup_failures')} ORDER BY month, domain_id")
-        counts = {t: int(store.value(f"SELECT count(*) FROM {t}"))
-                  for t in ("rollup_days", "rollup_policies", "rollup_failures",
-                            "rollup_results", "rollup_ips")}
-        kept = int(store.value("SELECT count(*) FROM rollup_failures WHERE day < ?",
+                      f"reports) {_ips_groups('rollup_failures_new')} ORDER BY month, domain_id")
+        counts = {t: int(store.value(f"SELECT count(*) FROM {source}"))
+                  for t, source in (("rollup_days", "rollup_days"),
+                                    ("rollup_policies", "rollup_policies"),
+                                    ("rollup_failures", "rollup_failures_new"),
+                                    ("rollup_results", "rollup_results"),
+                                    ("rollup_ips", "rollup_ips"))}
+        kept = int(store.value("SELECT count(*) FROM rollup_failures_new WHERE day < ?",
                                [kept_before])) if kept_before else 0
+        _swap_failures(store)
     return {"rows": counts, "kept_before": kept_before, "kept_failure_rows": kept}
 
 
-def _refill_failures(store: Store, kept_before: date | None) -> None:
-    """Fill a new ``rollup_failures`` (the rows before ``kept_before``, then those of the
-    details from that day on), give it its primary key, and put it in the old one's place.
+def _fill_new_failures(store: Store, kept_before: date | None) -> None:
+    """Fill a new failure table, ``rollup_failures_new``: the rows before ``kept_before``,
+    then those of the details from that day on, and give it its primary key.
 
     Deleting 70M rows and inserting 70M more under the key index in one transaction ran out
     of 24 GB; building the index once over the filled table does not.  The rows are sorted
@@ -423,9 +428,18 @@ def _refill_failures(store: Store, kept_before: date | None) -> None:
                       f"{_failure_groups('f.day BETWEEN ? AND ?')} ORDER BY day, domain_id",
                       [lo, end])
         lo = end + timedelta(days=1)
+    # A name of its own: PostgreSQL's key index keeps its name through the rename below,
+    # and the old table's index still holds the previous one until the drop.
+    store.execute(f"ALTER TABLE rollup_failures_new ADD CONSTRAINT "
+                  f"rollup_failures_key_{uuid.uuid4().hex[:12]} PRIMARY KEY ({FAILURES_PRIMARY})")
+
+
+def _swap_failures(store: Store) -> None:
+    """Put the filled and keyed ``rollup_failures_new`` in place of ``rollup_failures``.
+    Last in the rebuild's transaction: on PostgreSQL the drop locks out the old table's
+    readers until the commit, which then follows at once."""
     store.execute("DROP TABLE rollup_failures")
     store.execute("ALTER TABLE rollup_failures_new RENAME TO rollup_failures")
-    store.execute(f"ALTER TABLE rollup_failures ADD PRIMARY KEY ({FAILURES_PRIMARY})")
 
 
 def rebuild_file(where: str | Any, *, lock_timeout: float = 10.0) -> dict[str, Any]:
