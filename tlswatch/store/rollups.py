@@ -51,20 +51,19 @@ else:
 FAILURE_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
                "receiving_mx_hostname_id", "receiving_ip_id", "sending_mta_ip_id", "counted",
                "seen")
-FAILURES_COLUMNS = """
-        day DATE NOT NULL,
-        domain_id INTEGER NOT NULL,
-        organization_name_id INTEGER NOT NULL,
-        policy_type VARCHAR NOT NULL,
-        result_type_id INTEGER NOT NULL,
-        receiving_mx_hostname_id INTEGER NOT NULL,
-        receiving_ip_id INTEGER NOT NULL,
-        sending_mta_ip_id INTEGER NOT NULL,
-        counted BOOLEAN NOT NULL,
-        seen BOOLEAN NOT NULL,
-        failed_sessions DECIMAL(38,0) NOT NULL,
-        reports BIGINT NOT NULL,
-        failure_reason_code VARCHAR"""
+RESULT_KEY = tuple(k for k in FAILURE_KEY if k != "sending_mta_ip_id")
+_KEY_TYPES = {"day": "DATE", "policy_type": "VARCHAR", "counted": "BOOLEAN",
+              "seen": "BOOLEAN"}  # the others are name ids (INTEGER)
+
+
+def _columns(key: tuple[str, ...], *more: str) -> str:
+    """The column list of a failure rollup table: its key's columns, then ``more``."""
+    return ",".join(f"\n        {c} {_KEY_TYPES.get(c, 'INTEGER')} NOT NULL" for c in key) + \
+        "".join(f",\n        {m}" for m in more)
+
+
+FAILURES_COLUMNS = _columns(FAILURE_KEY, "failed_sessions DECIMAL(38,0) NOT NULL",
+                            "reports BIGINT NOT NULL", "failure_reason_code VARCHAR")
 FAILURES_PRIMARY = ", ".join(FAILURE_KEY)
 
 MIGRATION = f"""
@@ -93,18 +92,8 @@ MIGRATION = f"""
     CREATE TABLE rollup_failures ({FAILURES_COLUMNS},
         PRIMARY KEY ({FAILURES_PRIMARY})
     );
-    CREATE TABLE rollup_results (
-        day DATE NOT NULL,
-        domain_id INTEGER NOT NULL,
-        organization_name_id INTEGER NOT NULL,
-        policy_type VARCHAR NOT NULL,
-        result_type_id INTEGER NOT NULL,
-        receiving_mx_hostname_id INTEGER NOT NULL,
-        receiving_ip_id INTEGER NOT NULL,
-        counted BOOLEAN NOT NULL,
-        seen BOOLEAN NOT NULL,
-        failed_sessions DECIMAL(38,0) NOT NULL,
-        failure_reason_code VARCHAR
+    CREATE TABLE rollup_results ({_columns(RESULT_KEY, "failed_sessions DECIMAL(38,0) NOT NULL",
+                                           "failure_reason_code VARCHAR")}
     );
 """
 
@@ -142,9 +131,6 @@ def ips_fill_sql() -> str:
             f"INSERT INTO rollup_ips ({keys}, failed_sessions, reports) "
             f"{_ips_groups('rollup_failures')} ORDER BY month, domain_id;")
 
-
-RESULT_KEY = ("day", "domain_id", "organization_name_id", "policy_type", "result_type_id",
-              "receiving_mx_hostname_id", "receiving_ip_id", "counted", "seen")
 
 
 def _results_fill(where: str, source: str = "rollup_failures") -> str:
