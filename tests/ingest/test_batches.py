@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from tests.conftest import detail, make_report, policy, write_json
 from tests.ingest.test_poison import keys, mail
-from tlswatch.ingest.batch import tabulate
+from tlswatch.ingest.batch import keyed, tabulate
 from tlswatch.ingest.draining import drain
 from tlswatch.ingest.loader import CHUNK, Loader, load
 from tlswatch.ingest.prepare import Options, Prepared, prepare
@@ -351,3 +352,31 @@ def test_a_drained_batch_files_each_entry_by_its_own_reports(tmp_path: Path) -> 
     with Store.open(tmp_path / "db.duckdb", read_only=True) as store:
         docs = {d["report-id"]: d for d in map(shaped, range(12))}
         assert stored_rows(store) == expected_rows({**docs, SIGNED_KEY: real})
+
+
+def _named(docs: list[dict[str, Any]]) -> list[Prepared]:
+    out = []
+    for doc in docs:
+        good, bad = prepare(Input(f"{doc['report-id']}.json", json.dumps(doc).encode()))
+        assert not bad
+        out += good
+    return out
+
+
+def test_keys_of_a_whole_chunk_match_those_of_the_same_reports_chosen_among_others() -> None:
+    # A batch where every report is new takes its keys without selecting rows; one with a
+    # duplicate selects the new ones.  Both must give the same rows and keys.
+    docs = [shaped(i) for i in (0, 1, 2, 3, 4, 9)]  # no details, many policies, both types
+    whole, _ = tabulate(_named(docs))
+    among, _ = tabulate(_named([shaped(5), *docs[:3], shaped(6), *docs[3:]]))
+    at = datetime(2026, 11, 28, 12, 0)
+    chosen = keyed(among, [1, 2, 3, 5, 6, 7], 101, 2001, at)
+    got = keyed(whole, list(range(len(docs))), 101, 2001, at)
+    for table, want in zip(got, chosen, strict=True):
+        assert table.to_pylist() == want.to_pylist()
+    assert got.reports["report_pk"].to_pylist() == list(range(101, 107))
+    assert got.reports["received_at"].to_pylist() == [at] * 6
+    policies = got.policies.to_pylist()
+    assert [p["policy_pk"] for p in policies] == list(range(2001, 2001 + len(policies)))
+    details = got.details.to_pylist()
+    assert details and all(d["report_pk"] in range(101, 107) for d in details)

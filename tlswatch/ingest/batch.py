@@ -147,6 +147,8 @@ def keyed(chunk: Chunk, positions: Sequence[int], first_report_pk: int,
     """The rows of the reports at ``positions`` (in that order, ascending), numbered from
     the first free keys; ``received_at`` is the time of the write."""
     count = len(positions)
+    if count == chunk.reports.num_rows:  # every report of the chunk (``positions`` ascend)
+        return _keyed_whole(chunk, first_report_pk, first_policy_pk, received_at)
     report_pks = range(first_report_pk, first_report_pk + count)
     pk_at: list[int | None] = [None] * chunk.reports.num_rows
     for pk, position in zip(report_pks, positions, strict=True):
@@ -170,6 +172,28 @@ def keyed(chunk: Chunk, positions: Sequence[int], first_report_pk: int,
                    policy_pk=pc.take(pa.array(policy_pk_at, pa.int64()), details["_policy"]))
     raw = pa.table({"report_pk": reports["report_pk"], "raw_gzip": reports["raw_gzip"]})
     return Keyed(reports.select(REPORT_SCHEMA.names), raw,
+                 policies.select(POLICY_SCHEMA.names), details.select(DETAIL_SCHEMA.names))
+
+
+def _keyed_whole(chunk: Chunk, first_report_pk: int, first_policy_pk: int,
+                 received_at: object) -> Keyed:
+    """``keyed`` of every report of the chunk: keys are positions plus the first free key
+    (no rows selected, so none copied: the usual batch, where every report is new)."""
+    reports = chunk.reports.num_rows
+    reports_table = _set(chunk.reports,
+                         report_pk=pa.array(range(first_report_pk, first_report_pk + reports),
+                                            pa.int64()),
+                         received_at=pa.repeat(pa.scalar(received_at, pa.timestamp("us")),
+                                               reports))
+    policies = _set(chunk.policies, report_pk=pc.add(chunk.policies["_report"], first_report_pk),
+                    policy_pk=pa.array(range(first_policy_pk,
+                                             first_policy_pk + chunk.policies.num_rows),
+                                       pa.int64()))
+    details = _set(chunk.details, report_pk=pc.add(chunk.details["_report"], first_report_pk),
+                   policy_pk=pc.add(chunk.details["_policy"], first_policy_pk))
+    raw = pa.table({"report_pk": reports_table["report_pk"],
+                    "raw_gzip": reports_table["raw_gzip"]})
+    return Keyed(reports_table.select(REPORT_SCHEMA.names), raw,
                  policies.select(POLICY_SCHEMA.names), details.select(DETAIL_SCHEMA.names))
 
 

@@ -17,6 +17,7 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import pyarrow as pa
@@ -200,8 +201,8 @@ class Loader:
                                  gzip.decompress(row["raw_gzip"]))
                      for row in self.store.remove_reports(list(outcome.displaced))]
         fresh = [r.position for r in outcome.fresh]
-        pks = _write_reports(self.store, batch.chunk, fresh) if fresh else []
-        rollups.add(self.store, pks, removed)
+        pks, pairs = _write_reports(self.store, batch.chunk, fresh) if fresh else ([], [])
+        rollups.add(self.store, pks, removed, pairs)
         quarantine = [*rejects, *(batch.quarantined(c, why) for c, why in outcome.refused),
                       *displaced]
         if quarantine:
@@ -308,7 +309,9 @@ def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 def _load_parallel(loader: Loader, first: list[Item], rest: Iterator[list[Item]], workers: int,
                    progress: Callable[[int], None] | None) -> None:
-    """Keep at most two chunks per worker in flight, taking results in input order."""
+    """Keep up to a batch of chunks in flight (at least two per worker), taking results in
+    input order: while this process writes a batch, the workers prepare the next one
+    instead of waiting for it to ask (so at most about two batches are held at once)."""
     # fork: workers inherit the imported modules and start in milliseconds.  They run only
     # decode/validate (pure Python) and Arrow, never DuckDB, whose threads exist here.
     context = multiprocessing.get_context("fork")
@@ -318,9 +321,10 @@ def _load_parallel(loader: Loader, first: list[Item], rest: Iterator[list[Item]]
             ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: collections.deque[tuple[Future[tuple[Chunk, list[Quarantined]]], int]] = \
             collections.deque()
+        ahead = max(2 * workers, loader.batch_size // CHUNK)
         for chunk in itertools.chain([first], rest):
             pending.append((pool.submit(_prepare_tabled, chunk, loader.options), len(chunk)))
-            while len(pending) > 2 * workers:
+            while len(pending) > ahead:
                 _take(loader, pending.popleft(), progress)
         while pending:
             _take(loader, pending.popleft(), progress)
@@ -346,15 +350,19 @@ def _take(loader: Loader, job: tuple[Future[tuple[Chunk, list[Quarantined]]], in
         progress(size)
 
 
-def _write_reports(store: Store, chunk: Chunk, positions: list[int]) -> list[int]:
-    """Insert the reports at these positions of the chunk; their new keys, in order."""
+def _write_reports(store: Store, chunk: Chunk, positions: list[int]
+                   ) -> tuple[list[int], list[tuple[date, str]]]:
+    """Insert the reports at these positions of the chunk; their new keys, in order, and
+    the (day, policy domain) pairs of their policy entries."""
     rows = keyed(chunk, positions, store.next_pk("reports", "report_pk"),
                  store.next_pk("policies", "policy_pk"), now_utc())
     store.insert("reports", rows.reports)
     store.insert("report_raw", rows.raw)
     store.insert("policies", rows.policies)
     store.insert_failure_details(rows.details)
-    return rows.reports["report_pk"].to_pylist()
+    pairs = rows.policies.group_by(["day", "policy_domain"]).aggregate([])
+    return (rows.reports["report_pk"].to_pylist(),
+            list(zip(pairs["day"].to_pylist(), pairs["policy_domain"].to_pylist(), strict=True)))
 
 
 def _write_quarantine(store: Store, rejects: list[Quarantined]) -> None:

@@ -273,15 +273,18 @@ def forget(store: Store, report_pks: Sequence[int]) -> Touched:
     return Touched(pairs)
 
 
-def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None) -> None:
+def add(store: Store, report_pks: Sequence[int], removed: Touched | None = None,
+        written: Sequence[tuple[date, str]] | None = None) -> None:
     """After reports are written: add their failures and recompute the session rollups of
-    their (day, domain) pairs and of those ``forget`` noted."""
+    their (day, domain) pairs (``written``, when the writer knows them) and of those
+    ``forget`` noted."""
     pairs = set(removed.pairs if removed else [])
     if report_pks:
         among, pks = _pk_condition(report_pks)
-        pairs |= {(r["day"], r["policy_domain"]) for r in store.rows(
-            f"SELECT DISTINCT day, policy_domain FROM policies WHERE report_pk {among}",
-            pks)}
+        pairs |= set(written) if written is not None else {
+            (r["day"], r["policy_domain"]) for r in store.rows(
+                f"SELECT DISTINCT day, policy_domain FROM policies WHERE report_pk {among}",
+                pks)}
         keys = ", ".join(FAILURE_KEY)
         # The batch's groups are computed once into a table, then added: an upsert whose
         # rows come straight from the grouping query took seconds on a store of millions
