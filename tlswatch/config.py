@@ -48,7 +48,7 @@ class Settings:
     lock_timeout: float = field(
         default=10.0, metadata=_help("Seconds to wait for another process's database lock.")
     )
-    batch_size: int = field(default=2500, metadata=_help("Reports written to DuckDB per batch."))
+    batch_size: int = field(default=5000, metadata=_help("Reports written to DuckDB per batch."))
     workers: int = field(
         default=min(4, os.cpu_count() or 1),
         metadata=_help("Processes that decode and validate a large ingest (1: no workers)."),

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def drain(spool: Spool, store_path: Path | str, *, options: Options = DEFAULT_OPTIONS,
-          limit: int = 2500, max_bytes: int = 64 * 1024 * 1024, lock_timeout: float = 10.0,
+          limit: int = 5000, max_bytes: int = 64 * 1024 * 1024, lock_timeout: float = 10.0,
           retry_delay: float = 300.0, retry_for: float = 86400.0) -> IngestResult | None:
     """Load up to ``limit`` waiting spool entries (and about ``max_bytes``), then file them.
 

@@ -76,7 +76,7 @@ class Loader:
     """
 
     def __init__(self, store: Store, *, options: Options = DEFAULT_OPTIONS,
-                 batch_size: int = 2500, max_batch_bytes: int = 64 * 1024 * 1024) -> None:
+                 batch_size: int = 5000, max_batch_bytes: int = 64 * 1024 * 1024) -> None:
         self.store = store
         self.options = options
         self.batch_size = batch_size
@@ -263,7 +263,7 @@ def _weight(report: Prepared) -> int:
 
 
 def load(items: Iterable[Item], store: Store, *, options: Options = DEFAULT_OPTIONS,
-         batch_size: int = 2500, max_batch_bytes: int = 64 * 1024 * 1024, workers: int = 1,
+         batch_size: int = 5000, max_batch_bytes: int = 64 * 1024 * 1024, workers: int = 1,
          progress: Callable[[int], None] | None = None) -> IngestResult:
     """Prepare and store every input; return what happened to each.
 
