@@ -1,0 +1,128 @@
+"""The two JSON parsers give one verdict: jiter's fast path and the standard library's.
+
+Reports are parsed by jiter first; whatever it refuses goes to the standard library, whose
+verdict and message stand.  So the fast path is only right if, wherever jiter accepts, the
+standard library accepts the same value and the checks after parsing refuse the same
+inputs.  These tests hold the two paths to that, on crafted inputs and on thousands of
+mutations of real reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tlswatch.errors import ReportError
+from tlswatch.ingest.decode import UTF8_BOM, decode, parse_json, parse_json_slowly
+from tlswatch.ingest.sources import Input, expand, iter_inputs
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_reports" / "valid"
+DEPTH = 64
+
+
+def verdict(parse: Any, data: bytes) -> tuple[str, Any]:
+    """What a parser made of ``data``: the value (NaN made comparable) or the refusal."""
+    try:
+        return "value", _comparable(parse(data, source="in.json", max_depth=DEPTH))
+    except ReportError as exc:
+        return "refused", exc.detail
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, float):
+        return ("float", "nan" if math.isnan(value) else repr(value))
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return (type(value).__name__, value)
+
+
+def slowly(data: bytes, **kw: Any) -> dict[str, Any]:
+    return parse_json_slowly(data.removeprefix(UTF8_BOM), **kw)
+
+
+CRAFTED = [
+    b'{"a": 1}', UTF8_BOM + b'{"a": 1}', b'  {"a": 1}\r\n\t', b'{"a": "x\ty"}', b'{"a": 01}',
+    b'{"a": 1} x', b'{"a": 1}\x0c', b'\x0c{"a": 1}', b'{"a": 1}\x00', b'{"a": -0}',
+    b'{"a": -0.0}', b'{"a": 1e400}', b'{"a": -1e400}', b'{"a": 1.5e-400}', b'{"a": 1E2}',
+    b'{"a": 123456789012345678901234567890}', b'{"a": -123456789012345678901234567890}',
+    b'{"a": 0.1}', b'{"a": 5.0}', b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}',
+    b'{"a": "\\u0000"}', b'{"\\u0000": 1}', b'{"a": "\\\\u0000"}', b'{"a": "\xff"}',
+    b'{"a": "\xed\xa0\x80"}', b'{"a": "\xc0\xaf"}', b'{"a": "\\ud800"}', b'{"a": "\\udc00"}',
+    b'{"a": "\\ud800\\u0041"}', b'{"\\udfff": 1}', b'{"a": "\\ud83d\\ude00"}',
+    b'{"a": "\\uDBFF\\uDFFF"}', b'{"a": "\\/"}', b'{"a": "\\x"}', b'{"a": [1,]}',
+    b'{"a": 1,}', b'{"a": .5}', b'{"a": +1}', b'{"a": 0x10}', b'{"a": tru}',
+    b'{"a": 1, "a": 2}', b'{"\\u0061": 1, "a": 2}', b'{"o": {"k": 1, "k": 1}}',
+    b'{"l": [{"k": 1}, {"k": 2, "k": 3}]}', b'[]', b'"text"', b'12', b'null', b'true',
+    b'{}', b'', b' ', b'{"a": "\x7f"}', b'{"a": "\xe2\x80\xa8"}',
+    b'{"d": ' + b'[' * 70 + b']' * 70 + b'}', b'{"d": ' + b'[' * 300 + b']' * 300 + b'}',
+    b'{"d": ' + b'{"x": ' * 70 + b'1' + b'}' * 70 + b'}', b'[' * 5000 + b']' * 5000,
+    b'{"a": "' + b'\\u00e9' * 50 + b'"}', b'{"a": "caf\xc3\xa9"}',
+]
+
+
+@pytest.mark.parametrize("data", CRAFTED, ids=range(len(CRAFTED)))
+def test_crafted_json_gets_the_same_verdict_from_both_parsers(data: bytes) -> None:
+    assert verdict(parse_json, data) == verdict(slowly, data)
+
+
+# What a hostile or broken sender puts into a report's text.
+INSERTS = [b'"', b"\\", b"\\u0000", b"\\ud800", b"\\udc00", b"\\ud83d\\ude00", b"NaN",
+           b"-Infinity", b",", b"}", b"]", b"{", b"[", b":", b"\x00", b"\t", b"\xff", b"\xc3",
+           b"1e999", b"-0", b"01", b"99999999999999999999999", b'"a": 1, "a": 2',
+           b'"k": 1, "k": 1', b"\\u0022", b"true", b"null", b" "]
+
+
+def _mutated(rng: random.Random, text: bytes) -> bytes:
+    at = rng.randrange(len(text) + 1)
+    kind = rng.randrange(4)
+    if kind == 0:
+        return text[:at] + rng.choice(INSERTS) + text[at:]
+    if kind == 1:
+        return text[:at] + text[at + rng.randrange(1, 8):]
+    if kind == 2:
+        return text[:at] + bytes([rng.randrange(256)]) + text[at + 1:]
+    end = min(len(text), at + rng.randrange(1, 40))
+    return text[:at] + text[at:end] + text[at:]  # a stretch repeated (keys twice)
+
+
+def _reports() -> list[bytes]:
+    """The JSON text of every sample report (from files, messages, archives)."""
+    texts = []
+    for item in iter_inputs([str(SAMPLES)], max_bytes=10**7):
+        for part in expand(item, max_bytes=10**7):
+            assert isinstance(part, Input)
+            texts += [doc.raw_json for doc in decode(part.data, source=part.source)]
+    return texts
+
+
+def test_mutated_reports_get_the_same_verdict_from_both_parsers() -> None:
+    reports = _reports()
+    assert len(reports) >= 20
+    rng = random.Random(8460)
+    outcomes = {"value": 0, "refused": 0}
+    for _ in range(4000):
+        data = rng.choice(reports)
+        for _ in range(rng.randrange(1, 4)):
+            data = _mutated(rng, data)
+        fast = verdict(parse_json, data)
+        assert fast == verdict(slowly, data), data[:300]
+        outcomes[fast[0]] += 1
+    # Both kinds of outcome were exercised, not only refusals.
+    assert outcomes["value"] > 400 and outcomes["refused"] > 400, outcomes
+
+
+def test_duplicate_keys_anywhere_are_refused_with_the_key_named() -> None:
+    report = json.loads(_reports()[0])
+    text = json.dumps(report).replace('"policy-type"', '"policy-type": "sts", "policy-type"',
+                                      1).encode()
+    kind, detail = verdict(parse_json, text)
+    assert kind == "refused"
+    assert detail == ("a JSON object has the key 'policy-type' more than once "
+                      "(which one counts is not defined)")
