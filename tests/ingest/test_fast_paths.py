@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tlswatch.errors import ReportError
 from tlswatch.ingest import counting
-from tlswatch.ingest.decode import _DECODER, _unique_keys
+from tlswatch.ingest.decode import _DECODER, _unique_keys, gunzip
 
 
 @pytest.mark.parametrize("policy_type", ["sts", "tlsa", "no-policy-found"])
@@ -40,3 +42,27 @@ def _outcome(parse: Callable[[], Any]) -> object:
         return parse()
     except ValueError as exc:
         return type(exc).__name__, str(exc)
+
+
+_BODY = b'{"report-id": "r-1"}' * 150  # 3,000 bytes
+
+
+@pytest.mark.parametrize(("data", "outcome"), [
+    (gzip.compress(_BODY), _BODY),
+    (gzip.compress(_BODY) + b"\0\0\0", _BODY),  # zero padding after the member
+    (gzip.compress(_BODY[:7]) + gzip.compress(_BODY[7:]), _BODY),  # two members
+    (gzip.compress(_BODY) + b"junk", "unexpected bytes after the end of the gzip data"),
+    (gzip.compress(_BODY)[:-4], "truncated gzip data"),
+    (gzip.compress(_BODY)[:10] + b"\0\0\0\0" + b"\xff" * 30, "corrupt gzip data"),
+    (gzip.compress(_BODY * 2), "inflates to more than 5,000 bytes"),
+    (gzip.compress((_BODY * 2)[:5000]), (_BODY * 2)[:5000]),  # exactly the limit
+    (gzip.compress((_BODY * 2)[:5001]), "inflates to more than 5,000 bytes"),
+    (gzip.compress(_BODY) + gzip.compress(_BODY[:2001]), "inflates to more than 5,000 bytes"),
+])
+def test_gzip_in_one_call_or_in_pieces_gives_the_same_answer(data: bytes,
+                                                            outcome: bytes | str) -> None:
+    if isinstance(outcome, bytes):
+        assert gunzip(data, source="in", limit=5000) == outcome
+    else:
+        with pytest.raises(ReportError, match=outcome):
+            gunzip(data, source="in", limit=5000)

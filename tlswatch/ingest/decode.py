@@ -78,7 +78,7 @@ def decode(
         raise ReportError(
             source, f"input is {len(data):,} bytes, over the limit of {limits.max_input_bytes:,}"
         )
-    if not data.strip():
+    if _blank(data):
         raise ReportError(source, "empty input")
     if _is_report_payload(data):
         container = Container(filename=filename, url_domain=url_domain)
@@ -109,6 +109,12 @@ def decode(
     raise ReportError(source, "not a TLS-RPT report: neither JSON, gzip, zip nor an e-mail message")
 
 
+def _blank(data: bytes) -> bool:
+    """Whether the bytes are empty or ASCII white space (what ``not data.strip()`` says,
+    without copying them)."""
+    return not data or data.isspace()
+
+
 _GENERIC = re.compile(r"^application/octet-stream$", re.IGNORECASE)
 _REPORT_NAME = re.compile(r"\.json(\.gz)?$|\.gz$|\.zip$", re.IGNORECASE)
 
@@ -134,7 +140,7 @@ def decode_payload(
         if data.startswith(GZIP_MAGIC):
             raw_gzip = data
             data = gunzip(data, source=source, limit=limits.max_inflated_bytes)
-    if not data.strip():
+    if _blank(data):
         raise ReportError(source, "empty report")
     # Counted in the bytes first: parsing a report of 200,000 details costs ~300 MB.
     _check_sizes_unparsed(data, source=source, limits=limits)
@@ -174,6 +180,16 @@ def _check_sizes(report: dict[str, Any], *, source: str, limits: Limits) -> None
 
 def gunzip(data: bytes, *, source: str, limit: int) -> bytes:
     """Inflate gzip (all members), refusing as soon as the output would pass ``limit``."""
+    # Nearly every report is one whole member: inflated in one call (capped), else again
+    # piece by piece below, which says what is wrong.
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        whole = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        pass
+    else:
+        if inflater.eof and not inflater.unused_data and len(whole) <= limit:
+            return whole
     chunks: list[bytes] = []
     size = 0
     rest = data

@@ -113,6 +113,8 @@ def read_file(ref: FileRef, *, max_bytes: int) -> Iterator[Input | ReportError]:
 def label(path: str) -> str:
     """A path as text that names it: bytes of a file name that are no UTF-8 (which Python
     carries as lone surrogates, and no database or output can hold) shown as \\xNN."""
+    if path.isascii():  # nothing to show otherwise (most paths)
+        return path
     try:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # another lone surrogate: not from a file name's bytes
