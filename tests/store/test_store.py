@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.conftest import VALID, Cli
@@ -31,6 +33,23 @@ def test_raw_report_is_kept_so_tables_can_be_rebuilt(cli: Cli, db: Path) -> None
         counts = store.rows("SELECT (SELECT count(*) FROM reports) AS reports, "
                             "(SELECT count(*) FROM report_raw) AS raw")[0]
     assert counts["reports"] == counts["raw"] == 22
+
+
+@pytest.mark.duckdb_only
+def test_a_new_store_keeps_gzip_bytes_as_they_are(cli: Cli, db: Path) -> None:
+    # Raw reports and quarantined inputs are gzip already: a new DuckDB store declares their
+    # columns uncompressed (DuckDB would try every compression at each checkpoint, in vain),
+    # and each raw report reads back byte for byte.
+    cli.json("ingest", str(VALID / "mailru"))
+    con = duckdb.connect(str(db))
+    declared = dict(con.execute("SELECT table_name, sql FROM duckdb_tables() WHERE "
+                                "table_name IN ('report_raw', 'quarantine')").fetchall())
+    raw = con.execute("SELECT raw_gzip FROM report_raw").fetchall()
+    con.close()
+    for table in ("report_raw", "quarantine"):
+        assert "raw_gzip BLOB USING COMPRESSION Uncompressed NOT NULL" in declared[table]
+    (sent,) = [p.read_bytes() for p in (VALID / "mailru").iterdir()]
+    assert [gzip.decompress(r[0]) for r in raw] == [sent]
 
 
 HOLDER = """

@@ -3,7 +3,6 @@ newer tlswatch migrated is refused by every command."""
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 from pathlib import Path
 
@@ -115,23 +114,3 @@ def test_db_status_of_no_database_says_so(cli: Cli, db: Path) -> None:
     assert not db.exists()
 
 
-
-def test_the_raw_reports_survive_the_upgrade_that_stores_them_uncompressed(
-        cli: Cli, db: Path) -> None:
-    # Raw reports are gzip: the upgrade copies them into a column DuckDB no longer tries to
-    # compress at every checkpoint (it never could); each report keeps its bytes.
-    _older_database(db)
-    assert MIGRATIONS[-1][0] == "0017_report_raw_uncompressed"
-    raw = [(pk, gzip.compress(f'{{"report": {pk}}}'.encode() * pk)) for pk in range(1, 400)]
-    con = duckdb.connect(str(db))
-    con.executemany("INSERT INTO report_raw VALUES (?, ?)", raw)
-    con.close()
-    cli("db", "upgrade")
-    con = duckdb.connect(str(db))
-    con.execute("CHECKPOINT")
-    assert con.execute("SELECT report_pk, raw_gzip FROM report_raw ORDER BY report_pk"
-                       ).fetchall() == raw
-    (declared,) = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = "
-                              "'report_raw'").fetchone() or ("",)
-    con.close()
-    assert "raw_gzip BLOB USING COMPRESSION Uncompressed NOT NULL" in declared
