@@ -31,6 +31,12 @@ pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/pebble").exists(), reason="needs Debian's pebble (make system-deps)")
 
 
+def _hosting(tmp_path: Path) -> Settings:
+    """Settings for the hosted policies, with a store of their own in the test's folder
+    (the default store is a file in the working directory)."""
+    return Settings(policy_dir=tmp_path / "policies", db=tmp_path / "policies.duckdb")
+
+
 @pytest.fixture
 def zone() -> Iterator[tuple[Zone, str]]:
     zone = Zone()
@@ -98,7 +104,7 @@ def test_serve_obtains_renews_and_serves_by_sni(tmp_path: Path, db: Path | str,
     own = ca.issue_cert("localhost")  # tls_cert: served to every other name
     own.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.pem"))
     own.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
-    settings = Settings(policy_dir=tmp_path / "policies")
+    settings = _hosting(tmp_path)
     host(settings, names, "good.example", "127.0.0.1")
     host(settings, names, "renew.example", "127.0.0.1")
     host(settings, names, "far.example", "192.0.2.10")  # hosted, but served elsewhere

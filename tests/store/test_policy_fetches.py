@@ -22,6 +22,12 @@ from tlswatch.upkeep import run_prune
 from tlswatch.web.fetchlog import FetchLog
 
 
+def _hosting(tmp_path: Path) -> Settings:
+    """Settings for the hosted policies, with a store of their own in the test's folder
+    (the default store is a file in the working directory)."""
+    return Settings(policy_dir=tmp_path / "policies", db=tmp_path / "policies.duckdb")
+
+
 def dropped(log: FetchLog, reason: str) -> float:
     return log.dropped.labels(reason)._value.get()
 
@@ -96,7 +102,7 @@ def test_answers_go_on_while_the_database_is_away(tmp_path: Path) -> None:
     """The database locked by another process: fetches are answered at once, the batches
     wait up to policy_fetch_backlog, the rest is dropped and counted in /metrics; once
     the lock goes the waiting ones are stored."""
-    hosted = init_policy(Settings(policy_dir=tmp_path / "policies"), "a.example",
+    hosted = init_policy(_hosting(tmp_path), "a.example",
                          mx=["mx.a.example"], mode="testing", max_age=86400)
     (tmp_path / "srv").mkdir()
     server = Serve(tmp_path / "srv", smtp="", policy_dir=str(tmp_path / "policies"),

@@ -44,6 +44,12 @@ class NamedZone(Zone):
         return reply
 
 
+def _hosting(tmp_path: Path) -> Settings:
+    """Settings for the hosted policies, with a store of their own in the test's folder
+    (the default store is a file in the working directory)."""
+    return Settings(policy_dir=tmp_path / "policies", db=tmp_path / "policies.duckdb")
+
+
 @pytest.fixture(scope="module")
 def zone() -> Iterator[tuple[NamedZone, str]]:
     records = NamedZone()
@@ -85,7 +91,7 @@ def test_fetches_are_recorded_and_told_beside_the_reports(
     # Microsoft's by the operator's range; the proxy forwards for a third client.
     records.add("2.0.0.127.in-addr.arpa", "PTR", "mail-x.google.com")
     records.add("mail-x.google.com", "A", "127.0.0.2")
-    hosted = init_policy(Settings(policy_dir=tmp_path / "policies"), DOMAIN,
+    hosted = init_policy(_hosting(tmp_path), DOMAIN,
                          mx=[f"mx.{DOMAIN}"], mode="testing", max_age=86400)
     (tmp_path / "srv").mkdir()
     server = Serve(tmp_path / "srv", db=db, smtp="", policy_dir=str(tmp_path / "policies"),
@@ -141,7 +147,7 @@ def test_served_id_against_dns(tmp_path: Path, db: Path | str) -> None:
     """A sender fetched, reported sts-policy-invalid, and the stored check saw another id
     in DNS: the page says which id was served and which DNS names."""
     today = datetime.now(UTC).date()
-    hosted = init_policy(Settings(policy_dir=tmp_path / "policies"), DOMAIN,
+    hosted = init_policy(_hosting(tmp_path), DOMAIN,
                          mx=[f"mx.{DOMAIN}"], mode="testing", max_age=86400)
     (tmp_path / "srv").mkdir()
     server = Serve(tmp_path / "srv", db=db, smtp="", policy_dir=str(tmp_path / "policies"),
@@ -189,7 +195,7 @@ def test_domain_status(tmp_path: Path, db: Path | str, zone: tuple[NamedZone, st
     config = tmp_path / "tlswatch.toml"
     config.write_text(f'policy_dir = "{tmp_path / "policies"}"\npublic_host = "{HERE}"\n')
     cli = Cli(db)  # type: ignore[arg-type]
-    hosted = init_policy(Settings(policy_dir=tmp_path / "policies"), name,
+    hosted = init_policy(_hosting(tmp_path), name,
                          mx=[f"mx.{name}"], mode="testing", max_age=86400)
     records.add(f"mta-sts.{name}", "CNAME", f"{HERE}.")
     records.add(f"_mta-sts.{name}", "TXT", f"v=STSv1; id={hosted.id};")
@@ -218,7 +224,7 @@ def test_domain_status_says_what_is_wrong(tmp_path: Path, db: Path | str,
     name = "wrong.example"
     config = tmp_path / "tlswatch.toml"
     config.write_text(f'policy_dir = "{tmp_path / "policies"}"\npublic_host = "{HERE}"\n')
-    hosted = init_policy(Settings(policy_dir=tmp_path / "policies"), name,
+    hosted = init_policy(_hosting(tmp_path), name,
                          mx=[f"mx.{name}"], mode="testing", max_age=86400)
     records.add(f"mta-sts.{name}", "A", "192.0.2.9")
     records.add(HERE, "A", "127.0.0.1")
