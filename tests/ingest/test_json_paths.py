@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,17 @@ def test_duplicate_keys_anywhere_are_refused_with_the_key_named() -> None:
     assert kind == "refused"
     assert detail == ("a JSON object has the key 'policy-type' more than once "
                       "(which one counts is not defined)")
+
+
+def test_a_lower_integer_digit_limit_is_kept_by_the_fast_path() -> None:
+    # jiter reads integers of up to Python's default 4,300 digits; an administrator's
+    # lower limit (PYTHONINTMAXSTRDIGITS) must refuse what the standard library refuses.
+    data = b'{"a": ' + b"7" * 1000 + b"}"
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        with pytest.raises(ValueError, match="Exceeds the limit"):
+            parse_json(data, source="in.json", max_depth=DEPTH)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert parse_json(data, source="in.json", max_depth=DEPTH) == {"a": int("7" * 1000)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, replace
@@ -248,11 +249,18 @@ def parse_json(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     the two give the same value (tests compare them on crafted and mutated reports)."""
     if data.startswith(UTF8_BOM):
         data = data[3:]
+    if 0 < sys.get_int_max_str_digits() < _JITER_MAX_DIGITS:  # a lower limit than jiter's
+        return parse_json_slowly(data, source=source, max_depth=max_depth)
     try:
         value: Any = jiter.from_json(data, catch_duplicate_keys=True, allow_inf_nan=False)
     except ValueError:
         return parse_json_slowly(data, source=source, max_depth=max_depth)
     return _checked(value, data, source=source, max_depth=max_depth)
+
+
+# jiter reads integers of up to 4,300 digits, Python's default limit
+# (``sys.set_int_max_str_digits``); where a lower one is set, the standard library decides.
+_JITER_MAX_DIGITS = 4300
 
 
 def parse_json_slowly(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
