@@ -58,7 +58,8 @@ DateTimeText = Annotated[StrictStr, Field(pattern=DATETIME_PATTERN, max_length=6
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # Fields by their JSON names only: "organization_name" is not "organization-name".
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class DateRange(_Model):
