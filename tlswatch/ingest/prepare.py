@@ -89,7 +89,7 @@ def check(item: Input, options: Options = DEFAULT_OPTIONS) -> tuple[list[str], l
         try:
             valid = validate(doc)
             _check_domains(valid, options.domains, options.refused_hint)
-            ids.append(valid.report.report_id)
+            ids.append(valid.report["report-id"])
         except ReportError as exc:
             reasons.append(exc.detail)
     return ids, reasons
@@ -172,43 +172,47 @@ def _check_domains(valid: ValidReport, domains: frozenset[str],
 def _flatten(vr: ValidReport, via: str, signature: DkimResult | None) -> Prepared:
     r, c = vr.report, vr.container
     day = vr.start.date()
-    decision = counting.ALONE if len(r.policies) == 1 else counting.decide([
-        counting.Entry(facts.policy_domain, entry.policy.policy_type,
-                       entry.summary.total_successful_session_count,
-                       entry.summary.total_failure_session_count)
-        for entry, facts in zip(r.policies, vr.policies, strict=True)])
+    org = r["organization-name"]
+    entries = r["policies"]
+    decision = counting.ALONE if len(entries) == 1 else counting.decide([
+        counting.Entry(facts.policy_domain, entry["policy"]["policy-type"],
+                       entry["summary"]["total-successful-session-count"],
+                       entry["summary"]["total-failure-session-count"])
+        for entry, facts in zip(entries, vr.policies, strict=True)])
     policies = []
-    for index, (entry, facts) in enumerate(zip(r.policies, vr.policies, strict=True)):
-        ptype, domain = entry.policy.policy_type, facts.policy_domain
+    for index, (entry, facts) in enumerate(zip(entries, vr.policies, strict=True)):
+        ptype, domain = entry["policy"]["policy-type"], facts.policy_domain
         counted = decision.counted[index]
         details = [DetailRow(
             report_pk=0, policy_pk=0, detail_index=d_index, day=day,
-            organization_name=r.organization_name, policy_type=ptype, policy_domain=domain,
-            result_type=d.result_type, sending_mta_ip=d.sending_mta_ip,
-            receiving_mx_hostname=d.receiving_mx_hostname,
-            receiving_mx_helo=d.receiving_mx_helo, receiving_ip=d.receiving_ip,
-            failed_session_count=d.failed_session_count,
-            additional_information=d.additional_information or d.additional_info_uri,
-            failure_reason_code=d.failure_reason_code, counted=counted)
-            for d_index, d in enumerate(entry.failure_details or ())]
+            organization_name=org, policy_type=ptype, policy_domain=domain,
+            result_type=d["result-type"], sending_mta_ip=d.get("sending-mta-ip"),
+            receiving_mx_hostname=d.get("receiving-mx-hostname"),
+            receiving_mx_helo=d.get("receiving-mx-helo"), receiving_ip=d.get("receiving-ip"),
+            failed_session_count=d["failed-session-count"],
+            additional_information=d.get("additional-information")
+            or d.get("additional-info-uri"),
+            failure_reason_code=d.get("failure-reason-code"), counted=counted)
+            for d_index, d in enumerate(entry.get("failure-details") or ())]
+        summary = entry["summary"]
         policies.append((PolicyRow(
             policy_pk=0, report_pk=0, policy_index=index, day=day,
-            organization_name=r.organization_name, policy_type=ptype, policy_domain=domain,
+            organization_name=org, policy_type=ptype, policy_domain=domain,
             policy_string=facts.policy_string, mx_host=facts.mx_host,
-            successful_sessions=entry.summary.total_successful_session_count,
-            failed_sessions=entry.summary.total_failure_session_count,
+            successful_sessions=summary["total-successful-session-count"],
+            failed_sessions=summary["total-failure-session-count"],
             counted=counted, counting=decision.counting[index]), details))
     row = ReportRow(
-        report_pk=0, organization_name=r.organization_name, report_id=r.report_id,
-        contact_info=r.contact_info, start_datetime=vr.start, end_datetime=vr.end, day=day,
-        source=vr.source, filename=c.filename, message_id=c.message_id,
+        report_pk=0, organization_name=org, report_id=r["report-id"],
+        contact_info=r.get("contact-info"), start_datetime=vr.start, end_datetime=vr.end,
+        day=day, source=vr.source, filename=c.filename, message_id=c.message_id,
         header_report_domain=c.report_domain, header_submitter=c.submitter,
         subject_report_id=c.subject_report_id, warnings=vr.warnings, received_via=via,
         dkim_result=signature.result if signature else None,
         dkim_domain=signature.domain if signature else None, received_at=_EPOCH,
         content_sha256=vr.digest)
     raw = vr.raw_gzip if vr.raw_gzip is not None else gzip.compress(vr.raw_json, 6)
-    return Prepared((r.organization_name, r.report_id), vr.source, row, raw, policies)
+    return Prepared((org, r["report-id"]), vr.source, row, raw, policies)
 
 
 _EPOCH = datetime(1970, 1, 1)  # replaced by the time of the write

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from tlswatch.dnsname import BadDomain, is_domain, parse_domain
 from tlswatch.errors import ReportError
 from tlswatch.ingest.decode import Container, Document
-from tlswatch.schemas import RFC8460_RESULT_TYPES, Report, report_schema
+from tlswatch.schemas import REPORT, RFC8460_RESULT_TYPES, Report, report_schema
+from tlswatch.schemas.models import PolicyEntry
 
 if TYPE_CHECKING:  # jsonschema is imported only when a report is refused (it is slow to load)
     import jsonschema
@@ -73,25 +74,27 @@ def validate(doc: Document, *, now: datetime | None = None) -> ValidReport:
 
 def _validate(doc: Document, now: datetime) -> ValidReport:
     try:
-        report = Report.model_validate(doc.data)
+        report = REPORT.validate_python(doc.data)
     except ValidationError as exc:
         raise _explain(doc, exc) from None
     warnings: list[str] = []
-    start = _parse_datetime(doc, report.date_range.start_datetime, "start-datetime", warnings)
-    end = _parse_datetime(doc, report.date_range.end_datetime, "end-datetime", warnings)
+    date_range = report["date-range"]
+    start = _parse_datetime(doc, date_range["start-datetime"], "start-datetime", warnings)
+    end = _parse_datetime(doc, date_range["end-datetime"], "end-datetime", warnings)
     _check_range(doc, start, end, now)
-    if "contact-info" not in doc.data:
+    if "contact-info" not in report:
         warnings.append("contact-info: missing")
-    elif report.contact_info is None:
+    elif report["contact-info"] is None:
         warnings.append("contact-info: null")
     subject_id = doc.container.subject_report_id
     # A Subject Report-ID in msg-id form (<id@host>) is normal (RFC 8460's own example).
-    if subject_id and "@" not in subject_id and subject_id != report.report_id:
+    if subject_id and "@" not in subject_id and subject_id != report["report-id"]:
         warnings.append(f"report-id: the Subject says {subject_id!r}; the JSON's value is used")
-    needed = any(_given_domain(e.policy.policy_domain) is None for e in report.policies)
+    needed = any(_given_domain(e["policy"].get("policy-domain")) is None
+                 for e in report["policies"])
     fallback = _fallback_domain(doc, report) if needed else (UNATTRIBUTED, "")
     facts = [_policy_facts(doc, i, entry, fallback, warnings)
-             for i, entry in enumerate(report.policies)]
+             for i, entry in enumerate(report["policies"])]
     # The report's bytes as received: senders re-send the very same bytes (to each rua, and
     # on retries), so other bytes under a known report-id are other content.
     digest = hashlib.sha256(doc.raw_json.strip()).hexdigest()
@@ -116,51 +119,54 @@ def _check_range(doc: Document, start: datetime, end: datetime, now: datetime) -
                           f"day (at most {LONGEST_RANGE.days} accepted)", path=where)
 
 
-def _policy_facts(doc: Document, index: int, entry: Any, fallback: tuple[str, str],
+def _policy_facts(doc: Document, index: int, entry: PolicyEntry, fallback: tuple[str, str],
                   warnings: list[str]) -> PolicyFacts:
     where = f"policies[{index}]"
-    policy = entry.policy
-    domain = _given_domain(policy.policy_domain)
-    if domain is None and policy.policy_domain and policy.policy_domain.strip():
-        warnings.append(f"{where}.policy.policy-domain: {policy.policy_domain[:80]!r} is no "
+    policy = entry["policy"]
+    given = policy.get("policy-domain")
+    domain = _given_domain(given)
+    if domain is None and given and given.strip():
+        warnings.append(f"{where}.policy.policy-domain: {given[:80]!r} is no "
                         "domain name; taken as missing")
     if domain is None:
         domain, said_by = fallback
         if domain == UNATTRIBUTED:
             warnings.append(f"{where}.policy.policy-domain: missing, and {said_by}; stored "
                             f"under {UNATTRIBUTED}")
-    strings = policy.policy_string
+    strings = policy.get("policy-string")
     # A missing policy-string is no warning: Mail.ru never sends one (the delivery impact is
     # then "unknown"), and a warning on each of its reports would hide the real ones.
-    if policy.policy_type == "tlsa" and strings and len(strings) == 1:
+    if policy["policy-type"] == "tlsa" and strings and len(strings) == 1:
         # Microsoft sends one string holding a JSON array: unpacked, as every report of
         # theirs does it (a warning on each would hide the real ones).
         strings = _json_string_list(strings[0]) or strings
     mx: list[str] | None = None
     # mx-host is a string in RFC 8460's example and an array in its errata: both are normal.
-    for key, value in (("mx-host", policy.mx_host), ("mx-host-pattern", policy.mx_host_pattern)):
+    for key, value in (("mx-host", policy.get("mx-host")),
+                       ("mx-host-pattern", policy.get("mx-host-pattern"))):
         if value is None:
             continue
         if key == "mx-host-pattern":
             warnings.append(f"{where}.policy.mx-host-pattern: older name for mx-host")
         mx = (mx or []) + ([value] if isinstance(value, str) else list(value))
     _check_summary(entry, where, warnings)
-    for d_index, detail in enumerate(entry.failure_details or []):
+    for d_index, detail in enumerate(entry.get("failure-details") or ()):
         d_where = f"{where}.failure-details[{d_index}]"
-        if detail.result_type not in RFC8460_RESULT_TYPES:
-            warnings.append(f"{d_where}.result-type: {detail.result_type!r} is not in the "
+        if detail["result-type"] not in RFC8460_RESULT_TYPES:
+            warnings.append(f"{d_where}.result-type: {detail['result-type']!r} is not in the "
                             "RFC 8460 registry; kept as sent")
-        if detail.additional_info_uri is not None and detail.additional_information is None:
+        if detail.get("additional-info-uri") is not None \
+                and detail.get("additional-information") is None:
             warnings.append(f"{d_where}: additional-info-uri used for additional-information")
     return PolicyFacts(policy_domain=domain, policy_string=strings, mx_host=mx)
 
 
-def _check_summary(entry: Any, where: str, warnings: list[str]) -> None:
-    details = entry.failure_details or []
+def _check_summary(entry: PolicyEntry, where: str, warnings: list[str]) -> None:
+    details = entry.get("failure-details")
     if not details:
         return
-    detail_sum = sum(d.failed_session_count for d in details)
-    total = entry.summary.total_failure_session_count
+    detail_sum = sum(d["failed-session-count"] for d in details)
+    total = entry["summary"]["total-failure-session-count"]
     if detail_sum != total:
         warnings.append(f"{where}.summary.total-failure-session-count: {total} but the "
                         f"failure-details add up to {detail_sum}; both kept")
@@ -204,8 +210,9 @@ def _fallback_domain(doc: Document, report: Report) -> tuple[str, str]:
     """
     c = doc.container
     match = _FILENAME.match(c.filename.rsplit("/", 1)[-1]) if c.filename else None
-    named = {d for p in report.policies if (d := _given_domain(p.policy.policy_domain))}
-    id_match = _REPORT_ID_DOMAIN.match(report.report_id)
+    named = {d for p in report["policies"]
+             if (d := _given_domain(p["policy"].get("policy-domain")))}
+    id_match = _REPORT_ID_DOMAIN.match(report["report-id"])
     for candidate, said_by in (
         (c.report_domain, "the TLS-Report-Domain header"),
         (match.group(1) if match else None, "the report's file name"),

@@ -1,9 +1,9 @@
-"""The TLS-RPT report contract: the JSON Schema (the published form) and pydantic models.
+"""The TLS-RPT report contract: the JSON Schema (the published form) and pydantic types.
 
 The JSON Schema is what a report must satisfy and is what error messages are made from.
-The pydantic models accept exactly the same documents (tests hold the two together over
-the whole corpus) and are the fast path: pydantic-core validates a report in a few
-microseconds where ``jsonschema`` takes a quarter of a millisecond.
+The pydantic types (TypedDicts, validated by ``REPORT``) accept exactly the same documents
+(tests hold the two together over the whole corpus) and are the fast path: pydantic-core
+validates a report in a few microseconds where ``jsonschema`` takes a quarter of a millisecond.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from tlswatch.schemas.models import (
     MAX_COUNT,
+    REPORT,
     RFC8460_RESULT_TYPES,
     DateRange,
     FailureDetail,
@@ -26,6 +27,7 @@ from tlswatch.schemas.models import (
 
 __all__ = [
     "MAX_COUNT",
+    "REPORT",
     "RFC8460_RESULT_TYPES",
     "DateRange",
     "FailureDetail",

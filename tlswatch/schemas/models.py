@@ -1,10 +1,11 @@
-"""Pydantic models of an RFC 8460 section 4 report, accepting what the JSON Schema accepts."""
+"""Pydantic types of an RFC 8460 section 4 report, accepting what the JSON Schema accepts."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictStr
+from pydantic import Field, PlainValidator, StrictStr, TypeAdapter
+from typing_extensions import TypedDict  # pydantic refuses typing's on Python < 3.12
 
 # IANA "STARTTLS Validation Result Types" registry as defined by RFC 8460 section 4.3.
 RFC8460_RESULT_TYPES = frozenset(
@@ -57,51 +58,54 @@ StringOrList = Text | Texts
 DateTimeText = Annotated[StrictStr, Field(pattern=DATETIME_PATTERN, max_length=64)]
 
 
-class _Model(BaseModel):
-    # Fields by their JSON names only: "organization_name" is not "organization-name".
-    model_config = ConfigDict(extra="ignore", frozen=True)
+# The report's shapes as TypedDicts, keyed by their JSON names (and by those only:
+# "organization_name" is not "organization-name").  Validated, a report is plain dicts and
+# lists: pydantic-core builds them in about half the time it takes to build models.  Keys
+# the report does not send are absent from the result (so ``.get`` them); unknown keys are
+# dropped.
+DateRange = TypedDict("DateRange", {
+    "start-datetime": DateTimeText,
+    "end-datetime": DateTimeText,
+})
 
-
-class DateRange(_Model):
-    start_datetime: DateTimeText = Field(alias="start-datetime")
-    end_datetime: DateTimeText = Field(alias="end-datetime")
-
-
-class Policy(_Model):
-    policy_type: Literal["tlsa", "sts", "no-policy-found"] = Field(alias="policy-type")
-    policy_string: Texts | None = Field(default=None, alias="policy-string")
+Policy = TypedDict("Policy", {
+    "policy-type": Literal["tlsa", "sts", "no-policy-found"],
+    "policy-string": NotRequired[Texts | None],
     # Missing or empty for no-policy-found (Postfix): the loader finds the domain elsewhere.
-    policy_domain: Text | None = Field(default=None, alias="policy-domain")
-    mx_host: StringOrList | None = Field(default=None, alias="mx-host")
-    mx_host_pattern: StringOrList | None = Field(default=None, alias="mx-host-pattern")
+    "policy-domain": NotRequired[Text | None],
+    "mx-host": NotRequired[StringOrList | None],
+    "mx-host-pattern": NotRequired[StringOrList | None],
+})
 
+Summary = TypedDict("Summary", {
+    "total-successful-session-count": Count,
+    "total-failure-session-count": Count,
+})
 
-class Summary(_Model):
-    total_successful_session_count: Count = Field(alias="total-successful-session-count")
-    total_failure_session_count: Count = Field(alias="total-failure-session-count")
+FailureDetail = TypedDict("FailureDetail", {
+    "result-type": NonEmpty,
+    "sending-mta-ip": NotRequired[Text | None],
+    "receiving-mx-hostname": NotRequired[Text | None],
+    "receiving-mx-helo": NotRequired[Text | None],
+    "receiving-ip": NotRequired[Text | None],
+    "failed-session-count": Count,
+    "additional-information": NotRequired[Text | None],
+    "additional-info-uri": NotRequired[Text | None],
+    "failure-reason-code": NotRequired[Text | None],
+})
 
+PolicyEntry = TypedDict("PolicyEntry", {
+    "policy": Policy,
+    "summary": Summary,
+    "failure-details": NotRequired[list[FailureDetail] | None],
+})
 
-class FailureDetail(_Model):
-    result_type: NonEmpty = Field(alias="result-type")
-    sending_mta_ip: Text | None = Field(default=None, alias="sending-mta-ip")
-    receiving_mx_hostname: Text | None = Field(default=None, alias="receiving-mx-hostname")
-    receiving_mx_helo: Text | None = Field(default=None, alias="receiving-mx-helo")
-    receiving_ip: Text | None = Field(default=None, alias="receiving-ip")
-    failed_session_count: Count = Field(alias="failed-session-count")
-    additional_information: Text | None = Field(default=None, alias="additional-information")
-    additional_info_uri: Text | None = Field(default=None, alias="additional-info-uri")
-    failure_reason_code: Text | None = Field(default=None, alias="failure-reason-code")
+Report = TypedDict("Report", {
+    "organization-name": NonEmpty,
+    "date-range": DateRange,
+    "contact-info": NotRequired[Text | None],
+    "report-id": NonEmpty,
+    "policies": list[PolicyEntry],
+})
 
-
-class PolicyEntry(_Model):
-    policy: Policy
-    summary: Summary
-    failure_details: list[FailureDetail] | None = Field(default=None, alias="failure-details")
-
-
-class Report(_Model):
-    organization_name: NonEmpty = Field(alias="organization-name")
-    date_range: DateRange = Field(alias="date-range")
-    contact_info: Text | None = Field(default=None, alias="contact-info")
-    report_id: NonEmpty = Field(alias="report-id")
-    policies: list[PolicyEntry]
+REPORT = TypeAdapter(Report)  # REPORT.validate_python(data) -> Report, or ValidationError
