@@ -272,3 +272,16 @@ def test_text_fields_and_lists_are_bounded() -> None:
     many_mx["policies"][0]["policy"]["mx-host"] = ["mx.example.com"] * 101
     with pytest.raises(ReportError, match="mx-host: "):
         validate(doc(many_mx))
+
+
+def test_fields_beyond_rfc_8460_are_ignored_at_every_level() -> None:
+    data = make_report(policies=[policy("example.com", 5, 1, [detail("certificate-expired", 1)])])
+    data["x-vendor"] = {"build": 7}
+    data["policies"][0]["x-vendor"] = [1, 2]
+    data["policies"][0]["policy"]["x-vendor"] = "note"
+    data["policies"][0]["summary"]["x-vendor"] = None
+    data["policies"][0]["failure-details"][0]["x-vendor"] = 3
+    result = validate(doc(data))
+    assert result.warnings == []
+    assert "x-vendor" not in json.dumps(result.report)
+    assert result.report["policies"][0]["summary"]["total-failure-session-count"] == 1
