@@ -20,11 +20,14 @@ store ``bench/rollup_bench.py --keep`` leaves), where what a batch costs besides
 rows shows (copying is not timed; start-up here is opening and closing the big store).
 ``--src DIR`` (repeatable) times another source tree of tlswatch the same way, run by run
 beside this one, so an older release and this one see the same load on a shared machine.
+``--busy N`` keeps N other processes spinning at normal priority while every side is timed:
+how an ingest fares on a machine that has other work (each takes a core if it can).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -98,12 +102,33 @@ def main() -> None:
     parser.add_argument("--into", type=Path, help="also ingest into a copy of this store")
     parser.add_argument("--src", type=Path, action="append", default=[],
                         help="also time the tlswatch of this source tree")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="other processes to keep spinning while timing")
     args = parser.parse_args()
+    with spinning(args.busy):
+        run(args)
+
+
+@contextlib.contextmanager
+def spinning(count: int) -> Iterator[None]:
+    """``count`` processes burning CPU at normal priority until the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+             for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def run(args: argparse.Namespace) -> None:
     trees = {"this tree": [str(Path(sys.executable).with_name("tlswatch"))],
              **{src.name: [sys.executable, "-c", RUN_SRC, str(src)] for src in args.src}}
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}; "
-          f"{args.reports} synthetic .json.gz reports, seed 8460")
+          f"{args.reports} synthetic .json.gz reports, seed 8460"
+          + (f"; {args.busy} other processes spinning" if args.busy else ""))
     with tempfile.TemporaryDirectory() as tmp:
         folder, empty = Path(tmp) / "reports", Path(tmp) / "empty"
         empty.mkdir()

@@ -8,6 +8,7 @@ same run or a later one, is counted as a duplicate and not stored twice.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import gzip
 import hashlib
@@ -320,7 +321,7 @@ def _load_parallel(loader: Loader, first: list[Item], rest: Iterator[list[Item]]
     # cores: 7 % faster, 10 MB less).
     with loader.store.one_thread(), \
             ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                initializer=os.nice, initargs=(WORKER_NICENESS,)) as pool:
+                                initializer=_as_batch_work) as pool:
         pending: collections.deque[tuple[Future[tuple[Chunk, list[Quarantined]]], int]] = \
             collections.deque()
         ahead = max(2 * workers, loader.batch_size // CHUNK)
@@ -332,10 +333,15 @@ def _load_parallel(loader: Loader, first: list[Item], rest: Iterator[list[Item]]
             _take(loader, pending.popleft(), progress)
 
 
-# Workers run at a lower priority than this process: the writer is the one stage that
-# cannot be shared out, so when the cores are all busy it goes first and the workers take
-# what is left (the chunks they prepared ahead keep it fed).
-WORKER_NICENESS = 10
+def _as_batch_work() -> None:
+    """In a worker: tell the scheduler it is batch work (Linux's ``SCHED_BATCH``).
+
+    The writer is the one stage that cannot be shared out: woken while a worker runs, it is
+    not made to wait behind it.  The workers keep a fair share of the cores otherwise; a
+    lower priority (niceness 10) starved them behind any other busy process on the machine,
+    and an ingest then took 3 to 4 times as long (``bench/ingest_bench.py --busy 2``)."""
+    with contextlib.suppress(AttributeError, OSError):  # no such policy on this system
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def _prepare_tabled(items: list[Item], options: Options) -> tuple[Chunk, list[Quarantined]]:
