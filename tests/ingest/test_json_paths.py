@@ -66,6 +66,7 @@ CRAFTED = [
     b'{"d": ' + b'{"x": ' * 70 + b'1' + b'}' * 70 + b'}', b'[' * 5000 + b']' * 5000,
     b'{"a": "' + b'\\u00e9' * 50 + b'"}', b'{"a": "caf\xc3\xa9"}',
     b'{"a": ' + b'9' * 4300 + b'}', b'{"a": [-' + b'9' * 4301 + b']}', b'{"a": "x\x01"}',
+    b'{"a": ' + b'9' * 4301 + b', "a": 1}', b'{"o": {"k": 1, "k": 2}, "a": ' + b'9' * 4301 + b'}',
 ]
 
 
@@ -153,6 +154,9 @@ def test_an_integer_past_the_digit_limit_is_refused_with_its_place() -> None:
     assert verdict(parse_json, text) == (
         "refused", "policies[0].summary.total-successful-session-count: an integer of 4,302 "
         "digits, over the limit of 4,300 digits")
+    # What comes first in the text is what is named, a duplicate key after it or before.
+    assert verdict(parse_json, b'{"a": ' + b"9" * 4301 + b', "a": 1}') == (
+        "refused", "a: an integer of 4,301 digits, over the limit of 4,300 digits")
 
 
 def test_a_control_character_in_a_string_is_named_once() -> None:

@@ -290,6 +290,10 @@ class _LongInteger(str):
     """An integer's digits where there are more than Python converts."""
 
 
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs, in order."""
+
+
 def _integer(digits: str) -> int | _LongInteger:
     limit = sys.get_int_max_str_digits()
     return _LongInteger(digits) if 0 < limit < len(digits.lstrip("-")) else int(digits)
@@ -297,7 +301,9 @@ def _integer(digits: str) -> int | _LongInteger:
 
 def _refuse_long_integer(text: str, source: str) -> None:
     """Refuse the JSON text at its first integer of more digits than Python converts."""
-    value = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_integer).decode(text)
+    # Objects kept as their (key, value) pairs: a duplicate key after the integer (which
+    # came first, or it would have been refused) must not hide it.
+    value = json.JSONDecoder(object_pairs_hook=_Pairs, parse_int=_integer).decode(text)
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         node, path = stack.pop()
@@ -305,9 +311,9 @@ def _refuse_long_integer(text: str, source: str) -> None:
             raise ReportError(source, f"an integer of {len(node.lstrip('-')):,} digits, over "
                               f"the limit of {sys.get_int_max_str_digits():,} digits",
                               path=path or "$")
-        if isinstance(node, dict):
+        if isinstance(node, _Pairs):
             stack.extend((child, f"{path}.{key}" if path else key)
-                         for key, child in reversed(node.items()))
+                         for key, child in reversed(node))
         elif isinstance(node, list):
             stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(node))))
 
