@@ -65,6 +65,8 @@ CRAFTED = [
     b'{"d": ' + b'[' * 70 + b']' * 70 + b'}', b'{"d": ' + b'[' * 300 + b']' * 300 + b'}',
     b'{"d": ' + b'{"x": ' * 70 + b'1' + b'}' * 70 + b'}', b'[' * 5000 + b']' * 5000,
     b'{"a": "' + b'\\u00e9' * 50 + b'"}', b'{"a": "caf\xc3\xa9"}',
+    b'{"a": ' + b'9' * 4300 + b'}', b'{"a": [-' + b'9' * 4301 + b']}', b'{"a": "x\x01"}',
+    b'{"a": ' + b'9' * 4301 + b', "a": 1}', b'{"o": {"k": 1, "k": 2}, "a": ' + b'9' * 4301 + b'}',
 ]
 
 
@@ -136,8 +138,27 @@ def test_a_lower_integer_digit_limit_is_kept_by_the_fast_path() -> None:
     limit = sys.get_int_max_str_digits()
     sys.set_int_max_str_digits(640)
     try:
-        with pytest.raises(ValueError, match="Exceeds the limit"):
-            parse_json(data, source="in.json", max_depth=DEPTH)
+        assert verdict(parse_json, data) == (
+            "refused", "a: an integer of 1,000 digits, over the limit of 640 digits")
     finally:
         sys.set_int_max_str_digits(limit)
     assert parse_json(data, source="in.json", max_depth=DEPTH) == {"a": int("7" * 1000)}
+
+
+def test_an_integer_past_the_digit_limit_is_refused_with_its_place() -> None:
+    # Python converts integers of up to 4,300 digits: a longer one in a report is refused
+    # like any other bad value (not as an "unreadable input" quoting a Python function).
+    report = json.loads(_reports()[0])
+    report["policies"][0]["summary"]["total-successful-session-count"] = "LONG"
+    text = json.dumps(report).replace('"LONG"', "9" * 4302).encode()
+    assert verdict(parse_json, text) == (
+        "refused", "policies[0].summary.total-successful-session-count: an integer of 4,302 "
+        "digits, over the limit of 4,300 digits")
+    # What comes first in the text is what is named, a duplicate key after it or before.
+    assert verdict(parse_json, b'{"a": ' + b"9" * 4301 + b', "a": 1}') == (
+        "refused", "a: an integer of 4,301 digits, over the limit of 4,300 digits")
+
+
+def test_a_control_character_in_a_string_is_named_once() -> None:
+    assert verdict(parse_json, b'{"a": "x\x01"}') == (
+        "refused", "not valid JSON: Invalid control character at line 1, column 9")
