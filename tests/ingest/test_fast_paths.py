@@ -11,7 +11,9 @@ import pytest
 
 from tlswatch.errors import ReportError
 from tlswatch.ingest import counting
-from tlswatch.ingest.decode import _DECODER, _unique_keys, gunzip
+from tlswatch.ingest.decode import gunzip
+from tlswatch.ingest.jsontext import DECODER as _DECODER
+from tlswatch.ingest.jsontext import unique_keys as _unique_keys
 
 
 @pytest.mark.parametrize("policy_type", ["sts", "tlsa", "no-policy-found"])

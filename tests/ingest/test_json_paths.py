@@ -121,14 +121,35 @@ def test_mutated_reports_get_the_same_verdict_from_both_parsers() -> None:
     assert outcomes["value"] > 400 and outcomes["refused"] > 400, outcomes
 
 
-def test_duplicate_keys_anywhere_are_refused_with_the_key_named() -> None:
+def test_duplicate_keys_anywhere_are_refused_with_the_key_and_its_object_named() -> None:
     report = json.loads(_reports()[0])
     text = json.dumps(report).replace('"policy-type"', '"policy-type": "sts", "policy-type"',
                                       1).encode()
     kind, detail = verdict(parse_json, text)
     assert kind == "refused"
-    assert detail == ("a JSON object has the key 'policy-type' more than once "
+    assert detail == ("policies[0].policy: a JSON object has the key 'policy-type' more than "
+                      "once (which one counts is not defined)")
+
+
+def test_a_long_duplicate_key_is_shown_cut_short() -> None:
+    key = "k" * 5000
+    data = f'{{"o": {{"{key}": 1, "{key}": 2}}}}'.encode()
+    kind, detail = verdict(parse_json, data)
+    assert kind == "refused"
+    assert detail == (f"o: a JSON object has the key '{'k' * 60}...' more than once "
                       "(which one counts is not defined)")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused_where_they_are_even_in_an_ignored_field(
+        constant: str) -> None:
+    # JSON has no NaN: a report holding one, even where no field is read, would be stored
+    # as no JSON at all.
+    report = json.loads(_reports()[0])
+    report["policies"][0]["x-vendor"] = ["a", "NUMBER"]
+    text = json.dumps(report).replace('"NUMBER"', constant).encode()
+    assert verdict(parse_json, text) == (
+        "refused", f"policies[0].x-vendor[1]: not valid JSON: {constant} is no JSON value")
 
 
 def test_a_lower_integer_digit_limit_is_kept_by_the_fast_path() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import jiter
 
 from tlswatch.errors import ReportError
+from tlswatch.ingest import jsontext
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -265,57 +266,8 @@ _JITER_MAX_DIGITS = 4300
 
 def parse_json_slowly(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     """``parse_json`` by the standard library alone (``data`` without a BOM)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ReportError(source, f"not UTF-8 text: invalid byte at offset {exc.start}") from exc
-    try:
-        value = _DECODER.decode(text)
-    except _DuplicateKey as exc:
-        raise ReportError(source, f"a JSON object has the key {exc.args[0]!r} more than once "
-                          "(which one counts is not defined)") from exc
-    except json.JSONDecodeError as exc:
-        # The standard library words one message "Invalid control character at".
-        raise ReportError(source, f"not valid JSON: {exc.msg.removesuffix(' at')} at line "
-                          f"{exc.lineno}, column {exc.colno}") from exc
-    except RecursionError as exc:
-        raise ReportError(source, f"JSON nested deeper than {max_depth} levels") from exc
-    except ValueError:  # an integer longer than Python converts (sys.set_int_max_str_digits)
-        _refuse_long_integer(text, source)
-        raise
+    value = jsontext.parse(data, source=source, max_depth=max_depth)
     return _checked(value, data, source=source, max_depth=max_depth)
-
-
-class _LongInteger(str):
-    """An integer's digits where there are more than Python converts."""
-
-
-class _Pairs(list[tuple[str, Any]]):
-    """A JSON object as its (key, value) pairs, in order."""
-
-
-def _integer(digits: str) -> int | _LongInteger:
-    limit = sys.get_int_max_str_digits()
-    return _LongInteger(digits) if 0 < limit < len(digits.lstrip("-")) else int(digits)
-
-
-def _refuse_long_integer(text: str, source: str) -> None:
-    """Refuse the JSON text at its first integer of more digits than Python converts."""
-    # Objects kept as their (key, value) pairs: a duplicate key after the integer (which
-    # came first, or it would have been refused) must not hide it.
-    value = json.JSONDecoder(object_pairs_hook=_Pairs, parse_int=_integer).decode(text)
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, _LongInteger):
-            raise ReportError(source, f"an integer of {len(node.lstrip('-')):,} digits, over "
-                              f"the limit of {sys.get_int_max_str_digits():,} digits",
-                              path=path or "$")
-        if isinstance(node, _Pairs):
-            stack.extend((child, f"{path}.{key}" if path else key)
-                         for key, child in reversed(node))
-        elif isinstance(node, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(node))))
 
 
 def _checked(value: Any, data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
@@ -338,26 +290,6 @@ def _checked(value: Any, data: bytes, *, source: str, max_depth: int) -> dict[st
         raise ReportError(source, f"JSON nested deeper than {max_depth} levels", path=path)
     return value
 
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Refused rather than "the last one wins": a reader of the raw text would see the first.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return obj
-
-
-# What json.loads(text, object_pairs_hook=_unique_keys) does, with the decoder (and its
-# scanner) built once instead of at every call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 # Only an escape can put a lone surrogate into a parsed string; pairs are legal (emoji).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

@@ -1,0 +1,145 @@
+"""JSON text by the standard library: the parser of last resort, and the one that says where.
+
+``decode.parse_json`` parses with jiter first; whatever jiter refuses comes here, and the
+verdict given here stands.  Every refusal names its place: a line and column for broken
+syntax, a JSON path for a value no report may hold (a key twice in one object, NaN or
+Infinity, an integer longer than Python converts).  Finding the path parses the text a
+second time, which only a refused report pays.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from tlswatch.errors import ReportError
+
+
+def parse(data: bytes, *, source: str, max_depth: int) -> Any:
+    """The value of UTF-8 JSON text ``data`` (no BOM), or a ``ReportError`` saying where."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportError(source, f"not UTF-8 text: invalid byte at offset {exc.start}") from exc
+    try:
+        return DECODER.decode(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise _broken(exc, source, max_depth) from exc
+    except ValueError as exc:  # a key twice, NaN or Infinity, too long an integer
+        try:
+            value = _MARKING.decode(text)
+        except (json.JSONDecodeError, RecursionError) as broken:  # later in the text
+            raise _broken(broken, source, max_depth) from exc
+        raise _located(value, source) from exc
+
+
+def _broken(exc: json.JSONDecodeError | RecursionError, source: str,
+            max_depth: int) -> ReportError:
+    if isinstance(exc, RecursionError):
+        return ReportError(source, f"JSON nested deeper than {max_depth} levels")
+    # The standard library words one message "Invalid control character at".
+    return ReportError(source, f"not valid JSON: {exc.msg.removesuffix(' at')} at line "
+                       f"{exc.lineno}, column {exc.colno}")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Refused rather than "the last one wins": a reader of the raw text would see the first.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    # NaN, Infinity and -Infinity: Python's parser reads them, JSON (RFC 8259) has none,
+    # and a stored report holding one would be no JSON either.
+    raise _NotJson(name)
+
+
+# What json.loads(text, object_pairs_hook=unique_keys) does, NaN and Infinity refused, with
+# the decoder (and its scanner) built once instead of at every call.
+DECODER = json.JSONDecoder(object_pairs_hook=unique_keys, parse_constant=_no_constant)
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs, in order (duplicates kept)."""
+
+
+class _Constant(str):
+    """NaN, Infinity or -Infinity where the text has one."""
+
+
+class _LongInteger(str):
+    """An integer's digits where there are more than Python converts."""
+
+
+def _integer(digits: str) -> int | _LongInteger:
+    limit = sys.get_int_max_str_digits()
+    return _LongInteger(digits) if 0 < limit < len(digits.lstrip("-")) else int(digits)
+
+
+_MARKING = json.JSONDecoder(object_pairs_hook=_Pairs, parse_constant=_Constant,
+                            parse_int=_integer)
+
+
+def _located(value: Any, source: str) -> ReportError:
+    """The refusal of the first value no report may hold (in a text parsed by
+    ``_MARKING``), with its JSON path."""
+    for node, path in _walk(value):
+        where = path or "$"
+        if isinstance(node, _Constant):
+            return ReportError(source, f"not valid JSON: {node} is no JSON value", path=where)
+        if isinstance(node, _LongInteger):
+            return ReportError(source, f"an integer of {len(node.lstrip('-')):,} digits, over "
+                               f"the limit of {sys.get_int_max_str_digits():,} digits",
+                               path=where)
+        if isinstance(node, _Twice):
+            return ReportError(source, f"a JSON object has the key {_short(node)} more "
+                               "than once (which one counts is not defined)", path=where)
+    raise AssertionError("refused JSON text without a value to refuse")  # pragma: no cover
+
+
+class _Twice(str):
+    """A key where an object has it a second time."""
+
+
+def _walk(value: Any) -> Iterator[tuple[Any, str]]:
+    """Every value of a parsed text with its JSON path, in the text's order; a key that
+    repeats one before it in its object as ``_Twice``, with the object's path."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        yield node, path
+        if isinstance(node, _Pairs):
+            seen: set[str] = set()
+            entries: list[tuple[Any, str]] = []
+            for key, child in node:
+                if key in seen:
+                    entries.append((_Twice(key), path))
+                else:
+                    seen.add(key)
+                    name = _short(key, quoted=False)
+                    entries.append((child, f"{path}.{name}" if path else name))
+            stack.extend(reversed(entries))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(node))))
+
+
+def _short(key: str, *, quoted: bool = True, limit: int = 60) -> str:
+    """A key as a message shows it: at most ``limit`` characters of it."""
+    shown = key if len(key) <= limit else key[:limit] + "..."
+    return repr(shown) if quoted else shown
