@@ -35,11 +35,11 @@ def test_schemas_and_errors_import_nothing_else_of_tlswatch() -> None:
 
 
 def test_decode_and_mail_are_pure() -> None:
-    for name in ("decode", "mail"):
+    for name in ("decode", "mail", "jsontext"):
         names = imports_of(PACKAGE / "ingest" / f"{name}.py")
         assert not names & {"os", "pathlib", "socket", "duckdb", "subprocess"}, name
         assert ours(names) <= {"tlswatch.errors", "tlswatch.ingest.decode",
-                               "tlswatch.ingest.mail"}, name
+                               "tlswatch.ingest.mail", "tlswatch.ingest.jsontext"}, name
 
 
 def test_only_the_loader_writes_to_the_store() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import jiter
 
 from tlswatch.errors import ReportError
-from tlswatch.ingest import jsontext
+from tlswatch.ingest.jsontext import parse as parse_json_text
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -266,7 +266,7 @@ _JITER_MAX_DIGITS = 4300
 
 def parse_json_slowly(data: bytes, *, source: str, max_depth: int) -> dict[str, Any]:
     """``parse_json`` by the standard library alone (``data`` without a BOM)."""
-    value = jsontext.parse(data, source=source, max_depth=max_depth)
+    value = parse_json_text(data, source=source, max_depth=max_depth)
     return _checked(value, data, source=source, max_depth=max_depth)
 
 
