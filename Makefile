@@ -73,6 +73,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/ingest_floor.py
 	$(BIN)/python bench/summary_bench.py
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/receiver_bench.py
