@@ -133,7 +133,7 @@ def main() -> None:
         raise SystemExit("parsedmarc could not be installed: no comparison")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}; "
-          f"{args.reports} synthetic .json.gz reports, seed 8460, {args.workers} workers")
+          f"{args.reports} synthetic .json.gz reports, seed 8460; workers: {args.workers}")
     os.environ["TLSWATCH_WORKERS"] = str(args.workers)  # the setting, for tlswatch ingest
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
