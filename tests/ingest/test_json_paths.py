@@ -183,3 +183,25 @@ def test_an_integer_past_the_digit_limit_is_refused_with_its_place() -> None:
 def test_a_control_character_in_a_string_is_named_once() -> None:
     assert verdict(parse_json, b'{"a": "x\x01"}') == (
         "refused", "not valid JSON: Invalid control character at line 1, column 9")
+
+
+def _nested(depth: int, key: str) -> tuple[bytes, str]:
+    """NaN under ``depth`` objects keyed ``key`` (or arrays when ``key`` is empty), and
+    the path that leads to it."""
+    if key:
+        opening, step = f'{{"{key}": ' * depth, f".{key}"
+        closing = "}" * depth
+    else:
+        opening, step, closing = "[" * depth, "[0]", "]" * depth
+    data = f'{{"a": {opening}NaN{closing}}}'.encode()
+    return data, "a" + step * depth
+
+
+@pytest.mark.parametrize(("depth", "key"), [(400, ""), (20, "k" * 60)])
+def test_a_long_path_is_shown_cut_short(depth: int, key: str) -> None:
+    # A hostile report can put a value no report may hold under hundreds of levels: the
+    # refusal names where it starts, not a path of kilobytes (each key is cut, and the path).
+    data, path = _nested(depth, key)
+    assert len(path) > 1000
+    assert verdict(parse_json, data) == (
+        "refused", f"{path[:200]}...: not valid JSON: NaN is no JSON value")

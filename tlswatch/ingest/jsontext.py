@@ -100,7 +100,8 @@ def _located(value: Any, source: str) -> ReportError:
     """The refusal of the first value no report may hold (in a text parsed by
     ``_MARKING``), with its JSON path."""
     for node, path in _walk(value):
-        where = path or "$"
+        # Each key in the path is cut already; hundreds of levels would still make kilobytes.
+        where = _short(path, quoted=False, limit=200) if path else "$"
         if isinstance(node, _Constant):
             return ReportError(source, f"not valid JSON: {node} is no JSON value", path=where)
         if isinstance(node, _LongInteger):
@@ -140,6 +141,6 @@ def _walk(value: Any) -> Iterator[tuple[Any, str]]:
 
 
 def _short(key: str, *, quoted: bool = True, limit: int = 60) -> str:
-    """A key as a message shows it: at most ``limit`` characters of it."""
+    """A key (or a path) as a message shows it: at most ``limit`` characters of it."""
     shown = key if len(key) <= limit else key[:limit] + "..."
     return repr(shown) if quoted else shown
