@@ -205,3 +205,19 @@ def test_a_long_path_is_shown_cut_short(depth: int, key: str) -> None:
     assert len(path) > 1000
     assert verdict(parse_json, data) == (
         "refused", f"{path[:200]}...: not valid JSON: NaN is no JSON value")
+
+
+@pytest.mark.parametrize(("key", "shown"), [
+    ("\\ud800", "\\ud800"), ("\\u0000", "\\x00"), ("\\u001b[2J", "\\x1b[2J"),
+    ("\\u202eevil", "\\u202eevil"), ("caf\\u00e9 \\\\ x", "caf\u00e9 \\ x"),
+])
+@pytest.mark.parametrize(("value", "reason"), [
+    ("NaN", "not valid JSON: NaN is no JSON value"),
+    ("9" * 4301, "an integer of 4,301 digits, over the limit of 4,300 digits"),
+])
+def test_a_key_in_a_place_is_shown_with_escapes(key: str, shown: str, value: str,
+                                                reason: str) -> None:
+    # The place is stored (quarantine, spool/failed) and shown: a lone surrogate or a NUL
+    # in it could not be stored at all, a terminal escape would act on a terminal.
+    data = f'{{"{key}": {{"a": {value}}}}}'.encode()
+    assert verdict(parse_json, data) == ("refused", f"{shown}.a: {reason}")

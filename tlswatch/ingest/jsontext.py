@@ -141,6 +141,10 @@ def _walk(value: Any) -> Iterator[tuple[Any, str]]:
 
 
 def _short(key: str, *, quoted: bool = True, limit: int = 60) -> str:
-    """A key (or a path) as a message shows it: at most ``limit`` characters of it."""
+    """A key (or a path) as a message shows it: at most ``limit`` characters of it, and
+    unquoted, what is not printable as an escape (``repr`` does that when quoted): a lone
+    surrogate or a NUL could not even be stored, a terminal escape would act."""
     shown = key if len(key) <= limit else key[:limit] + "..."
-    return repr(shown) if quoted else shown
+    if quoted:
+        return repr(shown)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
