@@ -185,23 +185,13 @@ def test_a_control_character_in_a_string_is_named_once() -> None:
         "refused", "not valid JSON: Invalid control character at line 1, column 9")
 
 
-def _nested(depth: int, key: str) -> tuple[bytes, str]:
-    """NaN under ``depth`` objects keyed ``key`` (or arrays when ``key`` is empty), and
-    the path that leads to it."""
-    if key:
-        opening, step = f'{{"{key}": ' * depth, f".{key}"
-        closing = "}" * depth
-    else:
-        opening, step, closing = "[" * depth, "[0]", "]" * depth
-    data = f'{{"a": {opening}NaN{closing}}}'.encode()
-    return data, "a" + step * depth
-
-
-@pytest.mark.parametrize(("depth", "key"), [(400, ""), (20, "k" * 60)])
-def test_a_long_path_is_shown_cut_short(depth: int, key: str) -> None:
-    # A hostile report can put a value no report may hold under hundreds of levels: the
-    # refusal names where it starts, not a path of kilobytes (each key is cut, and the path).
-    data, path = _nested(depth, key)
+def test_a_long_path_is_shown_cut_short() -> None:
+    # A hostile report can put a value no report may hold under many long keys: the refusal
+    # names where it starts, not a path of kilobytes (each key is cut, and the path too).
+    key, depth = "k" * 60, 20
+    opening = f'{{"{key}": ' * depth
+    data = f'{{"a": {opening}NaN{"}" * depth}}}'.encode()
+    path = "a" + f".{key}" * depth
     assert len(path) > 1000
     assert verdict(parse_json, data) == (
         "refused", f"{path[:200]}...: not valid JSON: NaN is no JSON value")
@@ -221,3 +211,14 @@ def test_a_key_in_a_place_is_shown_with_escapes(key: str, shown: str, value: str
     # in it could not be stored at all, a terminal escape would act on a terminal.
     data = f'{{"{key}": {{"a": {value}}}}}'.encode()
     assert verdict(parse_json, data) == ("refused", f"{shown}.a: {reason}")
+
+
+@pytest.mark.parametrize("value", ["NaN", "9" * 4301, '{"k": 1, "k": 2}'])
+def test_a_bad_value_deeper_than_the_limit_is_refused_as_too_deep(value: str) -> None:
+    # What comes first in the text is what is named: the nesting passes the limit before
+    # the value is reached, so the refusal is the one the document gets without that value.
+    data = b'{"a": ' + b"[" * 70 + value.encode() + b"]" * 70 + b"}"
+    plain = b'{"a": ' + b"[" * 70 + b"1" + b"]" * 70 + b"}"
+    assert verdict(parse_json, data) == verdict(parse_json, plain)
+    assert verdict(parse_json, plain) == (
+        "refused", f"{('a' + '[0]' * 63)[:60]}...: JSON nested deeper than 64 levels")

@@ -32,7 +32,7 @@ def parse(data: bytes, *, source: str, max_depth: int) -> Any:
             value = _MARKING.decode(text)
         except (json.JSONDecodeError, RecursionError) as broken:  # later in the text
             raise _broken(broken, source, max_depth) from exc
-        raise _located(value, source) from exc
+        raise _located(value, source, max_depth) from exc
 
 
 def _broken(exc: json.JSONDecodeError | RecursionError, source: str,
@@ -96,10 +96,14 @@ _MARKING = json.JSONDecoder(object_pairs_hook=_Pairs, parse_constant=_Constant,
                             parse_int=_integer)
 
 
-def _located(value: Any, source: str) -> ReportError:
+def _located(value: Any, source: str, max_depth: int) -> ReportError:
     """The refusal of the first value no report may hold (in a text parsed by
-    ``_MARKING``), with its JSON path."""
-    for node, path in _walk(value):
+    ``_MARKING``), with its JSON path; nesting past ``max_depth`` before it is refused as
+    ``decode`` refuses it where there is no such value."""
+    for node, path, depth in _walk(value):
+        if depth > max_depth:
+            return ReportError(source, f"JSON nested deeper than {max_depth} levels",
+                               path=(path[:60] + "...") if len(path) > 60 else (path or "$"))
         # Each key in the path is cut already; hundreds of levels would still make kilobytes.
         where = _short(path, quoted=False, limit=200) if path else "$"
         if isinstance(node, _Constant):
@@ -118,26 +122,29 @@ class _Twice(str):
     """A key where an object has it a second time."""
 
 
-def _walk(value: Any) -> Iterator[tuple[Any, str]]:
-    """Every value of a parsed text with its JSON path, in the text's order; a key that
+def _walk(value: Any) -> Iterator[tuple[Any, str, int]]:
+    """Every value of a parsed text with its JSON path and its nesting (1 for the text's
+    own object or array, 0 for a value in no container), in the text's order; a key that
     repeats one before it in its object as ``_Twice``, with the object's path."""
-    stack: list[tuple[Any, str]] = [(value, "")]
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
     while stack:
-        node, path = stack.pop()
-        yield node, path
+        node, path, depth = stack.pop()
+        container = isinstance(node, list)  # _Pairs are lists too
+        yield node, path, depth if container else 0
         if isinstance(node, _Pairs):
             seen: set[str] = set()
-            entries: list[tuple[Any, str]] = []
+            entries: list[tuple[Any, str, int]] = []
             for key, child in node:
                 if key in seen:
-                    entries.append((_Twice(key), path))
+                    entries.append((_Twice(key), path, 0))
                 else:
                     seen.add(key)
                     name = _short(key, quoted=False)
-                    entries.append((child, f"{path}.{name}" if path else name))
+                    entries.append((child, f"{path}.{name}" if path else name, depth + 1))
             stack.extend(reversed(entries))
-        elif isinstance(node, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(node))))
+        elif container:
+            stack.extend((child, f"{path}[{i}]", depth + 1)
+                         for i, child in reversed(list(enumerate(node))))
 
 
 def _short(key: str, *, quoted: bool = True, limit: int = 60) -> str:
