@@ -222,3 +222,11 @@ def test_a_bad_value_deeper_than_the_limit_is_refused_as_too_deep(value: str) ->
     assert verdict(parse_json, data) == verdict(parse_json, plain)
     assert verdict(parse_json, plain) == (
         "refused", f"{('a' + '[0]' * 63)[:60]}...: JSON nested deeper than 64 levels")
+
+
+def test_nesting_too_deep_for_the_parser_is_refused_with_its_place() -> None:
+    # Thousands of levels stop Python's parser before any path is known: the place is the
+    # line and column of the bracket that goes past the limit, as for broken syntax.
+    data = b'{"s": "[[[",\n "a": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert verdict(parse_json, data) == (
+        "refused", "JSON nested deeper than 64 levels at line 2, column 70")

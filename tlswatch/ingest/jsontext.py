@@ -10,6 +10,7 @@ second time, which only a refused report pays.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -26,22 +27,44 @@ def parse(data: bytes, *, source: str, max_depth: int) -> Any:
     try:
         return DECODER.decode(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise _broken(exc, source, max_depth) from exc
+        raise _broken(exc, text, source, max_depth) from exc
     except ValueError as exc:  # a key twice, NaN or Infinity, too long an integer
         try:
             value = _MARKING.decode(text)
         except (json.JSONDecodeError, RecursionError) as broken:  # later in the text
-            raise _broken(broken, source, max_depth) from exc
+            raise _broken(broken, text, source, max_depth) from exc
         raise _located(value, source, max_depth) from exc
 
 
-def _broken(exc: json.JSONDecodeError | RecursionError, source: str,
+def _broken(exc: json.JSONDecodeError | RecursionError, text: str, source: str,
             max_depth: int) -> ReportError:
     if isinstance(exc, RecursionError):
-        return ReportError(source, f"JSON nested deeper than {max_depth} levels")
+        return ReportError(source, f"JSON nested deeper than {max_depth} levels"
+                           f"{_too_deep_at(text, max_depth)}")
     # The standard library words one message "Invalid control character at".
     return ReportError(source, f"not valid JSON: {exc.msg.removesuffix(' at')} at line "
                        f"{exc.lineno}, column {exc.colno}")
+
+
+# A JSON string, or one bracket: what counting the nesting of a text needs to see.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[][{}]')
+
+
+def _too_deep_at(text: str, max_depth: int) -> str:
+    """Where in ``text`` the nesting first goes past ``max_depth``, as " at line L, column
+    C" (the text is too deep for Python's parser to say where)."""
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > max_depth:
+                at = match.start()
+                line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+                return f" at line {line}, column {column}"
+        elif token in "]}":
+            depth -= 1
+    return ""  # a limit above the nesting Python's parser can read: no place to name
 
 
 class _DuplicateKey(ValueError):
