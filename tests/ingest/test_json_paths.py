@@ -183,3 +183,50 @@ def test_an_integer_past_the_digit_limit_is_refused_with_its_place() -> None:
 def test_a_control_character_in_a_string_is_named_once() -> None:
     assert verdict(parse_json, b'{"a": "x\x01"}') == (
         "refused", "not valid JSON: Invalid control character at line 1, column 9")
+
+
+def test_a_long_path_is_shown_cut_short() -> None:
+    # A hostile report can put a value no report may hold under many long keys: the refusal
+    # names where it starts, not a path of kilobytes (each key is cut, and the path too).
+    key, depth = "k" * 60, 20
+    opening = f'{{"{key}": ' * depth
+    data = f'{{"a": {opening}NaN{"}" * depth}}}'.encode()
+    path = "a" + f".{key}" * depth
+    assert len(path) > 1000
+    assert verdict(parse_json, data) == (
+        "refused", f"{path[:200]}...: not valid JSON: NaN is no JSON value")
+
+
+@pytest.mark.parametrize(("key", "shown"), [
+    ("\\ud800", "\\ud800"), ("\\u0000", "\\x00"), ("\\u001b[2J", "\\x1b[2J"),
+    ("\\u202eevil", "\\u202eevil"), ("caf\\u00e9 \\\\ x", "caf\u00e9 \\ x"),
+])
+@pytest.mark.parametrize(("value", "reason"), [
+    ("NaN", "not valid JSON: NaN is no JSON value"),
+    ("9" * 4301, "an integer of 4,301 digits, over the limit of 4,300 digits"),
+])
+def test_a_key_in_a_place_is_shown_with_escapes(key: str, shown: str, value: str,
+                                                reason: str) -> None:
+    # The place is stored (quarantine, spool/failed) and shown: a lone surrogate or a NUL
+    # in it could not be stored at all, a terminal escape would act on a terminal.
+    data = f'{{"{key}": {{"a": {value}}}}}'.encode()
+    assert verdict(parse_json, data) == ("refused", f"{shown}.a: {reason}")
+
+
+@pytest.mark.parametrize("value", ["NaN", "9" * 4301, '{"k": 1, "k": 2}'])
+def test_a_bad_value_deeper_than_the_limit_is_refused_as_too_deep(value: str) -> None:
+    # What comes first in the text is what is named: the nesting passes the limit before
+    # the value is reached, so the refusal is the one the document gets without that value.
+    data = b'{"a": ' + b"[" * 70 + value.encode() + b"]" * 70 + b"}"
+    plain = b'{"a": ' + b"[" * 70 + b"1" + b"]" * 70 + b"}"
+    assert verdict(parse_json, data) == verdict(parse_json, plain)
+    assert verdict(parse_json, plain) == (
+        "refused", f"{('a' + '[0]' * 63)[:60]}...: JSON nested deeper than 64 levels")
+
+
+def test_nesting_too_deep_for_the_parser_is_refused_with_its_place() -> None:
+    # Thousands of levels stop Python's parser before any path is known: the place is the
+    # line and column of the bracket that goes past the limit, as for broken syntax.
+    data = b'{"s": "[[[",\n "a": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert verdict(parse_json, data) == (
+        "refused", "JSON nested deeper than 64 levels at line 2, column 70")

@@ -256,3 +256,36 @@ def test_a_signature_by_another_domain_than_the_reporters_displaces_nothing(
         stored = store.rows("SELECT source FROM reports")
     assert second.conflicts == 1 and second.accepted == 0
     assert stored == [{"source": "real.eml [attachment 'r.json.gz']"}]
+
+
+def test_a_refusal_naming_a_hostile_key_is_kept_in_quarantine(cli: Cli, tmp_path: Path) -> None:
+    # The place of a NaN is a path of keys: one holding a lone surrogate or a NUL must not
+    # stop the ingest (Arrow and PostgreSQL cannot store either).
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_json(folder / "good.json", good(1))
+    for name, key in (("surrogate.json", "\\ud800"), ("nul.json", "\\u0000")):
+        text = json.dumps(good(2)).replace('"policies"', f'"{key}": [NaN], "policies"', 1)
+        (folder / name).write_text(text)
+    out = cli.json("ingest", str(folder), code=1)
+    assert (out["accepted"], out["rejected"]) == (1, 2)
+    reasons = {r["reason"] for r in cli.json("quarantine")}
+    assert reasons == {"\\ud800[0]: not valid JSON: NaN is no JSON value",
+                       "\\x00[0]: not valid JSON: NaN is no JSON value"}
+
+
+def test_serve_refuses_a_nan_under_a_lone_surrogate_key_with_a_400(tmp_path: Path) -> None:
+    # The refusal's place held the key as parsed: writing its reason beside the kept body
+    # failed, and the sender got a 500 with nothing kept.
+    import httpx
+
+    from tests.serving import Serve
+
+    body = json.dumps(good(3)).replace('"policies"', '"\\ud800": NaN, "policies"', 1)
+    with Serve(tmp_path) as server:
+        answer = httpx.post(f"{server.http_url}/v1/reports", content=body,
+                            headers={"Content-Type": "application/tlsrpt+json"})
+        assert (answer.status_code, answer.json()) == (
+            400, {"error": "\\ud800: not valid JSON: NaN is no JSON value"})
+        reasons = [p.read_text() for p in (server.spool / "failed").glob("*.reason")]
+        assert reasons == ["\\ud800: not valid JSON: NaN is no JSON value\n"]
